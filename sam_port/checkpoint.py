@@ -1,0 +1,130 @@
+"""Loading SAM: official `.pth` files and our converted orbax directories."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sam_port.config import SAM_CONFIGS, SamConfig, get_config
+from sam_port.convert import state_dict_to_params
+from sam_port.modeling.sam import Sam, abstract_params
+from sam_port.torch_pickle import CheckpointError, load_state_dict
+
+FORMAT = "sam_port.sam/1"
+_META = "sam.json"
+_PATCH_KEY = "image_encoder.patch_embed.proj.weight"
+
+
+@dataclasses.dataclass
+class LoadedSam:
+    """A SAM ready to run: its architecture, the Flax module and the parameters."""
+
+    model_type: str
+    config: SamConfig
+    params: dict
+
+    @property
+    def module(self) -> Sam:
+        return Sam(self.config)
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params}
+
+
+def infer_model_type(state_dict: dict[str, np.ndarray], source: str | Path) -> str:
+    """vit_b / vit_l / vit_h from the shapes of an official SAM state dict."""
+    if _PATCH_KEY not in state_dict:
+        raise CheckpointError(
+            f"{source}: not a Segment Anything checkpoint (no '{_PATCH_KEY}'); "
+            "is it a VRP-SAM or backbone file?"
+        )
+    embed_dim = state_dict[_PATCH_KEY].shape[0]
+    depth = len({k.split(".")[2] for k in state_dict if k.startswith("image_encoder.blocks.")})
+    for name, cfg in SAM_CONFIGS.items():
+        enc = cfg.image_encoder
+        if name != "default" and (enc.embed_dim, enc.depth) == (embed_dim, depth):
+            return name
+    raise CheckpointError(
+        f"{source}: SAM image encoder of width {embed_dim} and depth {depth} matches no known "
+        f"model type ({', '.join(k for k in SAM_CONFIGS if k != 'default')})"
+    )
+
+
+def _describe(model_type: str) -> str:
+    enc = get_config(model_type).image_encoder
+    return f"{model_type} (width {enc.embed_dim}, {enc.depth} blocks)"
+
+
+def convert_sam_state_dict(
+    state_dict: dict[str, np.ndarray], model_type: str | None, source: str | Path
+) -> LoadedSam:
+    """Official SAM state dict -> LoadedSam, checking the model type and every key."""
+    found = infer_model_type(state_dict, source)
+    if model_type is not None:
+        get_config(model_type)  # validates the name
+        if model_type == "default":
+            model_type = "vit_h"
+        if model_type != found:
+            raise CheckpointError(
+                f"{source}: this is a {_describe(found)} checkpoint, but model type "
+                f"{_describe(model_type)} was asked for"
+            )
+    config = get_config(found)
+    params = state_dict_to_params(state_dict, abstract_params(config), source=source)
+    return LoadedSam(found, config, params)
+
+
+def save_sam(sam: LoadedSam, directory: str | Path) -> Path:
+    """Write `directory/sam.json` (format, model type, architecture) and the orbax params."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / "params", sam.params, force=True)
+    meta = {"format": FORMAT, "model_type": sam.model_type, "config": sam.config.to_dict()}
+    (directory / _META).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def _load_directory(directory: Path, model_type: str | None) -> LoadedSam:
+    meta_path = directory / _META
+    if not meta_path.is_file():
+        raise CheckpointError(f"{directory}: not a converted SAM directory (no {_META})")
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r}")
+        config = SamConfig.from_dict(meta["config"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable SAM metadata ({e})") from e
+    stored = meta["model_type"]
+    if model_type is not None and model_type not in (stored, "default" if stored == "vit_h" else None):
+        raise CheckpointError(
+            f"{directory}: holds a {stored} SAM, but model type {model_type} was asked for"
+        )
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params(config)
+    )
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(directory / "params", target)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(f"{directory}: cannot restore SAM parameters ({e})") from e
+    return LoadedSam(stored, config, params)
+
+
+def load_sam(path: str | Path, model_type: str | None = None) -> LoadedSam:
+    """Load SAM from an official checkpoint (`sam_vit_*.pth`) or a directory written by
+    `save_sam` / `vrp-sam convert-sam`. `model_type` (vit_b, vit_l, vit_h) is checked against
+    the file when given and inferred when not."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_directory(path, model_type)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    return convert_sam_state_dict(load_state_dict(path), model_type, path)

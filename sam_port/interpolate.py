@@ -1,0 +1,75 @@
+"""Resizing with PyTorch's exact semantics.
+
+`jax.image.resize` samples pixel centres differently from `torch.nn.functional.interpolate`
+(its "nearest" picks 8i+4 where PyTorch picks 8i, and its "linear" anti-aliases when shrinking).
+Parity with the PyTorch originals needs PyTorch's rules, so the resizes here are written as
+small interpolation matrices (built in numpy from static shapes) applied with exact matmuls.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@lru_cache(maxsize=64)
+def linear_weights(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+    """(out_size, in_size) matrix of PyTorch's 1-D linear interpolation weights."""
+    weights = np.zeros((out_size, in_size), np.float32)
+    if align_corners:
+        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        src = np.arange(out_size, dtype=np.float64) * scale
+    else:
+        scale = in_size / out_size
+        src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+    lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
+    hi = np.minimum(lo + 1, in_size - 1)
+    frac = (src - lo).astype(np.float32)
+    rows = np.arange(out_size)
+    np.add.at(weights, (rows, lo), 1.0 - frac)
+    np.add.at(weights, (rows, hi), frac)
+    return weights
+
+
+def resize_bilinear(
+    x: jax.Array, size: tuple[int, int], *, align_corners: bool, axes: tuple[int, int] = (-3, -2)
+) -> jax.Array:
+    """Bilinear resize of the two spatial `axes` of `x` (default NHWC) to `size` = (H, W).
+
+    Matches `F.interpolate(mode="bilinear", align_corners=...)` without antialiasing.
+    """
+    h_axis, w_axis = (a % x.ndim for a in axes)
+    out_h, out_w = size
+    wy = jnp.asarray(linear_weights(x.shape[h_axis], out_h, align_corners), x.dtype)
+    wx = jnp.asarray(linear_weights(x.shape[w_axis], out_w, align_corners), x.dtype)
+    hp = jax.lax.Precision.HIGHEST
+    x = jnp.moveaxis(jnp.tensordot(wy, x, axes=((1,), (h_axis,)), precision=hp), 0, h_axis)
+    x = jnp.moveaxis(jnp.tensordot(wx, x, axes=((1,), (w_axis,)), precision=hp), 0, w_axis)
+    return x
+
+
+def resize_linear_1d(x: jax.Array, size: int, *, axis: int = 0) -> jax.Array:
+    """`F.interpolate(mode="linear", align_corners=False)` along one axis."""
+    axis = axis % x.ndim
+    w = jnp.asarray(linear_weights(x.shape[axis], size, False), x.dtype)
+    out = jnp.tensordot(w, x, axes=((1,), (axis,)), precision=jax.lax.Precision.HIGHEST)
+    return jnp.moveaxis(out, 0, axis)
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source indices of PyTorch's `nearest` mode: floor(i * in / out)."""
+    return np.minimum(
+        np.floor(np.arange(out_size) * (in_size / out_size)).astype(np.int64), in_size - 1
+    )
+
+
+def resize_nearest(
+    x: jax.Array, size: tuple[int, int], *, axes: tuple[int, int] = (-3, -2)
+) -> jax.Array:
+    """`F.interpolate(mode="nearest")` (not `nearest-exact`) of the two spatial `axes`."""
+    h_axis, w_axis = (a % x.ndim for a in axes)
+    x = jnp.take(x, nearest_indices(x.shape[h_axis], size[0]), axis=h_axis)
+    return jnp.take(x, nearest_indices(x.shape[w_axis], size[1]), axis=w_axis)

@@ -1,0 +1,159 @@
+"""SAM's ViT image encoder (ViTDet style: windowed + global attention, decomposed rel-pos)."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sam_port.config import ImageEncoderConfig
+from sam_port.interpolate import resize_linear_1d
+from sam_port.modeling.common import MLPBlock, layer_norm, layer_norm_2d
+
+
+def window_partition(x: jax.Array, window_size: int) -> tuple[jax.Array, tuple[int, int]]:
+    """(B, H, W, C) -> (B * nWindows, ws, ws, C), zero-padding H and W up to multiples of ws."""
+    b, h, w, c = x.shape
+    pad_h = (window_size - h % window_size) % window_size
+    pad_w = (window_size - w % window_size) % window_size
+    if pad_h or pad_w:
+        x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    x = x.reshape(b, hp // window_size, window_size, wp // window_size, window_size, c)
+    windows = x.transpose(0, 1, 3, 2, 4, 5).reshape(-1, window_size, window_size, c)
+    return windows, (hp, wp)
+
+
+def window_unpartition(
+    windows: jax.Array, window_size: int, pad_hw: tuple[int, int], hw: tuple[int, int]
+) -> jax.Array:
+    """Inverse of `window_partition`, dropping the padding."""
+    hp, wp = pad_hw
+    h, w = hw
+    b = windows.shape[0] // (hp * wp // window_size // window_size)
+    x = windows.reshape(b, hp // window_size, wp // window_size, window_size, window_size, -1)
+    x = x.transpose(0, 1, 3, 2, 4, 5).reshape(b, hp, wp, -1)
+    return x[:, :h, :w, :]
+
+
+def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
+    """Relative position embeddings (q_size, k_size, C) for query/key lengths along one axis."""
+    max_rel_dist = int(2 * max(q_size, k_size) - 1)
+    if rel_pos.shape[0] != max_rel_dist:
+        rel_pos = resize_linear_1d(rel_pos, max_rel_dist, axis=0)
+    q_coords = np.arange(q_size)[:, None] * max(k_size / q_size, 1.0)
+    k_coords = np.arange(k_size)[None, :] * max(q_size / k_size, 1.0)
+    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
+    return rel_pos[relative.astype(np.int64)]
+
+
+def add_decomposed_rel_pos(
+    attn: jax.Array,
+    q: jax.Array,
+    rel_pos_h: jax.Array,
+    rel_pos_w: jax.Array,
+    q_size: tuple[int, int],
+    k_size: tuple[int, int],
+) -> jax.Array:
+    """MViTv2 decomposed relative positions. attn: (B, heads, Nq, Nk); q: (B, Nq, heads, C)."""
+    q_h, q_w = q_size
+    k_h, k_w = k_size
+    rh = get_rel_pos(q_h, k_h, rel_pos_h)
+    rw = get_rel_pos(q_w, k_w, rel_pos_w)
+    b, _, heads, dim = q.shape
+    r_q = q.reshape(b, q_h, q_w, heads, dim)
+    rel_h = jnp.einsum("byxnc,ykc->bnyxk", r_q, rh.astype(q.dtype))
+    rel_w = jnp.einsum("byxnc,xkc->bnyxk", r_q, rw.astype(q.dtype))
+    attn = attn.reshape(b, heads, q_h, q_w, k_h, k_w)
+    attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
+    return attn.reshape(b, heads, q_h * q_w, k_h * k_w)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over a (B, H, W, C) grid, with optional rel-pos bias."""
+
+    num_heads: int
+    use_rel_pos: bool
+    input_size: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, dim = x.shape
+        head_dim = dim // self.num_heads
+        qkv = nn.Dense(dim * 3, name="qkv")(x).reshape(b, h * w, 3, self.num_heads, head_dim)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
+        attn = jnp.einsum("bqnc,bknc->bnqk", q * head_dim**-0.5, k)
+        if self.use_rel_pos:
+            init = nn.initializers.zeros
+            rel_pos_h = self.param("rel_pos_h", init, (2 * self.input_size[0] - 1, head_dim))
+            rel_pos_w = self.param("rel_pos_w", init, (2 * self.input_size[1] - 1, head_dim))
+            attn = add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, (h, w), (h, w))
+        attn = jax.nn.softmax(attn, axis=-1)
+        out = jnp.einsum("bnqk,bknc->bqnc", attn, v).reshape(b, h, w, dim)
+        return nn.Dense(dim, name="proj")(out)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; windowed attention when `window_size` > 0."""
+
+    num_heads: int
+    mlp_ratio: float
+    use_rel_pos: bool
+    window_size: int
+    input_size: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        dim = x.shape[-1]
+        shortcut = x
+        x = layer_norm(1e-6, name="norm1")(x)
+        if self.window_size > 0:
+            h, w = x.shape[1], x.shape[2]
+            x, pad_hw = window_partition(x, self.window_size)
+        attn_size = self.input_size if self.window_size == 0 else (self.window_size,) * 2
+        x = Attention(self.num_heads, self.use_rel_pos, attn_size, name="attn")(x)
+        if self.window_size > 0:
+            x = window_unpartition(x, self.window_size, pad_hw, (h, w))
+        x = shortcut + x
+        mlp = MLPBlock(int(dim * self.mlp_ratio), name="mlp")
+        return x + mlp(layer_norm(1e-6, name="norm2")(x))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch projection (a stride-`patch_size` convolution)."""
+
+    embed_dim: int
+    patch_size: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        p = self.patch_size
+        return nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", name="proj")(x)
+
+
+class ImageEncoderViT(nn.Module):
+    """(B, S, S, 3) normalised, padded images -> (B, S/16, S/16, out_chans) embeddings."""
+
+    config: ImageEncoderConfig
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        cfg = self.config
+        p = cfg.patch_size
+        x = PatchEmbed(cfg.embed_dim, p, name="patch_embed")(x)
+        grid = (cfg.grid_size, cfg.grid_size)
+        if cfg.use_abs_pos:
+            pos_embed = self.param(
+                "pos_embed", nn.initializers.zeros, (1, *grid, cfg.embed_dim)
+            )
+            x = x + pos_embed.astype(x.dtype)
+        for i in range(cfg.depth):
+            window = 0 if i in cfg.global_attn_indexes else cfg.window_size
+            x = Block(cfg.num_heads, cfg.mlp_ratio, cfg.use_rel_pos, window, grid,
+                      name=f"blocks_{i}")(x)
+        x = nn.Conv(cfg.out_chans, (1, 1), use_bias=False, name="neck_0")(x)
+        x = layer_norm_2d(name="neck_1")(x)
+        x = nn.Conv(cfg.out_chans, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                    name="neck_2")(x)
+        return layer_norm_2d(name="neck_3")(x)
