@@ -103,7 +103,8 @@ def _load_directory(directory: Path, model_type: str | None) -> LoadedSam:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{meta_path}: unreadable SAM metadata ({e})") from e
     stored = meta["model_type"]
-    if model_type is not None and model_type not in (stored, "default" if stored == "vit_h" else None):
+    aliases = {stored, "default"} if stored == "vit_h" else {stored}
+    if model_type is not None and model_type not in aliases:
         raise CheckpointError(
             f"{directory}: holds a {stored} SAM, but model type {model_type} was asked for"
         )

@@ -79,7 +79,9 @@ def state_dict_to_params(
         used.add(key)
         value = to_flax_layout(path, np.asarray(state_dict[key]))
         if tuple(value.shape) != tuple(leaf.shape):
-            mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(leaf.shape)}")
+            mismatched.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(leaf.shape)}"
+            )
             continue
         out[path] = np.ascontiguousarray(value, dtype=leaf.dtype)
     unexpected = sorted(

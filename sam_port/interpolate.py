@@ -18,16 +18,19 @@ import numpy as np
 @lru_cache(maxsize=64)
 def linear_weights(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
     """(out_size, in_size) matrix of PyTorch's 1-D linear interpolation weights."""
-    weights = np.zeros((out_size, in_size), np.float32)
+    # Source coordinates in float32 arithmetic, as PyTorch's CPU/GPU kernels compute them.
+    f32 = np.float32
+    dst = np.arange(out_size, dtype=f32)
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        src = np.arange(out_size, dtype=np.float64) * scale
+        scale = f32(in_size - 1) / f32(out_size - 1) if out_size > 1 else f32(0)
+        src = scale * dst
     else:
-        scale = in_size / out_size
-        src = np.maximum((np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5, 0.0)
+        scale = f32(in_size) / f32(out_size)
+        src = np.maximum(scale * (dst + f32(0.5)) - f32(0.5), f32(0))
     lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
     hi = np.minimum(lo + 1, in_size - 1)
-    frac = (src - lo).astype(np.float32)
+    frac = src - lo.astype(f32)
+    weights = np.zeros((out_size, in_size), f32)
     rows = np.arange(out_size)
     np.add.at(weights, (rows, lo), 1.0 - frac)
     np.add.at(weights, (rows, hi), frac)

@@ -107,7 +107,9 @@ class SamPredictor:
             mask = np.asarray(mask_input, np.float32)
             size = self.model.config.low_res_size
             if mask.shape != (1, size, size):
-                raise ValueError(f"mask_input must have shape (1, {size}, {size}), got {mask.shape}")
+                raise ValueError(
+                    f"mask_input must have shape (1, {size}, {size}), got {mask.shape}"
+                )
             mask = mask[None].transpose(0, 2, 3, 1)
         masks, iou, low_res = self.predict_batched(
             points, boxes, mask, multimask_output, return_logits

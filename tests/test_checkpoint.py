@@ -1,0 +1,169 @@
+"""Reading PyTorch files without PyTorch, converting SAM checkpoints, and their errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import zipfile
+
+import jax
+import numpy as np
+import pytest
+import torch
+from torch_sam import build_torch_sam, state_dict_numpy
+
+import sam_port
+from sam_port.convert import params_to_state_dict
+from sam_port.torch_pickle import CheckpointError, load_state_dict, load_torch_file
+
+
+def test_reader_matches_torch_load(tmp_path):
+    base = torch.randn(6)
+    sd = {
+        "f32": torch.randn(3, 4),
+        "transposed": torch.randn(4, 3).t(),  # non-contiguous strides
+        "sliced": torch.arange(10)[2:7],  # storage offset
+        "bf16": torch.randn(2, 2).to(torch.bfloat16),
+        "f16": torch.randn(5).half(),
+        "scalar": torch.tensor(3.5),
+        "param": torch.nn.Parameter(torch.randn(5)),
+        "bool": torch.tensor([True, False, True]),
+        "view_a": base[:3],  # two views of one storage
+        "view_b": base[3:],
+    }
+    path = tmp_path / "sd.pth"
+    torch.save(sd, path)
+    got = load_state_dict(path)
+    assert set(got) == set(sd)
+    for k, v in sd.items():
+        ref = v.detach().float().numpy() if v.dtype == torch.bfloat16 else v.detach().numpy()
+        assert got[k].shape == ref.shape, k
+        np.testing.assert_array_equal(np.asarray(got[k], ref.dtype), ref, err_msg=k)
+
+
+def test_reader_refuses_code_in_pickle(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"w": torch.ones(1), "obj": torch.nn.ReLU()}, path)
+    with pytest.raises(CheckpointError, match="refusing to execute"):
+        load_torch_file(path)
+
+
+def test_reader_reports_corrupt_files(tmp_path):
+    good = tmp_path / "good.pth"
+    torch.save({"w": torch.randn(100)}, good)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated.pth"):
+        load_torch_file(truncated)
+    not_zip = tmp_path / "text.pth"
+    not_zip.write_text("hello")
+    with pytest.raises(CheckpointError, match="text.pth"):
+        load_torch_file(not_zip)
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        load_torch_file(tmp_path / "absent.pth")
+    with zipfile.ZipFile(tmp_path / "plain.zip", "w") as z:
+        z.writestr("readme.txt", "x")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
+        load_torch_file(tmp_path / "plain.zip")
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    model = build_torch_sam(sam_port.get_config("tiny"), seed=3)
+    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
+    torch.save(model.state_dict(), path)
+    return path, state_dict_numpy(model)
+
+
+def test_converted_params_are_the_checkpoint(tiny_checkpoint):
+    path, sd = tiny_checkpoint
+    sam = sam_port.load_sam(path)  # model type inferred
+    assert sam.model_type == "tiny"
+    back = params_to_state_dict(sam.params)
+    assert set(back) == set(sd)
+    for k in sd:
+        np.testing.assert_array_equal(back[k], sd[k], err_msg=k)
+
+
+def _save(tmp_path, sd, name="bad.pth"):
+    path = tmp_path / name
+    torch.save({k: torch.from_numpy(np.array(v)) for k, v in sd.items()}, path)
+    return path
+
+
+def test_conversion_errors(tiny_checkpoint, tmp_path):
+    path, sd = tiny_checkpoint
+    with pytest.raises(CheckpointError, match=r"is a tiny .* but model type vit_b"):
+        sam_port.load_sam(path, "vit_b")
+    with pytest.raises(ValueError, match="unknown SAM model type"):
+        sam_port.load_sam(path, "vit_x")
+
+    missing = dict(sd)
+    del missing["mask_decoder.iou_token.weight"]
+    with pytest.raises(CheckpointError, match=r"missing keys: mask_decoder\.iou_token\.weight"):
+        sam_port.load_sam(_save(tmp_path, missing))
+
+    extra = dict(sd, **{"image_encoder.extra.weight": np.ones(3, np.float32)})
+    with pytest.raises(CheckpointError, match=r"unexpected keys: image_encoder\.extra\.weight"):
+        sam_port.load_sam(_save(tmp_path, extra))
+
+    wrong = dict(sd, **{"mask_decoder.mask_tokens.weight": np.ones((5, 7), np.float32)})
+    with pytest.raises(CheckpointError, match=r"shape mismatches: mask_decoder\.mask_tokens"):
+        sam_port.load_sam(_save(tmp_path, wrong))
+
+    other = {"module.downsample_query.0.weight": np.ones((256, 1536, 1, 1), np.float32)}
+    with pytest.raises(CheckpointError, match="not a Segment Anything checkpoint"):
+        sam_port.load_sam(_save(tmp_path, other, "vrp.pth"))
+
+
+def test_orbax_round_trip_loads_without_torch(tiny_checkpoint, tmp_path):
+    path, sd = tiny_checkpoint
+    out = tmp_path / "converted"
+    sam_port.save_sam(sam_port.load_sam(path), out)
+    np.savez(tmp_path / "ref.npz", **sd)
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch now fails
+        import numpy as np, sam_port
+        from sam_port.convert import params_to_state_dict
+        sam = sam_port.load_sam({str(out)!r}, "tiny")
+        ref = np.load({str(tmp_path / "ref.npz")!r})
+        got = params_to_state_dict(sam.params)
+        assert set(got) == set(ref.files)
+        assert all(np.array_equal(got[k], ref[k]) for k in ref.files)
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+    with pytest.raises(CheckpointError, match="holds a tiny SAM"):
+        sam_port.load_sam(out, "vit_h")
+    with pytest.raises(CheckpointError, match="not a converted SAM directory"):
+        sam_port.load_sam(tmp_path)
+
+
+def test_predictor_input_errors(tiny_checkpoint):
+    sam = sam_port.load_sam(tiny_checkpoint[0])
+    pred = sam_port.SamPredictor(sam)
+    with pytest.raises(RuntimeError, match="set_image"):
+        pred.predict(point_coords=np.array([[1, 1]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="HxWx3 uint8"):
+        pred.set_image(np.zeros((10, 10), np.uint8))
+    pred.set_image(np.full((30, 40, 3), 7, np.uint8))
+    with pytest.raises(ValueError, match="2 points but 1 labels"):
+        pred.predict(point_coords=np.array([[1, 1], [2, 2]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="mask_input must have shape"):
+        pred.predict(mask_input=np.zeros((1, 8, 8)))
+
+
+def test_image_embedding_reused_across_prompts(tiny_checkpoint):
+    """One set_image, many prompts: the embedding is computed once and not recomputed."""
+    sam = sam_port.load_sam(tiny_checkpoint[0])
+    pred = sam_port.SamPredictor(sam)
+    pred.set_image(np.random.default_rng(0).integers(1, 255, (50, 70, 3), dtype=np.uint8))
+    features = pred.get_image_embedding()
+    for x in range(3):
+        pred.predict(point_coords=np.array([[10.0 * x, 5.0]]), point_labels=np.array([1]))
+    assert pred.get_image_embedding() is features
+    assert jax.tree.leaves(features)[0].shape == (1, 8, 8, 32)

@@ -1,0 +1,60 @@
+"""The `vrp-sam` command line: conversion, prediction, the demo, and clean errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from PIL import Image
+from torch_sam import build_torch_sam
+
+import sam_port
+from vrp_sam_jax.cli import main
+
+
+def test_convert_and_predict(tmp_path, capsys):
+    ckpt = tmp_path / "sam_tiny.pth"
+    torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=1).state_dict(), ckpt)
+    out = tmp_path / "converted"
+    assert main(["convert-sam", "--model-type", "tiny", "--checkpoint", str(ckpt),
+                 "--output", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_type"] == "tiny"
+
+    image = tmp_path / "img.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 90, 3), np.uint8)).save(image)
+    mask_path = tmp_path / "out" / "mask.png"
+    assert main(["sam-predict", "--checkpoint", str(out), "--image", str(image),
+                 "--point", "40,30", "--negative-point", "5,5", "--box", "10,10,80,50",
+                 "--output", str(mask_path)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    mask = np.asarray(Image.open(mask_path))
+    assert mask.shape == (60, 90) and set(np.unique(mask)) <= {0, 255}
+    assert report["mask_pixels"] == int((mask == 255).sum())
+    assert (tmp_path / "out" / "mask_overlay.png").is_file()
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "broken.pth"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert main(["convert-sam", "--checkpoint", str(bad), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vrp-sam: error: ") and "broken.pth" in err and "\n" not in err
+
+    ckpt = tmp_path / "sam_tiny.pth"
+    torch.save(build_torch_sam(sam_port.get_config("tiny")).state_dict(), ckpt)
+    corrupt = tmp_path / "img.png"
+    corrupt.write_bytes(b"\x89PNG garbage")
+    assert main(["sam-predict", "--checkpoint", str(ckpt), "--image", str(corrupt),
+                 "--point", "1,1", "--output", str(tmp_path / "m.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "img.png: not a readable image" in err and "\n" not in err
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "--output-dir", str(tmp_path)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["checkpoint_round_trip_max_abs_diff"] == 0.0
+    assert result["image"] == [480, 640] and len(result["iou_predictions"]) == 3
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    assert mask.shape == (480, 640) and result["mask_pixels"] == int((mask == 255).sum())

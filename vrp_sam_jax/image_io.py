@@ -1,0 +1,41 @@
+"""Reading images and writing masks, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class InputError(ValueError):
+    """Bad user input (a file, an argument), with the file and the problem in the message."""
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB image as an HxWx3 uint8 array."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(f"{path}: not a readable image ({e})") from e
+
+
+def write_mask(path: str | Path, mask: np.ndarray) -> None:
+    """A boolean HxW mask as a black/white PNG (0/255)."""
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 40, 40), alpha: float = 0.5,
+            points: np.ndarray | None = None) -> np.ndarray:
+    """The image with the mask tinted in `color` and optional points drawn as small squares."""
+    out = image.astype(np.float32)
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, np.float32)
+    out = out.astype(np.uint8)
+    h, w = mask.shape
+    for x, y in [] if points is None else np.asarray(points, int):
+        out[max(y - 3, 0) : min(y + 4, h), max(x - 3, 0) : min(x + 4, w)] = (40, 255, 40)
+    return out
