@@ -101,8 +101,13 @@ class SamPredictor:
                 )
             points = (coords, labels)
         if box is not None:
+            if np.size(box) != 4:
+                raise ValueError(
+                    f"box must be one x0,y0,x1,y1 box, got shape {np.shape(box)}; "
+                    "use predict_batched for several boxes"
+                )
             boxes = self.transform.apply_boxes(np.asarray(box), self.original_size)
-            boxes = np.asarray(boxes, np.float32)[:1]
+            boxes = np.asarray(boxes, np.float32)
         if mask_input is not None:
             mask = np.asarray(mask_input, np.float32)
             size = self.model.config.low_res_size

@@ -153,6 +153,8 @@ def test_predictor_input_errors(tiny_checkpoint):
     pred.set_image(np.full((30, 40, 3), 7, np.uint8))
     with pytest.raises(ValueError, match="2 points but 1 labels"):
         pred.predict(point_coords=np.array([[1, 1], [2, 2]]), point_labels=np.array([1]))
+    with pytest.raises(ValueError, match="box must be one x0,y0,x1,y1 box"):
+        pred.predict(box=np.array([[1, 1, 5, 5], [2, 2, 6, 6]]))
     with pytest.raises(ValueError, match="mask_input must have shape"):
         pred.predict(mask_input=np.zeros((1, 8, 8)))
 

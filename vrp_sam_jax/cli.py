@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_sam_predict)
 
     p = sub.add_parser("demo", help="embedded demo: no download, no dataset")
-    p.add_argument("--model-type", choices=SAM_TYPES, default="tiny")
+    p.add_argument("--model-type", choices=SAM_TYPES, default=None,
+                   help="random weights of this type (default tiny), or the checkpoint's type")
     p.add_argument("--sam-checkpoint", default=None,
                    help="use real SAM weights (.pth or converted directory)")
     p.add_argument("--output-dir", default="demo_out")

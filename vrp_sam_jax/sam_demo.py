@@ -34,12 +34,15 @@ def generated_image(height: int = 480, width: int = 640, seed: int = 0) -> tuple
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def run(model_type: str, checkpoint: str | None, output_dir: Path, seed: int = 0) -> dict:
+def run(model_type: str | None, checkpoint: str | None, output_dir: Path, seed: int = 0) -> dict:
+    """With a checkpoint, its model type is checked (or inferred when `model_type` is None);
+    without one, a randomly initialised SAM of `model_type` (default tiny) is used."""
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     if checkpoint:
-        sam = sam_port.load_sam(checkpoint, None if model_type == "tiny" else model_type)
+        sam = sam_port.load_sam(checkpoint, model_type)
     else:
+        model_type = model_type or "tiny"
         config = sam_port.get_config(model_type)
         sam = sam_port.LoadedSam(model_type, config, sam_port.init_params(config, seed))
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,7 +82,7 @@ def run(model_type: str, checkpoint: str | None, output_dir: Path, seed: int = 0
     }
 
 
-def main(model_type: str, checkpoint: str | None, output_dir: str) -> int:
+def main(model_type: str | None, checkpoint: str | None, output_dir: str) -> int:
     result = run(model_type, checkpoint, Path(output_dir))
     if result["checkpoint_round_trip_max_abs_diff"] != 0.0:
         raise RuntimeError(f"orbax round trip changed the parameters: {result}")
