@@ -48,15 +48,15 @@ def get_rel_pos(q_size: int, k_size: int, rel_pos: jax.Array) -> jax.Array:
     return rel_pos[relative.astype(np.int64)]
 
 
-def add_decomposed_rel_pos(
-    attn: jax.Array,
+def decomposed_rel_pos(
     q: jax.Array,
     rel_pos_h: jax.Array,
     rel_pos_w: jax.Array,
     q_size: tuple[int, int],
     k_size: tuple[int, int],
-) -> jax.Array:
-    """MViTv2 decomposed relative positions. attn: (B, heads, Nq, Nk); q: (B, Nq, heads, C)."""
+) -> tuple[jax.Array, jax.Array]:
+    """MViTv2 decomposed relative positions for q (B, Nq, heads, C): the height and width terms
+    (B, heads, Nq, k_h) and (B, heads, Nq, k_w) whose outer sum is added to the attention map."""
     q_h, q_w = q_size
     k_h, k_w = k_size
     rh = get_rel_pos(q_h, k_h, rel_pos_h)
@@ -65,9 +65,53 @@ def add_decomposed_rel_pos(
     r_q = q.reshape(b, q_h, q_w, heads, dim)
     rel_h = jnp.einsum("byxnc,ykc->bnyxk", r_q, rh.astype(q.dtype))
     rel_w = jnp.einsum("byxnc,xkc->bnyxk", r_q, rw.astype(q.dtype))
-    attn = attn.reshape(b, heads, q_h, q_w, k_h, k_w)
-    attn = attn + rel_h[..., :, None] + rel_w[..., None, :]
-    return attn.reshape(b, heads, q_h * q_w, k_h * k_w)
+    return rel_h.reshape(b, heads, q_h * q_w, k_h), rel_w.reshape(b, heads, q_h * q_w, k_w)
+
+
+def _attend(q, k, v, rel_h, rel_w, k_size):
+    """softmax(q k^T [+ rel_h (+) rel_w]) v; q (B, Nq, heads, C) already scaled."""
+    attn = jnp.einsum("bqnc,bknc->bnqk", q, k)
+    if rel_h is not None:
+        b, heads, nq, _ = attn.shape
+        attn = attn.reshape(b, heads, nq, *k_size) + rel_h[..., :, None] + rel_w[..., None, :]
+        attn = attn.reshape(b, heads, nq, -1)
+    return jnp.einsum("bnqk,bknc->bqnc", jax.nn.softmax(attn, axis=-1), v)
+
+
+# Global attention over 4096 tokens makes (heads, 4096, 4096) maps; computing them a block of
+# queries at a time keeps each map cache-sized (same arithmetic, per query; 1.4x faster per
+# global block on CPU, benchmarks/sam_global_attention.py).
+QUERY_CHUNK = 256
+
+
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    rel_h: jax.Array | None,
+    rel_w: jax.Array | None,
+    k_size: tuple[int, int],
+) -> jax.Array:
+    """Attention of q (B, Nq, heads, C) (already scaled) over k, v (B, Nk, heads, C), with the
+    decomposed rel-pos terms when given; long query sequences are processed in blocks."""
+    nq = q.shape[1]
+    if nq <= QUERY_CHUNK or nq % QUERY_CHUNK:
+        return _attend(q, k, v, rel_h, rel_w, k_size)
+    b, _, heads, dim = q.shape
+    blocks = nq // QUERY_CHUNK
+    q_blocks = q.reshape(b, blocks, QUERY_CHUNK, heads, dim).swapaxes(0, 1)
+
+    def split(rel):
+        return rel.reshape(b, heads, blocks, QUERY_CHUNK, -1).transpose(2, 0, 1, 3, 4)
+
+    rel = None if rel_h is None else (split(rel_h), split(rel_w))
+
+    def block(args):
+        qc, rc = args
+        return _attend(qc, k, v, *(rc if rc is not None else (None, None)), k_size)
+
+    out = jax.lax.map(block, (q_blocks, rel))
+    return out.swapaxes(0, 1).reshape(b, nq, heads, dim)
 
 
 class Attention(nn.Module):
@@ -83,15 +127,14 @@ class Attention(nn.Module):
         head_dim = dim // self.num_heads
         qkv = nn.Dense(dim * 3, name="qkv")(x).reshape(b, h * w, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
-        attn = jnp.einsum("bqnc,bknc->bnqk", q * head_dim**-0.5, k)
+        rel_h = rel_w = None
         if self.use_rel_pos:
             init = nn.initializers.zeros
             rel_pos_h = self.param("rel_pos_h", init, (2 * self.input_size[0] - 1, head_dim))
             rel_pos_w = self.param("rel_pos_w", init, (2 * self.input_size[1] - 1, head_dim))
-            attn = add_decomposed_rel_pos(attn, q, rel_pos_h, rel_pos_w, (h, w), (h, w))
-        attn = jax.nn.softmax(attn, axis=-1)
-        out = jnp.einsum("bnqk,bknc->bqnc", attn, v).reshape(b, h, w, dim)
-        return nn.Dense(dim, name="proj")(out)
+            rel_h, rel_w = decomposed_rel_pos(q, rel_pos_h, rel_pos_w, (h, w), (h, w))
+        out = attention(q * head_dim**-0.5, k, v, rel_h, rel_w, (h, w))
+        return nn.Dense(dim, name="proj")(out.reshape(b, h, w, dim))
 
 
 class Block(nn.Module):

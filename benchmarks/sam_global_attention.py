@@ -1,0 +1,91 @@
+"""One global-attention block of the ViT-B image encoder (4096 tokens, 12 heads, decomposed
+rel-pos bias): PyTorch's computation vs ours (`sam_port`'s query-blocked attention) and the
+unblocked form, in the same run.
+
+    python benchmarks/sam_global_attention.py
+
+Prints one JSON line of median seconds per call, ratios torch / ours (above 1: ours faster) and
+the max abs difference between the blocked and unblocked forms. Needs the test extra.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's import)
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from segment_anything.modeling.image_encoder import (  # noqa: E402
+    add_decomposed_rel_pos as torch_add_rel_pos,
+)
+
+from sam_port.modeling.image_encoder import (  # noqa: E402
+    _attend,
+    attention,
+    decomposed_rel_pos,
+)
+
+GRID, HEADS, HEAD_DIM = 64, 12, 64
+
+
+def _median(fn, repeats: int = 3) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def ours(q, k, v, rel_pos, blocked: bool = True):
+    rel_h, rel_w = decomposed_rel_pos(q, rel_pos, rel_pos, (GRID, GRID), (GRID, GRID))
+    fn = attention if blocked else _attend
+    return fn(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID))
+
+
+def main() -> None:
+    rng = np.random.default_rng(0)
+    shape = (1, GRID * GRID, HEADS, HEAD_DIM)
+    q, k, v = (rng.normal(size=shape).astype(np.float32) for _ in range(3))
+    rel_pos = rng.normal(size=(2 * GRID - 1, HEAD_DIM)).astype(np.float32)
+
+    tq, tk, tv = (torch.from_numpy(x).permute(0, 2, 1, 3).reshape(HEADS, -1, HEAD_DIM)
+                  for x in (q, k, v))
+    trel = torch.from_numpy(rel_pos)
+
+    def run_torch():
+        with torch.no_grad():
+            attn = (tq * HEAD_DIM**-0.5) @ tk.transpose(-2, -1)
+            attn = torch_add_rel_pos(attn, tq, trel, trel, (GRID, GRID), (GRID, GRID))
+            return attn.softmax(dim=-1) @ tv
+
+    args = [jnp.asarray(x) for x in (q, k, v, rel_pos)]
+    ours_jit = jax.jit(ours)
+    unblocked_jit = jax.jit(lambda *a: ours(*a, blocked=False))
+    diff = float(jnp.abs(ours_jit(*args) - unblocked_jit(*args)).max())
+    torch_s = _median(run_torch)
+    ours_s = _median(lambda: jax.block_until_ready(ours_jit(*args)))
+    unblocked_s = _median(lambda: jax.block_until_ready(unblocked_jit(*args)))
+    print(json.dumps({
+        "benchmark": "sam_global_attention_block",
+        "device": str(jax.devices()[0].device_kind),
+        "torch_seconds": round(torch_s, 3),
+        "ours_seconds": round(ours_s, 3),
+        "unblocked_seconds": round(unblocked_s, 3),
+        "ratio_torch_over_ours": round(torch_s / ours_s, 3),
+        "ratio_torch_over_unblocked": round(torch_s / unblocked_s, 3),
+        "blocked_vs_unblocked_max_abs_diff": diff,
+    }))
+
+
+if __name__ == "__main__":
+    main()

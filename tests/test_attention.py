@@ -1,0 +1,36 @@
+"""The image encoder's query-blocked attention equals the plain computation and PyTorch's."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+
+from sam_port.modeling import image_encoder
+
+
+@pytest.mark.parametrize("use_rel_pos", [True, False])
+def test_blocked_attention_matches_plain_and_torch(use_rel_pos):
+    grid, heads, dim = 32, 2, 8  # 1024 queries: 4 blocks of 256
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.normal(size=(2, grid * grid, heads, dim)).astype(np.float32) for _ in range(3))
+    rel_pos = rng.normal(size=(2 * grid - 1, dim)).astype(np.float32)
+    rel_h = rel_w = None
+    if use_rel_pos:
+        rel_h, rel_w = image_encoder.decomposed_rel_pos(
+            jnp.asarray(q), jnp.asarray(rel_pos), jnp.asarray(rel_pos), (grid, grid), (grid, grid)
+        )
+    qs = jnp.asarray(q) * dim**-0.5
+    assert grid * grid > image_encoder.QUERY_CHUNK
+    blocked = image_encoder.attention(qs, k, v, rel_h, rel_w, (grid, grid))
+    plain = image_encoder._attend(qs, k, v, rel_h, rel_w, (grid, grid))
+    np.testing.assert_allclose(np.asarray(blocked), np.asarray(plain), rtol=0, atol=1e-6)
+
+    tq, tk, tv = (torch.from_numpy(x).permute(0, 2, 1, 3).reshape(2 * heads, -1, dim)
+                  for x in (q, k, v))
+    attn = (tq * dim**-0.5) @ tk.transpose(-2, -1)
+    if use_rel_pos:
+        trel = torch.from_numpy(rel_pos)
+        attn = add_decomposed_rel_pos(attn, tq, trel, trel, (grid, grid), (grid, grid))
+    ref = (attn.softmax(-1) @ tv).reshape(2, heads, -1, dim).permute(0, 2, 1, 3).numpy()
+    np.testing.assert_allclose(np.asarray(blocked), ref, rtol=0, atol=1e-5)
