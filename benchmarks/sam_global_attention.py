@@ -11,12 +11,11 @@ the max abs difference between the blocked and unblocked forms. Needs the test e
 from __future__ import annotations
 
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's import)
 import jax  # noqa: E402
@@ -26,6 +25,7 @@ import torch  # noqa: E402
 from segment_anything.modeling.image_encoder import (  # noqa: E402
     add_decomposed_rel_pos as torch_add_rel_pos,
 )
+from timing import median_seconds  # noqa: E402
 
 from sam_port.modeling.image_encoder import (  # noqa: E402
     _attend,
@@ -34,16 +34,6 @@ from sam_port.modeling.image_encoder import (  # noqa: E402
 )
 
 GRID, HEADS, HEAD_DIM = 64, 12, 64
-
-
-def _median(fn, repeats: int = 3) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def ours(q, k, v, rel_pos, blocked: bool = True):
@@ -72,9 +62,11 @@ def main() -> None:
     ours_jit = jax.jit(ours)
     unblocked_jit = jax.jit(lambda *a: ours(*a, blocked=False))
     diff = float(jnp.abs(ours_jit(*args) - unblocked_jit(*args)).max())
-    torch_s = _median(run_torch)
-    ours_s = _median(lambda: jax.block_until_ready(ours_jit(*args)))
-    unblocked_s = _median(lambda: jax.block_until_ready(unblocked_jit(*args)))
+    torch_s = median_seconds(run_torch, 3, warmup=True)
+    ours_s = median_seconds(lambda: jax.block_until_ready(ours_jit(*args)), 3, warmup=True)
+    unblocked_s = median_seconds(
+        lambda: jax.block_until_ready(unblocked_jit(*args)), 3, warmup=True
+    )
     print(json.dumps({
         "benchmark": "sam_global_attention_block",
         "device": str(jax.devices()[0].device_kind),

@@ -13,31 +13,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's import)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from timing import median_seconds  # noqa: E402
 from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
 
 import sam_port  # noqa: E402
 from sam_port.checkpoint import convert_sam_state_dict  # noqa: E402
 from sam_port.predictor import embed_images  # noqa: E402
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,8 +58,8 @@ def main() -> None:
     run_ours()
     compile_s = time.perf_counter() - start
     run_torch()  # warm-up
-    torch_s = _median_seconds(run_torch, args.repeats)
-    ours_s = _median_seconds(run_ours, args.repeats)
+    torch_s = median_seconds(run_torch, args.repeats)
+    ours_s = median_seconds(run_ours, args.repeats)
     result = {
         "benchmark": "sam_image_embedding",
         "model_type": args.model_type,
