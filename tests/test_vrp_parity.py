@@ -1,0 +1,151 @@
+"""Parity of the Flax VRP-SAM with a PyTorch reference written from the spec (torch_vrp.py).
+
+Random weights (every parameter and BatchNorm statistic randomised), random inputs, float32.
+Tolerances: backbone features 1e-4 relative (max abs error / max abs value); VRP prompt
+embeddings and 512-grid logits 1e-3 max abs. The PyTorch weights reach the Flax model through
+the release's checkpoint layout (`module.`-prefixed state dict, `torch.save`d to a file).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+from torch_sam import build_torch_sam, state_dict_numpy
+from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
+
+import sam_port
+from vrp_sam_jax import checkpoints
+from vrp_sam_jax.conditions import CONDITIONS, simulate_condition
+from vrp_sam_jax.models import VRPSam, VRPSamConfig, make_backbone
+
+FEATURE_RTOL = 1e-4
+PROMPT_TOL = 1e-3
+LOGIT_TOL = 1e-3
+
+
+def _nchw(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))
+
+
+def _nhwc(x: torch.Tensor) -> np.ndarray:
+    return np.moveaxis(x.detach().numpy(), -3, -1)
+
+
+def _rel_err(got, ref) -> float:
+    return float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max())
+
+
+@pytest.mark.parametrize("backbone,size", [("resnet50", 96), ("resnet101", 64), ("vgg16", 96),
+                                           ("resnet_tiny", 96)])
+def test_backbone_features(backbone, size, tmp_path):
+    """Features from the backbone's own file layout (PSPNet resnet*_v2.pth / torchvision
+    vgg16_bn), converted by `convert_backbone`."""
+    ref = randomize_(TorchVRPEncoder(backbone, hidden_dim=32), seed=1)
+    path = tmp_path / "backbone.pth"
+    torch.save(ref.backbone_net.state_dict(), path)
+    name, params = checkpoints.convert_backbone(
+        sam_port.torch_pickle.load_state_dict(path), backbone, path)
+    assert name == backbone
+    image = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
+    with torch.no_grad():
+        f_ref, l3_ref = ref.features(_nchw(image))
+        l4_ref = ref.layer4(l3_ref)
+    module = make_backbone(backbone)
+    f, l3 = module.apply({"params": params}, image, method=module.features)
+    l4 = module.apply({"params": params}, l3, method=module.final_stage)
+    for got, want in [(f, f_ref), (l4, l4_ref)]:
+        want = _nhwc(want)
+        assert got.shape == want.shape
+        assert np.abs(want).max() > 0.1
+        assert _rel_err(got, want) < FEATURE_RTOL
+
+
+def _episode(size: int, shots: int, condition: str, seed: int):
+    """Random normalised images and prompt masks of `condition` from blob-shaped GT masks."""
+    rng = np.random.default_rng(seed)
+    target = rng.normal(size=(1, size, size, 3)).astype(np.float32)
+    refs = rng.normal(size=(1, shots, size, size, 3)).astype(np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    masks = []
+    for _ in range(shots):
+        cy, cx, r = rng.uniform(0.3, 0.7, 2).tolist() + [rng.uniform(0.15, 0.3)]
+        gt = ((yy / size - cy) ** 2 + (xx / size - cx) ** 2) < r**2
+        masks.append(simulate_condition(condition, gt, rng))
+    return refs, np.stack(masks)[None], target
+
+
+@pytest.fixture(scope="module")
+def release_models(tmp_path_factory):
+    """(torch VRP-SAM, our config, our params) for ResNet-50 at the release's widths (256-d
+    prompts into a ViT-B-sized SAM decoder); images at 128 to keep CPU time small. SAM image
+    embeddings are random and given to both, so ViT-B's encoder is not run."""
+    torch_enc = randomize_(TorchVRPEncoder("resnet50"), seed=3)
+    torch_sam = build_torch_sam(sam_port.get_config("vit_b"), seed=4)
+    path = tmp_path_factory.mktemp("vrp") / "best_model.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in torch_enc.state_dict_release().items()}, path)
+    weights = checkpoints.load_vrp(path, "resnet50")
+    sam_params = sam_port.convert.state_dict_to_params(
+        state_dict_numpy(torch_sam), sam_port.modeling.sam.abstract_params(torch_sam_config()),
+        source="torch")
+    config = VRPSamConfig("resnet50", "vit_b", image_size=128)
+    params = {**weights.params, "sam": sam_params}
+    return TorchVRPSam(torch_enc, torch_sam, image_size=128).eval(), config, params
+
+
+def torch_sam_config():
+    return sam_port.get_config("vit_b")
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_prompts_and_logits(release_models, condition, shots):
+    torch_model, config, params = release_models
+    refs, masks, target = _episode(config.image_size, shots, condition, seed=shots)
+    embeddings = np.random.default_rng(9).normal(size=(1, 64, 64, 256)).astype(np.float32)
+    with torch.no_grad():
+        want_prompts = torch.cat([
+            torch_model.encoder(torch.from_numpy(masks[:, k]), _nchw(target), _nchw(refs[:, k]))
+            for k in range(shots)], dim=1).numpy()
+        want_logits = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks),
+                                  embeddings=_nchw(embeddings)).numpy()
+    model = VRPSam(config)
+    variables = {"params": params}
+    reference = model.apply(variables, refs, masks, method=model.encode_reference)
+    tgt = model.apply(variables, target, method=model.encode_target)
+    prompts = model.apply(variables, reference, tgt, method=model.prompts)
+    logits = model.apply(variables, refs, masks, target, embeddings)
+    assert prompts.shape == (1, 50 * shots, 256)
+    assert np.abs(want_prompts).max() > 0.5
+    np.testing.assert_allclose(prompts, want_prompts, rtol=0, atol=PROMPT_TOL)
+    assert logits.shape == (1, 128, 128)
+    assert np.abs(want_logits).max() > 0.1
+    np.testing.assert_allclose(logits, want_logits, rtol=0, atol=LOGIT_TOL)
+
+
+def test_end_to_end_tiny_with_sam_encoder(tmp_path):
+    """Tiny SAM and backbone, SAM image encoder included (the 96 grid resized to SAM's 128
+    with align_corners=True), batch of 2 episodes with 2 shots each."""
+    torch_enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=5)
+    torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=6)
+    torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=96).eval()
+    weights = checkpoints.convert_release(torch_enc.state_dict_release(), None, "mem")
+    assert weights.backbone == "resnet_tiny" and weights.hidden_dim == 32
+    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    config = VRPSamConfig("resnet_tiny", "tiny", image_size=96)
+    params = {**weights.params, "sam": sam.params}
+    eps = [_episode(96, 2, "mask", seed=s) for s in (11, 12)]
+    refs, masks, target = (np.concatenate(parts) for parts in zip(*eps, strict=True))
+    with torch.no_grad():
+        want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
+    got = jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
+
+
+def test_trainable_parameter_count_resnet50():
+    from vrp_sam_jax.models import abstract_params, count_params
+
+    params = abstract_params(VRPSamConfig("resnet50", "vit_b"))
+    assert count_params(params["encoder"]) == 1_592_064

@@ -1,0 +1,182 @@
+"""VRP-SAM: frozen backbone + VRP encoder -> prompt embeddings -> frozen SAM mask decoder.
+
+One Flax module with one method per stage (`model.apply(variables, ..., method=...)`), so a
+reference can be encoded once and reused for many targets, and SAM image embeddings can be
+computed once (or cached) and passed in. Parameters: {"backbone", "encoder", "sam"}.
+
+Array conventions: images are normalised NHWC float (`preprocess.normalize_image`) at
+`config.image_size`; prompt masks are {0, 1} floats (B, K, S, S) for K references (shots).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sam_port.config import SamConfig, get_config
+from sam_port.interpolate import resize_bilinear, resize_nearest
+from sam_port.modeling.sam import Sam
+from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
+from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
+
+
+@dataclasses.dataclass(frozen=True)
+class VRPSamConfig:
+    """Architecture of a VRP-SAM model (hashable: usable as a static jit argument)."""
+
+    backbone: str = "resnet50"
+    sam_type: str = "vit_h"
+    image_size: int = 512
+    num_queries: int = 50
+    num_heads: int = 4
+
+    def __post_init__(self) -> None:
+        get_backbone_spec(self.backbone)  # validates the name
+        get_config(self.sam_type)
+
+    @property
+    def sam(self) -> SamConfig:
+        return get_config(self.sam_type)
+
+    @property
+    def hidden_dim(self) -> int:
+        """Prompt width: SAM's prompt embedding width (256 for every official SAM)."""
+        return self.sam.prompt_embed_dim
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> VRPSamConfig:
+        return cls(**d)
+
+
+class Reference(NamedTuple):
+    """A reference set encoded once: K shots per batch element, shot axis flattened into the
+    batch (B*K, ...)."""
+
+    merged: jax.Array  # (B*K, h, w, C) merged reference features
+    prototype: jax.Array  # (B*K, C)
+    layer4: jax.Array  # (B*K, h4, w4, C4) layer4 of the masked layer3
+    mask: jax.Array  # (B*K, h, w, 1) prompt mask on the feature grid
+    shots: int
+
+
+class Target(NamedTuple):
+    features: jax.Array  # (B, h, w, F) concat(layer2, layer3)
+    layer4: jax.Array  # (B, h4, w4, C4)
+
+
+class VRPSam(nn.Module):
+    config: VRPSamConfig
+
+    def setup(self) -> None:
+        cfg = self.config
+        self.backbone = make_backbone(cfg.backbone)
+        self.encoder = VRPEncoder(cfg.hidden_dim, cfg.num_queries, cfg.num_heads)
+        self.sam = Sam(cfg.sam)
+
+    # --- reference and target features -------------------------------------------------
+    def encode_reference(self, images: jax.Array, prompt_masks: jax.Array,
+                         deterministic: bool = True) -> Reference:
+        """images (B, K, S, S, 3), prompt masks (B, K, S, S) -> Reference."""
+        b, k = images.shape[:2]
+        flat = images.reshape(b * k, *images.shape[2:])
+        masks = prompt_masks.reshape(b * k, *prompt_masks.shape[2:], 1).astype(flat.dtype)
+        features, layer3 = self.backbone.features(flat)
+        mask = resize_nearest(masks, layer3.shape[1:3])
+        layer4 = self.backbone.final_stage(layer3 * mask)
+        merged, prototype = self.encoder.encode_reference(features, mask, deterministic)
+        return Reference(merged, prototype, layer4, mask, k)
+
+    def encode_target(self, images: jax.Array) -> Target:
+        """images (B, S, S, 3) -> Target (backbone features of the targets)."""
+        features, layer3 = self.backbone.features(images)
+        return Target(features, self.backbone.final_stage(layer3))
+
+    def prompts(self, reference: Reference, target: Target,
+                deterministic: bool = True) -> jax.Array:
+        """Prompt embeddings (B, K * num_queries, C). A reference with batch 1 serves a batch
+        of targets."""
+        b, k = target.features.shape[0], reference.shots
+
+        def per_shot(x):  # (B_ref*K, ...) -> (B*K, ...)
+            x = x.reshape(-1, k, *x.shape[1:])
+            return jnp.broadcast_to(x, (b, *x.shape[1:])).reshape(b * k, *x.shape[2:])
+
+        def repeat(x):  # (B, ...) -> (B*K, ...), shot-major within each batch element
+            return jnp.repeat(x, k, axis=0)
+
+        prior = pseudo_mask(per_shot(reference.layer4), repeat(target.layer4),
+                            per_shot(reference.mask))
+        merged_target = self.encoder.encode_target(
+            repeat(target.features), per_shot(reference.prototype), prior, deterministic
+        )
+        out = self.encoder.generate(per_shot(reference.merged), merged_target)
+        return out.reshape(b, k * out.shape[1], out.shape[2])
+
+    # --- SAM -----------------------------------------------------------------------------
+    def embed_targets(self, images: jax.Array) -> jax.Array:
+        """SAM image embeddings of normalised targets (B, S, S, 3): the image is resized to
+        SAM's input size (bilinear, align_corners=True), not SAM's own resize-and-pad."""
+        size = self.config.sam.img_size
+        return self.sam.embed_images(resize_bilinear(images, (size, size), align_corners=True))
+
+    def decode(self, embeddings: jax.Array, prompt_embeddings: jax.Array,
+               points: tuple[jax.Array, jax.Array] | None = None,
+               boxes: jax.Array | None = None) -> jax.Array:
+        """SAM embeddings (B, h, w, C) + VRP prompts (B, N, C) [+ optional points/boxes in
+        SAM's input frame] -> mask logits (B, S, S) at `config.image_size`."""
+        b = prompt_embeddings.shape[0]
+        sparse, dense = self.sam.encode_prompts(points, boxes, None)
+        sparse = jnp.broadcast_to(sparse, (b, *sparse.shape[1:]))
+        dense = jnp.broadcast_to(dense, (b, *dense.shape[1:]))
+        sparse = jnp.concatenate([sparse.astype(prompt_embeddings.dtype), prompt_embeddings], 1)
+        low_res, _ = self.sam.decode_masks(embeddings, sparse, dense, multimask_output=False)
+        size = self.config.image_size
+        return resize_bilinear(low_res[:, 0], (size, size), align_corners=True, axes=(-2, -1))
+
+    def __call__(self, ref_images: jax.Array, prompt_masks: jax.Array,
+                 target_images: jax.Array, embeddings: jax.Array | None = None,
+                 deterministic: bool = True) -> jax.Array:
+        """One batch of episodes end to end -> mask logits (B, S, S)."""
+        reference = self.encode_reference(ref_images, prompt_masks, deterministic)
+        prompt_embeddings = self.prompts(reference, self.encode_target(target_images),
+                                         deterministic)
+        if embeddings is None:
+            embeddings = self.embed_targets(target_images)
+        return self.decode(embeddings, prompt_embeddings)
+
+
+def _example_inputs(config: VRPSamConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    s = config.image_size
+    return jnp.zeros((1, 1, s, s, 3)), jnp.ones((1, 1, s, s)), jnp.zeros((1, s, s, 3))
+
+
+def _init(config: VRPSamConfig, key: jax.Array) -> dict:
+    model = VRPSam(config)
+    params = model.init(key, *_example_inputs(config))["params"]
+    # SAM's prompt-encoder paths unused by VRP prompts (points, boxes, masks) still exist in
+    # every official checkpoint: create them so the tree matches `sam_port`'s.
+    sam = Sam(config.sam)
+    img = jnp.zeros((1, config.sam.img_size, config.sam.img_size, 3))
+    params["sam"] = sam.init(key, img)["params"]
+    return params
+
+
+def abstract_params(config: VRPSamConfig) -> dict:
+    """Shapes and dtypes of the parameter tree (no memory, no compute)."""
+    return jax.eval_shape(lambda: _init(config, jax.random.key(0)))
+
+
+def init_params(config: VRPSamConfig, seed: int = 0) -> dict:
+    """Random parameters (tests, demos, training from scratch)."""
+    return jax.jit(_init, static_argnums=0)(config, jax.random.key(seed))
+
+
+def count_params(tree) -> int:
+    return int(sum(x.size for x in jax.tree.leaves(tree)))
