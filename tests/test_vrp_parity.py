@@ -144,8 +144,8 @@ def test_end_to_end_tiny_with_sam_encoder(tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
 
 
-def test_trainable_parameter_count_resnet50():
-    from vrp_sam_jax.models import abstract_params, count_params
+def test_trainable_parameter_count_resnet50(capsys):
+    from vrp_sam_jax.cli import main
 
-    params = abstract_params(VRPSamConfig("resnet50", "vit_b"))
-    assert count_params(params["encoder"]) == 1_592_064
+    assert main(["summary", "--backbone", "resnet50", "--sam-type", "vit_b"]) == 0
+    assert "trainable: 1,592,064" in capsys.readouterr().out

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import orbax.checkpoint as ocp
 
 from sam_port.convert import state_dict_to_params
@@ -28,6 +27,8 @@ from vrp_sam_jax.models.vrp_encoder import VRPEncoder
 
 FORMAT = "vrp_sam_jax.vrp/1"
 _META = "vrp.json"
+BACKBONE_FORMAT = "vrp_sam_jax.backbone/1"
+_BACKBONE_META = "backbone.json"
 _ENCODER_KEY = "downsample_query.0.weight"
 _QUERY_KEY = "transformer_decoder.supp_q_feat.weight"
 _PSP_STEM = {"conv1": "layer0.0", "bn1": "layer0.1", "conv2": "layer0.3", "bn2": "layer0.4",
@@ -129,8 +130,9 @@ def backbone_to_release_layout(state_dict: dict, source: str | Path) -> dict:
                           "'features.0.weight' or 'layer0.0.weight')")
 
 
-def convert_backbone(state_dict: dict, backbone: str | None, source: str | Path) -> dict:
-    """Backbone parameters from any supported backbone layout."""
+def convert_backbone(state_dict: dict, backbone: str | None,
+                     source: str | Path) -> tuple[str, dict]:
+    """(backbone name, parameters) from any supported backbone layout."""
     sd = backbone_to_release_layout(state_dict, source)
     name = _check_backbone(infer_backbone(sd, source), backbone, source)
     return name, state_dict_to_params(sd, abstract_backbone(name), source=source,
@@ -206,5 +208,37 @@ def load_vrp(path: str | Path, backbone: str | None = None) -> VRPWeights:
     return convert_release(load_state_dict(path), backbone, path)
 
 
-def as_numpy_tree(tree) -> dict:
-    return jax.tree.map(np.asarray, tree)
+def save_backbone(name: str, params: dict, directory: str | Path) -> Path:
+    """A converted backbone alone (to initialise training): `backbone.json` + orbax params."""
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / "params", params, force=True)
+    meta = {"format": BACKBONE_FORMAT, "backbone": name}
+    (directory / _BACKBONE_META).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def load_backbone(path: str | Path, backbone: str | None = None) -> tuple[str, dict]:
+    """A backbone from a weight file (PSPNet, torchvision vgg16_bn, or the release's
+    `best_model.pt`) or a directory written by `save_backbone`."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if not path.is_dir():
+        return convert_backbone(load_state_dict(path), backbone, path)
+    meta_path = path / _BACKBONE_META
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path}: not a converted backbone directory (no "
+                              f"{_BACKBONE_META})")
+    try:
+        name = json.loads(meta_path.read_text())["backbone"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{meta_path}: unreadable backbone metadata ({e})") from e
+    _check_backbone(name, backbone, path)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            params = ckptr.restore(path / "params", abstract_backbone(name))
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(f"{path}: cannot restore backbone parameters ({e})") from e
+    return name, params

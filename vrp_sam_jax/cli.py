@@ -12,6 +12,7 @@ from sam_port.torch_pickle import CheckpointError
 from vrp_sam_jax.image_io import InputError
 
 SAM_TYPES = ["vit_b", "vit_l", "vit_h", "tiny"]
+BACKBONE_NAMES = ["resnet50", "resnet101", "vgg16", "resnet_tiny"]
 
 
 def _parse_point(text: str) -> tuple[float, float]:
@@ -30,6 +31,17 @@ def _parse_box(text: str) -> tuple[float, float, float, float]:
     if x1 <= x0 or y1 <= y0:
         raise argparse.ArgumentTypeError(f"box {text!r} is empty (need x0 < x1 and y0 < y1)")
     return x0, y0, x1, y1
+
+
+def _parse_boxes(text: str) -> list[tuple[float, float, float, float]]:
+    return [_parse_box(part) for part in text.split(";") if part.strip()]
+
+
+def _parse_points(text: str) -> list[tuple[float, float]]:
+    points = [_parse_point(part) for part in text.split(";") if part.strip()]
+    if not points:
+        raise argparse.ArgumentTypeError(f"expected points 'x,y;x,y', got {text!r}")
+    return points
 
 
 def _cmd_convert_sam(args: argparse.Namespace) -> int:
@@ -74,6 +86,117 @@ def _cmd_sam_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_vrp(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import checkpoints
+    from vrp_sam_jax.models import count_params
+
+    weights = checkpoints.load_vrp(args.checkpoint, args.backbone)
+    out = checkpoints.save_vrp(weights, args.output)
+    print(json.dumps({"backbone": weights.backbone, "output": str(out),
+                      "encoder_parameters": count_params(weights.params["encoder"])}))
+    return 0
+
+
+def _cmd_convert_backbone(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import checkpoints
+
+    name, params = checkpoints.load_backbone(args.checkpoint, args.backbone)
+    out = checkpoints.save_backbone(name, params, args.output)
+    print(json.dumps({"backbone": name, "output": str(out)}))
+    return 0
+
+
+def _reference_prompt_masks(args: argparse.Namespace, images: list, size: int) -> list:
+    """One prompt mask on the size x size grid per reference, from the annotation given."""
+    from vrp_sam_jax import conditions
+    from vrp_sam_jax.image_io import read_mask
+    from vrp_sam_jax.preprocess import resize_mask_nearest
+
+    given = {"--reference-mask": args.reference_mask, "--reference-box": args.reference_box,
+             "--reference-points": args.reference_points,
+             "--reference-scribble": args.reference_scribble}
+    used = {k: v for k, v in given.items() if v}
+    if len(used) != 1:
+        raise InputError("annotate the references with exactly one of " + ", ".join(given))
+    (option, values), = used.items()
+    if len(values) != len(images):
+        raise InputError(f"{len(images)} --reference image(s) but {len(values)} {option} "
+                         "annotation(s): give one per reference, in the same order")
+    masks = []
+    for path, image, value in zip(args.reference, images, values, strict=True):
+        shape = image.shape[:2]
+        if option in ("--reference-mask", "--reference-scribble"):
+            drawn = read_mask(value)
+            if drawn.shape != shape:
+                raise InputError(f"{value}: annotation is {drawn.shape[1]}x{drawn.shape[0]} "
+                                 f"but reference {path} is {shape[1]}x{shape[0]}")
+            label = value
+            if option == "--reference-mask":
+                m = resize_mask_nearest(drawn, size).astype("float32")
+            else:
+                m = conditions.rasterize_scribble(drawn, size)
+        elif option == "--reference-box":
+            m, label = conditions.rasterize_boxes(value, shape, size), f"{path} (box)"
+        else:
+            m, label = conditions.rasterize_points(value, shape, size), f"{path} (points)"
+        if not m.any():
+            raise InputError(f"{label}: empty reference annotation (no foreground pixel)")
+        masks.append(m)
+    return masks
+
+
+def _unique_stems(paths: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from vrp_sam_jax.image_io import overlay, read_image, write_mask
+    from vrp_sam_jax.inference import VRPSamPredictor, load_model
+
+    refs = [read_image(p) for p in args.reference]
+    for p in args.targets:  # fail before any work on a missing or corrupt target
+        if not Path(p).is_file():
+            raise InputError(f"{p}: no such image file")
+    model = load_model(args.sam_checkpoint, args.sam_type, args.vrp_checkpoint, args.backbone)
+    predictor = VRPSamPredictor(model)
+    predictor.set_references(refs, _reference_prompt_masks(args, refs, predictor.size))
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, stem in tqdm(list(zip(args.targets, _unique_stems(args.targets), strict=True)),
+                           desc="targets", unit="image", disable=None):
+        image = read_image(path)
+        mask, logits = predictor.predict(image)
+        write_mask(out / f"{stem}.png", mask)
+        Image.fromarray(overlay(image, mask)).save(out / f"{stem}_overlay.png")
+        if args.save_logits:
+            np.save(out / f"{stem}_logits.npy", logits)
+        written.append({"target": path, "mask": str(out / f"{stem}.png"),
+                        "foreground": round(float(mask.mean()), 4)})
+    print(json.dumps({"shots": len(refs), "backbone": model.config.backbone,
+                      "sam_type": model.config.sam_type, "outputs": written}))
+    return 0
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.models import VRPSamConfig, summary
+
+    info = summary(VRPSamConfig(args.backbone, args.sam_type))
+    for key, value in info.items():
+        print(f"{key:>16}: {value:,}" if isinstance(value, int) else f"{key:>16}: {value}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vrp_sam_jax import sam_demo
 
@@ -104,6 +227,46 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict 3 masks and keep the best-scored (good for a single point)")
     p.add_argument("--output", required=True, help="mask PNG to write")
     p.set_defaults(func=_cmd_sam_predict)
+
+    p = sub.add_parser("convert-vrp", help="the release's best_model.pt -> our directory")
+    p.add_argument("--checkpoint", required=True, help="VRP-SAM best_model.pt")
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=None,
+                   help="checked against the file; inferred when omitted")
+    p.add_argument("--output", required=True, help="directory to write")
+    p.set_defaults(func=_cmd_convert_vrp)
+
+    p = sub.add_parser("convert-backbone",
+                       help="PSPNet resnet{50,101}_v2.pth or torchvision vgg16_bn -> directory")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=None)
+    p.add_argument("--output", required=True, help="directory to write")
+    p.set_defaults(func=_cmd_convert_backbone)
+
+    p = sub.add_parser("predict", help="segment targets like the annotated reference(s)")
+    p.add_argument("--sam-checkpoint", required=True, help="official .pth or converted dir")
+    p.add_argument("--sam-type", choices=SAM_TYPES, default=None)
+    p.add_argument("--vrp-checkpoint", required=True, help="best_model.pt or converted dir")
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default=None)
+    p.add_argument("--reference", action="append", required=True,
+                   help="reference image (repeat for k-shot)")
+    p.add_argument("--reference-mask", action="append", default=[],
+                   help="mask PNG of a reference (non-zero = object), one per --reference")
+    p.add_argument("--reference-box", type=_parse_boxes, action="append", default=[],
+                   help="x0,y0,x1,y1[;x0,y0,x1,y1] in reference pixels, one per --reference")
+    p.add_argument("--reference-points", type=_parse_points, action="append", default=[],
+                   help="x,y[;x,y...] in reference pixels, one per --reference")
+    p.add_argument("--reference-scribble", action="append", default=[],
+                   help="scribble PNG (non-zero = drawn), one per --reference")
+    p.add_argument("targets", nargs="+", help="target images")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--save-logits", action="store_true",
+                   help="also write the 512x512 logits as NAME_logits.npy")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("summary", help="parameter counts of a VRP-SAM architecture")
+    p.add_argument("--backbone", choices=BACKBONE_NAMES, default="resnet50")
+    p.add_argument("--sam-type", choices=SAM_TYPES, default="vit_h")
+    p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("demo", help="embedded demo: no download, no dataset")
     p.add_argument("--model-type", choices=SAM_TYPES, default=None,

@@ -39,3 +39,23 @@ def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 40, 40), alpha: flo
     for x, y in [] if points is None else np.asarray(points, int):
         out[max(y - 3, 0) : min(y + 4, h), max(x - 3, 0) : min(x + 4, w)] = (40, 255, 40)
     return out
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A mask or scribble PNG as an HxW bool array: any non-zero pixel is foreground (for
+    RGB/RGBA files, any non-zero channel; a fully transparent pixel is background)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such mask file")
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("RGBA", "LA"):
+                arr = np.asarray(img.convert("RGBA"))
+                return np.any(arr[..., :3] > 0, axis=-1) & (arr[..., 3] > 0)
+            if img.mode == "P":
+                return np.asarray(img) > 0  # palette index 0 is background (VOC style)
+            arr = np.asarray(img.convert("RGB") if img.mode not in ("1", "L", "I", "I;16")
+                             else img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise InputError(f"{path}: not a readable mask image ({e})") from e
+    return np.any(arr > 0, axis=-1) if arr.ndim == 3 else arr > 0

@@ -10,9 +10,11 @@ from vrp_sam_jax.models.vrp_sam import (
     abstract_params,
     count_params,
     init_params,
+    summary,
 )
 
 __all__ = [
     "BACKBONES", "Reference", "Target", "VRPEncoder", "VRPSam", "VRPSamConfig",
     "abstract_params", "count_params", "get_backbone_spec", "init_params", "make_backbone",
+    "summary",
 ]

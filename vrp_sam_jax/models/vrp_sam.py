@@ -56,14 +56,12 @@ class VRPSamConfig:
 
 
 class Reference(NamedTuple):
-    """A reference set encoded once: K shots per batch element, shot axis flattened into the
-    batch (B*K, ...)."""
+    """A reference set encoded once: (B, K, ...) for K shots per batch element."""
 
-    merged: jax.Array  # (B*K, h, w, C) merged reference features
-    prototype: jax.Array  # (B*K, C)
-    layer4: jax.Array  # (B*K, h4, w4, C4) layer4 of the masked layer3
-    mask: jax.Array  # (B*K, h, w, 1) prompt mask on the feature grid
-    shots: int
+    merged: jax.Array  # (B, K, h, w, C) merged reference features
+    prototype: jax.Array  # (B, K, C)
+    layer4: jax.Array  # (B, K, h4, w4, C4) layer4 of the masked layer3
+    mask: jax.Array  # (B, K, h, w, 1) prompt mask on the feature grid
 
 
 class Target(NamedTuple):
@@ -91,7 +89,8 @@ class VRPSam(nn.Module):
         mask = resize_nearest(masks, layer3.shape[1:3])
         layer4 = self.backbone.final_stage(layer3 * mask)
         merged, prototype = self.encoder.encode_reference(features, mask, deterministic)
-        return Reference(merged, prototype, layer4, mask, k)
+        return Reference(*(x.reshape(b, k, *x.shape[1:])
+                           for x in (merged, prototype, layer4, mask)))
 
     def encode_target(self, images: jax.Array) -> Target:
         """images (B, S, S, 3) -> Target (backbone features of the targets)."""
@@ -102,10 +101,9 @@ class VRPSam(nn.Module):
                 deterministic: bool = True) -> jax.Array:
         """Prompt embeddings (B, K * num_queries, C). A reference with batch 1 serves a batch
         of targets."""
-        b, k = target.features.shape[0], reference.shots
+        b, k = target.features.shape[0], reference.merged.shape[1]
 
-        def per_shot(x):  # (B_ref*K, ...) -> (B*K, ...)
-            x = x.reshape(-1, k, *x.shape[1:])
+        def per_shot(x):  # (B_ref, K, ...) -> (B*K, ...)
             return jnp.broadcast_to(x, (b, *x.shape[1:])).reshape(b * k, *x.shape[2:])
 
         def repeat(x):  # (B, ...) -> (B*K, ...), shot-major within each batch element
@@ -180,3 +178,13 @@ def init_params(config: VRPSamConfig, seed: int = 0) -> dict:
 
 def count_params(tree) -> int:
     return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def summary(config: VRPSamConfig) -> dict:
+    """Parameter counts per part (the backbone's include its BatchNorm statistics); only the
+    VRP encoder is trained (spec section 6)."""
+    params = abstract_params(config)
+    counts = {part: count_params(tree) for part, tree in params.items()}
+    return {"backbone": config.backbone, "sam_type": config.sam_type,
+            "trainable": counts["encoder"], "frozen_backbone": counts["backbone"],
+            "frozen_sam": counts["sam"], "total": sum(counts.values())}

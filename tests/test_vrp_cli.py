@@ -1,0 +1,159 @@
+"""`vrp-sam convert-vrp`, `convert-backbone` and `predict` on files the tests write: tiny
+SAM and tiny backbone in the official/release layouts, images of several sizes."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch_sam import build_torch_sam
+from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
+
+import sam_port
+from vrp_sam_jax.cli import main
+from vrp_sam_jax.conditions import rasterize_boxes
+from vrp_sam_jax.preprocess import prepare_image
+
+LOGIT_TOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("vrp_cli")
+    enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=21)
+    sam = build_torch_sam(sam_port.get_config("tiny"), seed=22)
+    torch.save({k: torch.from_numpy(v) for k, v in enc.state_dict_release().items()},
+               d / "best_model.pt")
+    torch.save(sam.state_dict(), d / "sam_tiny.pth")
+    torch.save(enc.backbone_net.state_dict(), d / "resnet_tiny_v2.pth")
+    rng = np.random.default_rng(0)
+    paths = {}
+    for name, (w, h) in {"ref": (200, 160), "ref2": (120, 120), "t1": (150, 120),
+                         "t2": (90, 100)}.items():
+        paths[name] = d / f"{name}.jpg"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(paths[name])
+    mask = np.zeros((160, 200), np.uint8)
+    mask[40:120, 50:150] = 255
+    Image.fromarray(mask).save(d / "ref_mask.png")
+    Image.fromarray(np.zeros((160, 200), np.uint8)).save(d / "empty.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(d / "small.png")
+    (d / "corrupt.jpg").write_bytes(b"not a jpeg")
+    return d, paths, TorchVRPSam(enc, sam, image_size=512).eval()
+
+
+def _predict(d, paths, *extra, out="out"):
+    return main(["predict", "--sam-checkpoint", str(d / "sam_tiny.pth"), "--vrp-checkpoint",
+                 str(d / "best_model.pt"), "--output-dir", str(d / out), *extra])
+
+
+def test_predict_box_matches_reference(files, capsys):
+    d, paths, torch_model = files
+    rc = _predict(d, paths, "--reference", str(paths["ref"]), "--reference-box",
+                  "50,40,150,120", str(paths["t1"]), str(paths["t2"]), "--save-logits")
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["shots"] == 1 and len(result["outputs"]) == 2
+    for name, (w, h) in (("t1", (150, 120)), ("t2", (90, 100))):
+        assert Image.open(d / "out" / f"{name}.png").size == (w, h)
+        assert (d / "out" / f"{name}_overlay.png").is_file()
+    logits = np.load(d / "out" / "t1_logits.npy")
+    ref = prepare_image(np.asarray(Image.open(paths["ref"])), 512)
+    tgt = prepare_image(np.asarray(Image.open(paths["t1"])), 512)
+    prompt = rasterize_boxes([(50, 40, 150, 120)], (160, 200), 512)
+    with torch.no_grad():
+        want = torch_model(torch.from_numpy(tgt).permute(2, 0, 1)[None],
+                           torch.from_numpy(ref).permute(2, 0, 1)[None, None],
+                           torch.from_numpy(prompt)[None, None]).numpy()[0]
+    assert logits.shape == (512, 512)
+    np.testing.assert_allclose(logits, want, rtol=0, atol=LOGIT_TOL)
+
+
+@pytest.mark.parametrize("annotation", [
+    ["--reference-mask", "ref_mask.png"], ["--reference-points", "60,50;100,100"],
+    ["--reference-scribble", "ref_mask.png"]])
+def test_predict_annotation_kinds(files, annotation, capsys):
+    d, paths, _ = files
+    option, value = annotation
+    value = str(d / value) if value.endswith(".png") else value
+    rc = _predict(d, paths, "--reference", str(paths["ref"]), option, value, str(paths["t1"]),
+                  out=f"out_{option[12:]}")
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["outputs"][0]["target"] == str(paths["t1"])
+
+
+def test_predict_k_shot_with_converted_directories(files, capsys):
+    d, paths, _ = files
+    assert main(["convert-vrp", "--checkpoint", str(d / "best_model.pt"), "--output",
+                 str(d / "vrp_dir")]) == 0
+    assert json.loads(capsys.readouterr().out)["backbone"] == "resnet_tiny"
+    assert main(["convert-sam", "--checkpoint", str(d / "sam_tiny.pth"), "--output",
+                 str(d / "sam_dir")]) == 0
+    capsys.readouterr()
+    rc = main(["predict", "--sam-checkpoint", str(d / "sam_dir"), "--vrp-checkpoint",
+               str(d / "vrp_dir"), "--backbone", "resnet_tiny", "--output-dir", str(d / "k"),
+               "--reference", str(paths["ref"]), "--reference-box", "50,40,150,120",
+               "--reference", str(paths["ref2"]), "--reference-box", "10,10,60,90",
+               str(paths["t2"]), str(paths["t2"])])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["shots"] == 2
+    assert [o["mask"][-6:] for o in out["outputs"]] == ["t2.png", "_2.png"]
+
+
+def test_convert_backbone(files, capsys):
+    d, _, _ = files
+    assert main(["convert-backbone", "--checkpoint", str(d / "resnet_tiny_v2.pth"),
+                 "--output", str(d / "bb")]) == 0
+    assert json.loads(capsys.readouterr().out)["backbone"] == "resnet_tiny"
+    from vrp_sam_jax.checkpoints import load_backbone, load_vrp
+
+    name, params = load_backbone(d / "bb", "resnet_tiny")
+    release = load_vrp(d / "best_model.pt").params["backbone"]
+    assert name == "resnet_tiny"
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(release), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing_ref", "no such image file"),
+    ("corrupt_target", "corrupt.jpg: not a readable image"),
+    ("empty_mask", "empty.png: empty reference annotation"),
+    ("box_outside", "empty reference annotation"),
+    ("mask_size", "small.png: annotation is 10x10 but reference"),
+    ("count", "1 --reference image(s) but 2 --reference-box"),
+    ("sam_as_vrp", "not a VRP-SAM checkpoint"),
+    ("vrp_as_sam", "not a Segment Anything checkpoint"),
+    ("wrong_backbone", "holds a resnet_tiny backbone, but --backbone resnet50"),
+])
+def test_predict_errors(files, case, message, capsys):
+    d, paths, _ = files
+    ref, t1 = str(paths["ref"]), str(paths["t1"])
+    sam, vrp = str(d / "sam_tiny.pth"), str(d / "best_model.pt")
+    args = {
+        "missing_ref": ["--reference", str(d / "nope.jpg"), "--reference-box", "1,1,5,5", t1],
+        "corrupt_target": ["--reference", ref, "--reference-box", "1,1,50,50",
+                           str(d / "corrupt.jpg")],
+        "empty_mask": ["--reference", ref, "--reference-mask", str(d / "empty.png"), t1],
+        "box_outside": ["--reference", ref, "--reference-box", "500,500,600,600", t1],
+        "mask_size": ["--reference", ref, "--reference-mask", str(d / "small.png"), t1],
+        "count": ["--reference", ref, "--reference-box", "1,1,5,5", "--reference-box",
+                  "1,1,5,5", t1],
+        "sam_as_vrp": ["--reference", ref, "--reference-box", "1,1,50,50", t1],
+        "vrp_as_sam": ["--reference", ref, "--reference-box", "1,1,50,50", t1],
+        "wrong_backbone": ["--reference", ref, "--reference-box", "1,1,50,50", t1,
+                           "--backbone", "resnet50"],
+    }[case]
+    if case == "sam_as_vrp":
+        vrp = sam
+    if case == "vrp_as_sam":
+        sam = str(d / "best_model.pt")
+    rc = main(["predict", "--sam-checkpoint", sam, "--vrp-checkpoint", vrp, "--output-dir",
+               str(d / "err"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert err.count("\n") == 1
