@@ -197,6 +197,21 @@ def _cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_episodes(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.data import protocols
+
+    try:
+        eps = protocols.episodes(args.benchmark, args.fold, args.shots, args.protocol, args.num)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    if args.json:
+        print(json.dumps([e.to_dict() for e in eps]))
+    else:
+        for i, e in enumerate(eps):
+            print(f"{i}\t{e.class0}\t{e.query}\t{' '.join(e.supports)}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vrp_sam_jax import sam_demo
 
@@ -267,6 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=BACKBONE_NAMES, default="resnet50")
     p.add_argument("--sam-type", choices=SAM_TYPES, default="vit_h")
     p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("episodes", help="print a benchmark fold's evaluation episodes")
+    p.add_argument("--benchmark", choices=["pascal", "coco", "fss"], required=True)
+    p.add_argument("--fold", type=int, default=0, help="0-3 (ignored for fss)")
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--protocol", default="hsnet", help="episode sampler (hsnet)")
+    p.add_argument("--num", type=int, default=None,
+                   help="number of episodes (default 1000; fss: every test image once)")
+    p.add_argument("--json", action="store_true", help="JSON list instead of lines")
+    p.set_defaults(func=_cmd_episodes)
 
     p = sub.add_parser("demo", help="embedded demo: no download, no dataset")
     p.add_argument("--model-type", choices=SAM_TYPES, default=None,

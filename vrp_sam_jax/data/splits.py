@@ -1,0 +1,90 @@
+"""Fold classes (spec section 9) and the standard split lists, shipped with the package
+(built from HSNet's files by `tools/build_split_files.py`)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+
+NUM_FOLDS = 4
+BENCHMARK_CLASSES = {"pascal": 20, "coco": 80, "fss": 1000}
+SPLITS = ("trn", "val")
+
+
+def _files():
+    return resources.files("vrp_sam_jax.data") / "split_files"
+
+
+def _check_fold(benchmark: str, fold: int) -> None:
+    if benchmark not in ("pascal", "coco"):
+        raise ValueError(f"unknown benchmark {benchmark!r} for folds (pascal or coco)")
+    if fold not in range(NUM_FOLDS):
+        raise ValueError(f"fold must be 0..{NUM_FOLDS - 1}, got {fold}")
+
+
+def test_classes(benchmark: str, fold: int) -> list[int]:
+    """0-based class indices tested in `fold` (PASCAL: 5f..5f+4; COCO: f, f+4, ..., f+76)."""
+    _check_fold(benchmark, fold)
+    if benchmark == "pascal":
+        return list(range(5 * fold, 5 * fold + 5))
+    return [fold + NUM_FOLDS * v for v in range(20)]
+
+
+def train_classes(benchmark: str, fold: int) -> list[int]:
+    """The other classes of the benchmark (15 for PASCAL, 60 for COCO)."""
+    tested = set(test_classes(benchmark, fold))
+    return [c for c in range(BENCHMARK_CLASSES[benchmark]) if c not in tested]
+
+
+@lru_cache(maxsize=1)
+def _pascal() -> dict:
+    with gzip.open(_files() / "hsnet_pascal.json.gz", "rt") as f:
+        return json.load(f)
+
+
+def pascal_metadata(split: str, fold: int) -> list[tuple[str, int]]:
+    """HSNet's PASCAL-5i list: (image name, 0-based class) in file order. `val` is the fold's
+    own file; `trn` concatenates the other folds' training files (as HSNet does)."""
+    _check_fold("pascal", fold)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folds = [fold] if split == "val" else [f for f in range(NUM_FOLDS) if f != fold]
+    out = []
+    for f in folds:
+        for line in _pascal()[split][str(f)]:
+            name, cls = line.split("__")
+            out.append((name, int(cls) - 1))
+    return out
+
+
+@lru_cache(maxsize=1)
+def _coco() -> dict[str, np.ndarray]:
+    with np.load(_files() / "hsnet_coco.npz", allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+def coco_classwise(split: str, fold: int) -> dict[int, list[str]]:
+    """HSNet's COCO-20i class -> image names (`val2014/COCO_val2014_000000xxxxxx.jpg`), in the
+    original list order (the sampler draws by position). Classes without images in this
+    split/fold (the other folds' classes) are left out."""
+    _check_fold("coco", fold)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folder = "train2014" if split == "trn" else "val2014"
+    prefix = f"{split}/fold{fold}/class"
+    out = {}
+    for key, ids in _coco().items():
+        if key.startswith(prefix) and len(ids):
+            out[int(key[len(prefix):])] = [f"{folder}/COCO_{folder}_{i:012d}.jpg"
+                                           for i in ids.tolist()]
+    return dict(sorted(out.items()))
+
+
+@lru_cache(maxsize=1)
+def fss_categories() -> dict[str, list[str]]:
+    """FSS-1000 category names of HSNet's trn (520) / val (240) / test (240) splits."""
+    return json.loads((_files() / "hsnet_fss.json").read_text())
