@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from sam_port.config import SAM_CONFIGS, SamConfig, get_config
 from sam_port.convert import state_dict_to_params
 from sam_port.modeling.sam import Sam, abstract_params
+from sam_port.params_dir import read_meta, restore_params_dir, save_params_dir
 from sam_port.torch_pickle import CheckpointError, load_state_dict
 
 FORMAT = "sam_port.sam/1"
@@ -82,41 +80,23 @@ def convert_sam_state_dict(
 
 def save_sam(sam: LoadedSam, directory: str | Path) -> Path:
     """Write `directory/sam.json` (format, model type, architecture) and the orbax params."""
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "params", sam.params, force=True)
     meta = {"format": FORMAT, "model_type": sam.model_type, "config": sam.config.to_dict()}
-    (directory / _META).write_text(json.dumps(meta, indent=2))
-    return directory
+    return save_params_dir(directory, sam.params, _META, meta)
 
 
 def _load_directory(directory: Path, model_type: str | None) -> LoadedSam:
-    meta_path = directory / _META
-    if not meta_path.is_file():
-        raise CheckpointError(f"{directory}: not a converted SAM directory (no {_META})")
+    meta = read_meta(directory, _META, FORMAT, "SAM")
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r}")
         config = SamConfig.from_dict(meta["config"])
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{meta_path}: unreadable SAM metadata ({e})") from e
-    stored = meta["model_type"]
+        stored = meta["model_type"]
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{directory / _META}: unreadable SAM metadata ({e})") from e
     aliases = {stored, "default"} if stored == "vit_h" else {stored}
     if model_type is not None and model_type not in aliases:
         raise CheckpointError(
             f"{directory}: holds a {stored} SAM, but model type {model_type} was asked for"
         )
-    target = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_params(config)
-    )
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(directory / "params", target)
-    except (FileNotFoundError, ValueError) as e:
-        raise CheckpointError(f"{directory}: cannot restore SAM parameters ({e})") from e
-    return LoadedSam(stored, config, params)
+    return LoadedSam(stored, config, restore_params_dir(directory, abstract_params(config), "SAM"))
 
 
 def load_sam(path: str | Path, model_type: str | None = None) -> LoadedSam:

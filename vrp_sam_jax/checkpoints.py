@@ -12,15 +12,14 @@ Layouts read here (spec sections 2 and 7):
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
 
 from sam_port.convert import state_dict_to_params
+from sam_port.params_dir import read_meta, restore_params_dir, save_params_dir
 from sam_port.torch_pickle import CheckpointError, load_state_dict
 from vrp_sam_jax.models.backbones import BACKBONES, VGGSpec, get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder
@@ -165,36 +164,22 @@ def convert_release(state_dict: dict, backbone: str | None, source: str | Path) 
 
 def save_vrp(weights: VRPWeights, directory: str | Path) -> Path:
     """`directory/vrp.json` + orbax `directory/params`."""
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "params", weights.params, force=True)
     meta = {"format": FORMAT, "backbone": weights.backbone, "hidden_dim": weights.hidden_dim,
             "num_queries": weights.num_queries}
-    (directory / _META).write_text(json.dumps(meta, indent=2))
-    return directory
+    return save_params_dir(directory, weights.params, _META, meta)
 
 
 def _load_directory(directory: Path, backbone: str | None) -> VRPWeights:
-    meta_path = directory / _META
-    if not meta_path.is_file():
-        raise CheckpointError(f"{directory}: not a converted VRP-SAM directory (no {_META})")
+    meta = read_meta(directory, _META, FORMAT, "VRP-SAM")
     try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT:
-            raise CheckpointError(f"{meta_path}: unknown format {meta.get('format')!r}")
         name, hidden, queries = meta["backbone"], meta["hidden_dim"], meta["num_queries"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{meta_path}: unreadable VRP-SAM metadata ({e})") from e
+        get_backbone_spec(name)
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory / _META}: unreadable VRP-SAM metadata ({e})") from e
     _check_backbone(name, backbone, directory)
-    target = {"backbone": abstract_backbone(name),
-              "encoder": abstract_encoder(name, hidden, queries)}
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(directory / "params", target)
-    except (FileNotFoundError, ValueError) as e:
-        raise CheckpointError(f"{directory}: cannot restore VRP-SAM parameters ({e})") from e
-    return VRPWeights(name, hidden, queries, params)
+    abstract = {"backbone": abstract_backbone(name),
+                "encoder": abstract_encoder(name, hidden, queries)}
+    return VRPWeights(name, hidden, queries, restore_params_dir(directory, abstract, "VRP-SAM"))
 
 
 def load_vrp(path: str | Path, backbone: str | None = None) -> VRPWeights:
@@ -210,13 +195,8 @@ def load_vrp(path: str | Path, backbone: str | None = None) -> VRPWeights:
 
 def save_backbone(name: str, params: dict, directory: str | Path) -> Path:
     """A converted backbone alone (to initialise training): `backbone.json` + orbax params."""
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(directory / "params", params, force=True)
-    meta = {"format": BACKBONE_FORMAT, "backbone": name}
-    (directory / _BACKBONE_META).write_text(json.dumps(meta, indent=2))
-    return directory
+    return save_params_dir(directory, params, _BACKBONE_META,
+                           {"format": BACKBONE_FORMAT, "backbone": name})
 
 
 def load_backbone(path: str | Path, backbone: str | None = None) -> tuple[str, dict]:
@@ -227,18 +207,9 @@ def load_backbone(path: str | Path, backbone: str | None = None) -> tuple[str, d
         raise CheckpointError(f"{path}: no such file or directory")
     if not path.is_dir():
         return convert_backbone(load_state_dict(path), backbone, path)
-    meta_path = path / _BACKBONE_META
-    if not meta_path.is_file():
-        raise CheckpointError(f"{path}: not a converted backbone directory (no "
-                              f"{_BACKBONE_META})")
-    try:
-        name = json.loads(meta_path.read_text())["backbone"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{meta_path}: unreadable backbone metadata ({e})") from e
+    meta = read_meta(path, _BACKBONE_META, BACKBONE_FORMAT, "backbone")
+    name = meta.get("backbone")
+    if name not in BACKBONES:
+        raise CheckpointError(f"{path / _BACKBONE_META}: unknown backbone {name!r}")
     _check_backbone(name, backbone, path)
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            params = ckptr.restore(path / "params", abstract_backbone(name))
-    except (FileNotFoundError, ValueError) as e:
-        raise CheckpointError(f"{path}: cannot restore backbone parameters ({e})") from e
-    return name, params
+    return name, restore_params_dir(path, abstract_backbone(name), "backbone")

@@ -1,0 +1,46 @@
+"""A converted-weights directory: orbax parameters in `DIR/params` plus a JSON metadata file
+naming the format and architecture. Shared by SAM, VRP-SAM and backbone weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+from sam_port.torch_pickle import CheckpointError
+
+
+def save_params_dir(directory: str | Path, params: dict, meta_name: str, meta: dict) -> Path:
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(directory / "params", params, force=True)
+    (directory / meta_name).write_text(json.dumps(meta, indent=2))
+    return directory
+
+
+def read_meta(directory: Path, meta_name: str, fmt: str, what: str) -> dict:
+    """The metadata of a directory written by `save_params_dir`, checked to be `fmt`."""
+    meta_path = directory / meta_name
+    if not meta_path.is_file():
+        raise CheckpointError(f"{directory}: not a converted {what} directory (no {meta_name})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{meta_path}: unreadable {what} metadata ({e})") from e
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise CheckpointError(f"{meta_path}: unknown format {found!r} (expected {fmt!r})")
+    return meta
+
+
+def restore_params_dir(directory: Path, abstract: dict, what: str) -> dict:
+    """The parameters of `directory`, shaped and typed like `abstract`."""
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(directory / "params", target)
+    except (FileNotFoundError, ValueError) as e:
+        raise CheckpointError(f"{directory}: cannot restore {what} parameters ({e})") from e
