@@ -149,3 +149,34 @@ def test_trainable_parameter_count_resnet50(capsys):
 
     assert main(["summary", "--backbone", "resnet50", "--sam-type", "vit_b"]) == 0
     assert "trainable: 1,592,064" in capsys.readouterr().out
+
+
+def test_geometric_prompts_combine_with_vrp_prompts():
+    """Points given with the VRP prompts: SAM's point embeddings first, then the 50 VRP
+    tokens, decoded together (the release's `forward_prompt_encoder` with points)."""
+    torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=8)
+    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    config = VRPSamConfig("resnet_tiny", "tiny", image_size=96)
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(1, 8, 8, 32)).astype(np.float32)
+    prompts = rng.normal(size=(1, 50, 32)).astype(np.float32)
+    coords = np.array([[[30.0, 40.0], [90.0, 20.0]]], np.float32)
+    labels = np.array([[1, 0]], np.int32)
+    model = VRPSam(config)
+    got = model.apply({"params": {"sam": sam.params}}, embeddings, prompts,
+                      (coords, labels), method=model.decode)
+    pe = torch_sam.prompt_encoder
+    with torch.no_grad():
+        sparse, dense = pe(points=(torch.from_numpy(coords), torch.from_numpy(labels)),
+                           boxes=None, masks=None)
+        sparse = torch.cat([sparse, torch.from_numpy(prompts)], dim=1)
+        low, _ = torch_sam.mask_decoder(
+            image_embeddings=_nchw(embeddings), image_pe=pe.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+            multimask_output=False)
+        want = torch.nn.functional.interpolate(low, (96, 96), mode="bilinear",
+                                               align_corners=True)[:, 0].numpy()
+    without_points = model.apply({"params": {"sam": sam.params}}, embeddings, prompts,
+                                 method=model.decode)
+    assert np.abs(np.asarray(without_points) - want).max() > 5 * LOGIT_TOL  # points matter
+    np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
