@@ -200,8 +200,14 @@ def _cmd_summary(args: argparse.Namespace) -> int:
 def _cmd_episodes(args: argparse.Namespace) -> int:
     from vrp_sam_jax.data import protocols
 
+    present = None
+    if args.data_root:
+        from vrp_sam_jax.data.sources import make_source
+
+        present = make_source(args.benchmark, args.data_root).present_classes
     try:
-        eps = protocols.episodes(args.benchmark, args.fold, args.shots, args.protocol, args.num)
+        eps = protocols.episodes(args.benchmark, args.fold, args.shots, args.protocol, args.num,
+                                 present)
     except ValueError as e:
         raise InputError(str(e)) from e
     if args.json:
@@ -209,6 +215,14 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
     else:
         for i, e in enumerate(eps):
             print(f"{i}\t{e.class0}\t{e.query}\t{' '.join(e.supports)}")
+    return 0
+
+
+def _cmd_prepare_coco(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.data.coco_masks import prepare_coco
+
+    for summary in prepare_coco(args.coco_root, args.splits, progress=not args.quiet):
+        print(json.dumps(summary))
     return 0
 
 
@@ -284,14 +298,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("episodes", help="print a benchmark fold's evaluation episodes")
-    p.add_argument("--benchmark", choices=["pascal", "coco", "fss"], required=True)
+    p.add_argument("--benchmark", choices=["pascal", "coco", "fss", "toy"], required=True)
     p.add_argument("--fold", type=int, default=0, help="0-3 (ignored for fss)")
     p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--protocol", default="hsnet", help="episode sampler (hsnet)")
+    p.add_argument("--protocol", default="hsnet",
+                   help="episode sampler: HSNet's (seed 0) or the VRP-SAM release's (seed 321)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset root: the vrp PASCAL sampler then reads each query's classes "
+                        "from its mask, as the release does (default: from the split lists)")
     p.add_argument("--num", type=int, default=None,
                    help="number of episodes (default 1000; fss: every test image once)")
     p.add_argument("--json", action="store_true", help="JSON list instead of lines")
     p.set_defaults(func=_cmd_episodes)
+
+    p = sub.add_parser("prepare-coco",
+                       help="build COCO-20i per-image class masks from instances_*.json")
+    p.add_argument("--coco-root", required=True,
+                   help="folder with annotations/instances_{train,val}2014.json; masks go to "
+                        "annotations/{train2014,val2014}/")
+    p.add_argument("--splits", nargs="+", default=["train2014", "val2014"],
+                   choices=["train2014", "val2014"])
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_prepare_coco)
 
     p = sub.add_parser("demo", help="embedded demo: no download, no dataset")
     p.add_argument("--model-type", choices=SAM_TYPES, default=None,

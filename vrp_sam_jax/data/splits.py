@@ -1,5 +1,5 @@
 """Fold classes (spec section 9) and the standard split lists, shipped with the package
-(built from HSNet's files by `tools/build_split_files.py`)."""
+(built from HSNet's files and PFENet's PASCAL lists by `tools/build_split_files.py`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from importlib import resources
 import numpy as np
 
 NUM_FOLDS = 4
-BENCHMARK_CLASSES = {"pascal": 20, "coco": 80, "fss": 1000}
+BENCHMARK_CLASSES = {"pascal": 20, "coco": 80, "fss": 1000, "toy": 8}
+FOLD_BENCHMARKS = ("pascal", "coco", "toy")
 SPLITS = ("trn", "val")
 
 
@@ -20,22 +21,25 @@ def _files():
 
 
 def _check_fold(benchmark: str, fold: int) -> None:
-    if benchmark not in ("pascal", "coco"):
-        raise ValueError(f"unknown benchmark {benchmark!r} for folds (pascal or coco)")
+    if benchmark not in FOLD_BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r} for folds "
+                         f"({', '.join(FOLD_BENCHMARKS)})")
     if fold not in range(NUM_FOLDS):
         raise ValueError(f"fold must be 0..{NUM_FOLDS - 1}, got {fold}")
 
 
 def test_classes(benchmark: str, fold: int) -> list[int]:
-    """0-based class indices tested in `fold` (PASCAL: 5f..5f+4; COCO: f, f+4, ..., f+76)."""
+    """0-based class indices tested in `fold` (PASCAL: 5f..5f+4; COCO: f, f+4, ..., f+76;
+    the toy benchmark: 2f, 2f+1)."""
     _check_fold(benchmark, fold)
-    if benchmark == "pascal":
-        return list(range(5 * fold, 5 * fold + 5))
-    return [fold + NUM_FOLDS * v for v in range(20)]
+    if benchmark == "coco":
+        return [fold + NUM_FOLDS * v for v in range(20)]
+    per_fold = BENCHMARK_CLASSES[benchmark] // NUM_FOLDS
+    return list(range(per_fold * fold, per_fold * fold + per_fold))
 
 
 def train_classes(benchmark: str, fold: int) -> list[int]:
-    """The other classes of the benchmark (15 for PASCAL, 60 for COCO)."""
+    """The other classes of the benchmark (15 for PASCAL, 60 for COCO, 6 for the toy)."""
     tested = set(test_classes(benchmark, fold))
     return [c for c in range(BENCHMARK_CLASSES[benchmark]) if c not in tested]
 
@@ -88,3 +92,20 @@ def coco_classwise(split: str, fold: int) -> dict[int, list[str]]:
 def fss_categories() -> dict[str, list[str]]:
     """FSS-1000 category names of HSNet's trn (520) / val (240) / test (240) splits."""
     return json.loads((_files() / "hsnet_fss.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def _pfenet() -> dict:
+    with gzip.open(_files() / "pfenet_pascal.json.gz", "rt") as f:
+        return json.load(f)
+
+
+def pfenet_pascal(split: str, fold: int) -> tuple[list[str], dict[int, list[str]]]:
+    """PFENet's PASCAL-5i lists, which the VRP-SAM release reads: the image stems of `split`
+    ('trn': images with a training class of `fold`; 'val': images with a test class), and
+    0-based class -> image stems (the classes that cover >= 2048 pixels), in file order."""
+    _check_fold("pascal", fold)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    lists = _pfenet()["train" if split == "trn" else "val"][str(fold)]
+    return list(lists["images"]), {int(c) - 1: list(v) for c, v in lists["classes"].items()}

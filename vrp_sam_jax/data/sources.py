@@ -1,0 +1,199 @@
+"""Dataset readers: image name (as in the split lists) -> RGB image and class masks.
+
+Layouts accepted (the root may be the folder that holds them, or the dataset folder itself):
+- PASCAL-5i: `VOC2012/JPEGImages/<name>.jpg`, `VOC2012/SegmentationClassAug/<name>.png`
+  (value = 1-based VOC class, 255 = border, ignored).
+- COCO-20i: `COCO2014/` (or the release's `MSCOCO14/`) with `train2014/`, `val2014/` images
+  and per-image class masks `annotations/{train2014,val2014}/<stem>.png` (value = 1-based
+  category index; `vrp-sam prepare-coco` builds them).
+- FSS-1000: `FSS-1000/<category>/<n>.jpg` with the mask `<n>.png` (foreground >= 128).
+- The toy benchmark: generated, no root.
+
+Every failure names the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from vrp_sam_jax.data import toy
+from vrp_sam_jax.image_io import InputError
+
+IGNORE_LABEL = 255
+
+
+class DataError(InputError):
+    """A dataset file is missing, unreadable or inconsistent."""
+
+
+class EpisodeSource(Protocol):
+    benchmark: str
+
+    def image(self, name: str) -> np.ndarray:
+        """HxWx3 uint8."""
+
+    def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
+        """(foreground of class `class0`, ignore) as HxW bool, the size of `image(name)`."""
+
+    def present_classes(self, name: str) -> list[int]:
+        """0-based classes in the image's mask (any pixel count)."""
+
+
+def _open(path: Path, what: str, name: str, mode: str | None) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: missing {what} for split entry {name!r}")
+    try:
+        with Image.open(path) as img:
+            if mode is not None:
+                img = img.convert(mode)
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DataError(f"{path}: unreadable {what} ({e})") from e
+
+
+def _find_root(root: str | Path, candidates: tuple[str, ...], marker: str, what: str) -> Path:
+    root = Path(root).expanduser()
+    for sub in (*candidates, ""):
+        if (root / sub / marker).is_dir():
+            return root / sub
+    tried = ", ".join(str(root / c / marker) for c in (*candidates, ""))
+    raise DataError(f"{root}: no {what} found (looked for {tried})")
+
+
+class _LabelMapSource:
+    """Images with one label map each (value k+1 = class k)."""
+
+    benchmark = ""
+
+    def image_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def label_path(self, name: str) -> Path:
+        raise NotImplementedError
+
+    def image(self, name: str) -> np.ndarray:
+        return _open(self.image_path(name), "image", name, "RGB")
+
+    def label(self, name: str) -> np.ndarray:
+        label = _open(self.label_path(name), "mask", name, None)
+        if label.ndim != 2:
+            raise DataError(f"{self.label_path(name)}: a class mask must be single-channel "
+                            f"(palette or grey), got shape {label.shape}")
+        return label
+
+    def _checked_label(self, name: str) -> np.ndarray:
+        label = self.label(name)
+        with Image.open(self.image_path(name)) as img:
+            width, height = img.size
+        if label.shape != (height, width):
+            raise DataError(f"{self.label_path(name)}: mask is {label.shape[1]}x"
+                            f"{label.shape[0]} but its image {self.image_path(name)} is "
+                            f"{width}x{height}")
+        return label
+
+    def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
+        label = self._checked_label(name)
+        foreground = label == class0 + 1
+        if not foreground.any():
+            raise DataError(f"{self.label_path(name)}: class {class0} (value {class0 + 1}) "
+                            f"is absent from the mask of {name!r}")
+        return foreground, label == IGNORE_LABEL
+
+    def present_classes(self, name: str) -> list[int]:
+        values = np.unique(self.label(name))
+        return [int(v) - 1 for v in values if 0 < v < IGNORE_LABEL]
+
+
+class PascalSource(_LabelMapSource):
+    benchmark = "pascal"
+
+    def __init__(self, root: str | Path):
+        self.root = _find_root(root, ("VOC2012", "VOCdevkit/VOC2012"), "JPEGImages",
+                               "PASCAL VOC2012 (JPEGImages + SegmentationClassAug)")
+        if not (self.root / "SegmentationClassAug").is_dir():
+            raise DataError(f"{self.root / 'SegmentationClassAug'}: missing (the SBD-augmented "
+                            "masks PASCAL-5i uses; SegmentationClass alone is not enough)")
+
+    def image_path(self, name: str) -> Path:
+        return self.root / "JPEGImages" / f"{name}.jpg"
+
+    def label_path(self, name: str) -> Path:
+        return self.root / "SegmentationClassAug" / f"{name}.png"
+
+
+class CocoSource(_LabelMapSource):
+    benchmark = "coco"
+
+    def __init__(self, root: str | Path):
+        self.root = _find_root(root, ("COCO2014", "MSCOCO14"), "annotations",
+                               "COCO 2014 (train2014/, val2014/, annotations/)")
+
+    def image_path(self, name: str) -> Path:
+        return self.root / name
+
+    def label_path(self, name: str) -> Path:
+        folder, _, file = name.partition("/")
+        return self.root / "annotations" / folder / (Path(file).stem + ".png")
+
+
+class FssSource:
+    benchmark = "fss"
+
+    def __init__(self, root: str | Path):
+        root = Path(root).expanduser()
+        self.root = root / "FSS-1000" if (root / "FSS-1000").is_dir() else root
+        if not self.root.is_dir():
+            raise DataError(f"{root}: no FSS-1000 folder found")
+
+    def image(self, name: str) -> np.ndarray:
+        return _open(self.root / name, "image", name, "RGB")
+
+    def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
+        path = (self.root / name).with_suffix(".png")
+        mask = _open(path, "mask", name, "L") >= 128
+        image_shape = self.image(name).shape[:2]
+        if mask.shape != image_shape:
+            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                            f"{image_shape[1]}x{image_shape[0]}")
+        if not mask.any():
+            raise DataError(f"{path}: empty foreground mask for {name!r}")
+        return mask, np.zeros_like(mask)
+
+    def present_classes(self, name: str) -> list[int]:
+        raise DataError("FSS-1000 images hold one category each; classes come from the split")
+
+
+class ToySource:
+    """The embedded toy benchmark (`vrp_sam_jax.data.toy`)."""
+
+    benchmark = "toy"
+
+    def image(self, name: str) -> np.ndarray:
+        return toy.render(name)[0]
+
+    def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
+        label = toy.render(name)[1]
+        foreground = label == class0 + 1
+        if not foreground.any():
+            raise DataError(f"toy image {name!r}: category {class0} is not in it")
+        return foreground, np.zeros_like(foreground)
+
+    def present_classes(self, name: str) -> list[int]:
+        return list(toy.present_classes(name))
+
+
+def make_source(benchmark: str, root: str | Path | None = None) -> EpisodeSource:
+    """The reader of `benchmark` ('pascal', 'coco', 'fss' need `root`; 'toy' needs none)."""
+    if benchmark == "toy":
+        return ToySource()
+    readers = {"pascal": PascalSource, "coco": CocoSource, "fss": FssSource}
+    if benchmark not in readers:
+        raise ValueError(f"unknown benchmark {benchmark!r} ({', '.join([*readers, 'toy'])})")
+    if root is None:
+        raise DataError(f"benchmark {benchmark!r} needs its dataset root (data_root / "
+                        "--data-root)")
+    return readers[benchmark](root)
