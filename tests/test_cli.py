@@ -52,7 +52,7 @@ def test_errors_are_one_line(tmp_path, capsys):
 
 
 def test_demo(tmp_path, capsys):
-    assert main(["demo", "--output-dir", str(tmp_path)]) == 0
+    assert main(["sam-demo", "--output-dir", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["checkpoint_round_trip_max_abs_diff"] == 0.0
     assert result["image"] == [480, 640] and len(result["iou_predictions"]) == 3
@@ -63,9 +63,9 @@ def test_demo(tmp_path, capsys):
 def test_demo_with_checkpoint(tmp_path, capsys):
     ckpt = tmp_path / "sam_tiny.pth"
     torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=2).state_dict(), ckpt)
-    assert main(["demo", "--sam-checkpoint", str(ckpt), "--output-dir", str(tmp_path)]) == 0
+    assert main(["sam-demo", "--sam-checkpoint", str(ckpt), "--output-dir", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["weights"] == "checkpoint" and result["model_type"] == "tiny"
-    assert main(["demo", "--sam-checkpoint", str(ckpt), "--model-type", "vit_b",
+    assert main(["sam-demo", "--sam-checkpoint", str(ckpt), "--model-type", "vit_b",
                  "--output-dir", str(tmp_path)]) == 2
     assert "but model type vit_b" in capsys.readouterr().err

@@ -218,6 +218,22 @@ def _cmd_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.training.config import load_config
+
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    config = load_config(args.config, args.overrides)
+    from vrp_sam_jax.training.trainer import train
+
+    result = train(config, args.workdir, progress=not args.quiet)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                      for k, v in result.items()}))
+    return 0
+
+
 def _cmd_prepare_coco(args: argparse.Namespace) -> int:
     from vrp_sam_jax.data.coco_masks import prepare_coco
 
@@ -226,10 +242,16 @@ def _cmd_prepare_coco(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_sam_demo(args: argparse.Namespace) -> int:
     from vrp_sam_jax import sam_demo
 
     return sam_demo.main(args.model_type, args.sam_checkpoint, args.output_dir)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import demo
+
+    return demo.main(args.output_dir, args.overrides, progress=not args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON list instead of lines")
     p.set_defaults(func=_cmd_episodes)
 
+    p = sub.add_parser("train", help="train VRP-SAM from a config (ml_collections file)")
+    p.add_argument("--config", required=True,
+                   help="config file, optionally with an argument: configs/pascal.py:resnet50,box")
+    p.add_argument("--workdir", required=True,
+                   help="checkpoints, TensorBoard events and config.json; a run resumes here")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host launches)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train, overrides_allowed=True)
+
     p = sub.add_parser("prepare-coco",
                        help="build COCO-20i per-image class masks from instances_*.json")
     p.add_argument("--coco-root", required=True,
@@ -321,18 +353,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare_coco)
 
-    p = sub.add_parser("demo", help="embedded demo: no download, no dataset")
+    p = sub.add_parser("demo", help="embedded demo: VRP-SAM learns the toy benchmark on a CPU "
+                                    "(no download, no dataset)")
+    p.add_argument("--output-dir", default="demo_out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_demo, overrides_allowed=True)
+
+    p = sub.add_parser("sam-demo", help="SAM alone: checkpoint round trip and one point prompt "
+                                        "on a generated image")
     p.add_argument("--model-type", choices=SAM_TYPES, default=None,
                    help="random weights of this type (default tiny), or the checkpoint's type")
     p.add_argument("--sam-checkpoint", default=None,
                    help="use real SAM weights (.pth or converted directory)")
-    p.add_argument("--output-dir", default="demo_out")
-    p.set_defaults(func=_cmd_demo)
+    p.add_argument("--output-dir", default="sam_demo_out")
+    p.set_defaults(func=_cmd_sam_demo)
     return parser
 
 
+def _config_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
+    """`--config.a.b=value` or `--config.a.b value` -> ["a.b=value", ...]."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--config."):
+            parser.error(f"unrecognized arguments: {' '.join(extra[i:])}")
+        if "=" in item:
+            out.append(item[len("--config."):])
+            i += 1
+        elif i + 1 < len(extra):
+            out.append(f"{item[len('--config.'):]}={extra[i + 1]}")
+            i += 2
+        else:
+            parser.error(f"{item}: missing value")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "overrides_allowed", False):
+        args.overrides = _config_overrides(parser, extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (CheckpointError, InputError, FileNotFoundError) as e:

@@ -1,9 +1,9 @@
-"""The embedded demo for now: a full SAM round trip on a generated image, no download.
+"""`vrp-sam sam-demo`: a full SAM round trip on a generated image, no download.
 
 A SAM (the tiny config with random weights by default, or a real checkpoint) is saved with
 orbax, loaded back, and the loaded model segments a generated image from one point through
 `SamPredictor`. It checks that the round trip is exact and reports timings; with random weights
-the mask itself means nothing. The VRP-SAM demo that learns replaces this once training lands.
+the mask itself means nothing. (`vrp-sam demo` is the VRP-SAM demo that learns.)
 """
 
 from __future__ import annotations

@@ -209,6 +209,18 @@ def _training_supports(rng: np.random.Generator, candidates: Sequence[str], quer
     return tuple(supports)
 
 
+def training_images(benchmark: str, fold: int) -> list[str]:
+    """Every image a training episode of `fold` can use as its query (sorted)."""
+    if benchmark == "coco":
+        return sorted({n for names in splits.coco_classwise("trn", fold).values() for n in names})
+    if benchmark == "pascal":
+        return sorted(splits.pfenet_pascal("trn", fold)[0])
+    if benchmark == "toy":
+        novel = set(splits.test_classes("toy", fold))
+        return [n for n in toy.image_names("trn") if not novel & set(toy.present_classes(n))]
+    raise ValueError(f"no training split for benchmark {benchmark!r} (pascal, coco, toy)")
+
+
 def training_episodes(benchmark: str, fold: int, shots: int, epoch: int, seed: int,
                       present: PresentClasses | None = None) -> list[Episode]:
     """One epoch of training episodes over the fold's base classes, a pure function of
@@ -233,8 +245,14 @@ def training_episodes(benchmark: str, fold: int, shots: int, epoch: int, seed: i
         images, classwise = splits.pfenet_pascal("trn", fold)
         present = present or _listed_classes(classwise)
     elif benchmark == "toy":
-        images = toy.image_names("trn")
-        classwise = {c: list(v) for c, v in toy.classwise("trn").items()}
+        # The toy's training images hold no novel category at all (unlike PASCAL's, where
+        # novel objects are background): a random backbone has no prior that could keep the
+        # model from learning to suppress them.
+        novel = set(splits.test_classes("toy", fold))
+        images = training_images("toy", fold)
+        kept = set(images)
+        classwise = {c: [n for n in v if n in kept]
+                     for c, v in toy.classwise("trn").items() if c not in novel}
         present = toy.present_classes
     else:
         raise ValueError(f"no training split for benchmark {benchmark!r} (pascal, coco, toy)")

@@ -26,7 +26,10 @@ def masked_average_pooling(features: jax.Array, mask: jax.Array) -> jax.Array:
 
 def pseudo_mask(ref_layer4: jax.Array, target_layer4: jax.Array, mask: jax.Array) -> jax.Array:
     """Training-free prior: for every target position, the max cosine similarity to the masked
-    reference layer4 features. (B, h, w, C4) x2, mask (B, h', w', 1) -> (B, h, w, 1)."""
+    reference layer4 features. (B, h, w, C4) x2, mask (B, h', w', 1) -> (B, h, w, 1).
+    No gradient flows through it (the release computes it from frozen features, without
+    gradients; the norm of a masked-out zero vector has no derivative)."""
+    ref_layer4, target_layer4, mask = jax.lax.stop_gradient((ref_layer4, target_layer4, mask))
     b, h, w, c = target_layer4.shape
     if mask.shape[1:3] != ref_layer4.shape[1:3]:
         mask = resize_bilinear(mask, ref_layer4.shape[1:3], align_corners=True)

@@ -1,0 +1,280 @@
+"""Training: the loss, the metric, configs, the trainable split, the step on 1 vs 8 devices,
+kill-and-resume, the SAM embedding cache, and the demo's interface."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from vrp_sam_jax.cli import main
+from vrp_sam_jax.image_io import InputError
+from vrp_sam_jax.metrics import IoUMeter, episode_areas
+from vrp_sam_jax.training import config as config_lib
+from vrp_sam_jax.training import partition
+from vrp_sam_jax.training.loss import bce_dice_loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_loss_matches_the_release_formula_in_torch():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 3, (3, 16, 16)).astype(np.float32)
+    truth = (rng.random((3, 16, 16)) > 0.7).astype(np.float32)
+    lt, yt = torch.from_numpy(logits), torch.from_numpy(truth)
+    bce = torch.nn.BCEWithLogitsLoss()(lt, yt)
+    p = torch.sigmoid(lt).flatten(1)
+    y = yt.flatten(1)
+    dice = (1 - (2 * (p * y).sum(-1) + 1) / (p.sum(-1) + y.sum(-1) + 1)).sum() / 3
+    expected = float(bce + dice)
+    assert abs(float(bce_dice_loss(jnp.asarray(logits), jnp.asarray(truth))) - expected) < 1e-5
+    # padded rows (weight 0) do not count
+    padded = bce_dice_loss(jnp.asarray(np.concatenate([logits, logits[:1]])),
+                           jnp.asarray(np.concatenate([truth, 1 - truth[:1]])),
+                           jnp.asarray([1, 1, 1, 0]))
+    assert abs(float(padded) - expected) < 1e-5
+
+
+def test_metric_by_hand_with_ignore_pixels():
+    pred = np.array([[[1, 1, 0], [0, 0, 0], [1, 0, 0]]])
+    truth = np.array([[[1, 0, 0], [1, 0, 0], [1, 0, 0]]])
+    ignore = np.array([[[0, 0, 0], [0, 0, 0], [1, 0, 0]]])
+    areas = episode_areas(pred, truth, ignore)
+    # foreground: pred {00, 01}, truth {00, 10} (20 ignored) -> inter 1, union 3
+    # background: pred {02, 10, 11, 12, 21, 22}, truth {01, 02, 11, 12, 21, 22} -> 5, 7
+    assert areas.tolist() == [[[5, 7], [1, 3]]]
+    from vrp_sam_jax.training.step import episode_areas as device_areas
+
+    on_device = device_areas(jnp.where(jnp.asarray(pred) > 0, 1.0, -1.0), jnp.asarray(truth),
+                             jnp.asarray(ignore))
+    assert np.asarray(on_device).tolist() == areas.tolist()
+    meter = IoUMeter([3, 7])
+    meter.update(np.array([[[4, 7], [1, 3]], [[10, 12], [2, 2]]]), [3, 3])
+    meter.update(np.array([[[5, 10], [0, 5]]]), [7])
+    # class 3: (1 + 2) / (3 + 2) = 60 %, class 7: 0 %
+    assert meter.class_iou() == {3: 60.0, 7: 0.0} and meter.miou() == 30.0
+    # FB-IoU: background 19/29, foreground 3/10
+    assert abs(meter.fb_iou() - 100 * (19 / 29 + 3 / 10) / 2) < 1e-9
+    with pytest.raises(ValueError, match="not one of the evaluated classes"):
+        meter.update(np.zeros((1, 2, 2), int), [5])
+
+
+def test_config_files_arguments_and_overrides():
+    c = config_lib.load_config(str(REPO / "configs/pascal.py") + ":vgg16,scribble",
+                               ["train.lr=3e-4", "data.fold=2", "data.root=/data/x",
+                                "train.trainable=encoder"])
+    assert (c.model.backbone, c.data.condition, c.data.benchmark) == ("vgg16", "scribble",
+                                                                      "pascal")
+    assert c.train.lr == 3e-4 and c.data.fold == 2 and c.data.root == "/data/x"
+    assert c.train.trainable == ("encoder",) and c.train.epochs == 100
+    coco = config_lib.load_config(str(REPO / "configs/coco.py"))
+    assert (coco.train.lr, coco.train.epochs, coco.model.backbone) == (1e-4, 50, "resnet50")
+    with pytest.raises(InputError, match="no field 'train.nope'"):
+        config_lib.apply_overrides(coco, ["train.nope=1"])
+    with pytest.raises(InputError, match="data.fold"):
+        config_lib.apply_overrides(coco, ["data.fold=two"])
+    with pytest.raises(InputError, match="unknown backbone 'resnet18'"):
+        config_lib.load_config(str(REPO / "configs/coco.py") + ":resnet18,mask")
+    saved = json.loads(config_lib.to_json(coco))
+    changed = config_lib.apply_overrides(config_lib.load_config(str(REPO / "configs/coco.py")),
+                                         ["data.fold=3", "train.lr=1.0"])
+    assert config_lib.resume_mismatches(saved, changed) == ["data.fold: checkpoint 0, config 3"]
+
+
+def test_partition_trains_only_what_is_named():
+    params = {"backbone": {"bn": {"scale": 1, "bias": 2, "mean": 3, "var": 4}, "conv": 5},
+              "encoder": {"a": 6}, "sam": {"mask_decoder": {"b": 7}, "image_encoder": {"c": 8}}}
+    trainable, frozen = partition.split(params, ("encoder", "backbone", "sam/mask_decoder"))
+    assert trainable == {"backbone": {"bn": {"scale": 1, "bias": 2}, "conv": 5},
+                         "encoder": {"a": 6}, "sam": {"mask_decoder": {"b": 7}}}
+    assert frozen == {"backbone": {"bn": {"mean": 3, "var": 4}},
+                      "sam": {"image_encoder": {"c": 8}}}
+    assert partition.merge(trainable, frozen) == params
+    with pytest.raises(ValueError, match="match no parameter"):
+        partition.split(params, ("encoder", "sam/prompt_encoder"))
+
+
+SHARDED_STEP = r"""
+import json, jax, numpy as np, optax
+from vrp_sam_jax.data import protocols
+from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
+from vrp_sam_jax.data.sources import ToySource
+from vrp_sam_jax.models import init_params
+from vrp_sam_jax.training import config as C, mesh as M, partition, step as S
+
+assert len(jax.devices()) == 8, jax.devices()
+config = C.toy_config()
+config.model.image_size = 64
+model = C.model_config(config)
+params = jax.tree.map(np.asarray, init_params(model, 1))  # host copies: steps donate state
+# SAM's image encoder frozen: the 4x2 mesh then splits it over the model axis
+trainable, frozen = partition.split(params, ("encoder", "backbone", "sam/mask_decoder"))
+episodes = protocols.training_episodes("toy", 0, 2, 0, 7)[:8]
+options = EpisodeOptions(64, "scribble", training=True, seed=(7, 0))
+batch = next(iter(EpisodeLoader(ToySource(), episodes, 8, options, drop_remainder=True,
+                                process_index=0, process_count=1)))
+report = {}
+for opt_name, optimizer in (("sgd", optax.sgd(0.1)), ("adamw", S.make_optimizer(1e-3, 10, 1e-4))):
+    out = {}
+    meshes = (("one", jax.devices()[:1], (1, 1)), ("eight", jax.devices(), (8, 1)),
+              ("four_by_two", jax.devices(), (4, 2)))
+    for name, devices, shape in meshes[: 3 if opt_name == "sgd" else 2]:
+        mesh = M.make_mesh(*shape, devices=devices)
+        rep = M.replicated(mesh)
+        frozen_sharding = M.param_shardings(mesh, frozen)
+        state = jax.device_put(S.init_state(trainable, optimizer), rep)
+        step = S.jit_train_step(model, optimizer, rep, frozen_sharding, M.batch_sharding(mesh),
+                                rep)
+        new, metrics = step(state, jax.device_put(frozen, frozen_sharding),
+                            M.to_global(batch, mesh), jax.random.key(3))
+        out[name] = (float(metrics["loss"]),
+                     [np.asarray(x) for x in jax.tree.leaves(new.trainable)])
+    loss1, p1 = out["one"]
+    report[f"{opt_name}_loss_one"] = loss1
+    for name in list(out)[1:]:
+        loss, p = out[name]
+        report[f"{opt_name}_loss_{name}"] = loss
+        report[f"{opt_name}_param_diff_{name}"] = max(float(np.abs(a - b).max())
+                                                      for a, b in zip(p1, p))
+    report[f"{opt_name}_param_change"] = max(
+        float(np.abs(a - b).max()) for a, b in zip(p1, jax.tree.leaves(trainable)))
+print(json.dumps(report))
+"""
+
+
+def _env(**extra) -> dict:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def test_train_step_on_8_fake_devices_equals_1_device():
+    result = subprocess.run(
+        [sys.executable, "-c", SHARDED_STEP], capture_output=True, text=True, cwd=REPO,
+        env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"),
+        timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for opt, meshes in (("sgd", ("eight", "four_by_two")), ("adamw", ("eight",))):
+        assert report[f"{opt}_param_change"] > 1e-4, report  # the step moved the parameters
+        for name in meshes:
+            assert abs(report[f"{opt}_loss_{name}"] - report[f"{opt}_loss_one"]) < 1e-5, report
+    for name in ("eight", "four_by_two"):
+        # SGD: the update is linear in the gradient, so this is the gradients' agreement
+        # (the 4x2 mesh splits SAM's frozen image encoder over the model axis).
+        assert report[f"sgd_param_diff_{name}"] < 1e-6, report
+    # AdamW's first step is lr * g / (|g| + eps): elements whose gradient is near zero
+    # amplify reduction-order rounding up to ~lr, so the tolerance is a fraction of lr (1e-3).
+    assert report["adamw_param_diff_eight"] < 2e-4, report
+
+
+TRAIN_ARGS = ["--config", str(REPO / "configs/toy.py"), "--quiet",
+              "--config.model.image_size=64", "--config.train.epochs=2",
+              "--config.train.steps_per_epoch=6", "--config.checkpoint.every_steps=2",
+              "--config.data.val_episodes=8", "--config.log.every_steps=2",
+              "--config.data.workers=1", "--config.train.trainable=encoder"]
+
+
+def _train_cli(workdir: Path) -> subprocess.Popen:
+    """With SAM frozen, the target embeddings come from the on-disk cache."""
+    cache = ["--config.cache.embeddings=True", f"--config.cache.dir={workdir.parent / 'cache'}"]
+    return subprocess.Popen([sys.executable, "-m", "vrp_sam_jax.cli", "train", "--workdir",
+                             str(workdir), *TRAIN_ARGS, *cache], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(JAX_PLATFORMS="cpu"))
+
+
+def _latest_trainable(workdir: Path) -> tuple[int, list[np.ndarray]]:
+    from vrp_sam_jax.training.restore import restore_trained
+
+    _, _, params, info = restore_trained(workdir, "latest")
+    config = config_lib.load_config(str(REPO / "configs/toy.py"))
+    trainable, _ = partition.split(params, config.train.trainable)
+    return info["step"], [np.asarray(x) for x in jax.tree.leaves(trainable)]
+
+
+def test_killed_training_resumes_to_the_same_parameters(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    proc = _train_cli(killed)
+    deadline = time.time() + 600
+    while not (killed / "checkpoints" / "4").is_dir():
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "checkpoints" / "12").exists()
+    resumed = _train_cli(killed)
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["steps"] == 12
+    uninterrupted = _train_cli(straight)
+    out, err = uninterrupted.communicate(timeout=600)
+    assert uninterrupted.returncode == 0, err[-3000:]
+    step_a, a = _latest_trainable(straight)
+    step_b, b = _latest_trainable(killed)
+    assert step_a == step_b == 12
+    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) == 0.0
+    assert (straight / "tensorboard").is_dir() and any((straight / "tensorboard").iterdir())
+    # a different config is refused with the differences listed
+    code = main(["train", "--workdir", str(straight), *TRAIN_ARGS, "--config.data.fold=1"])
+    assert code == 2
+
+
+def test_embedding_cache_gives_the_same_step(tmp_path):
+    from vrp_sam_jax.data import protocols
+    from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
+    from vrp_sam_jax.data.sources import ToySource
+    from vrp_sam_jax.models import VRPSam, init_params
+    from vrp_sam_jax.training import embedding_cache
+    from vrp_sam_jax.training import mesh as mesh_lib
+    from vrp_sam_jax.training import step as step_lib
+
+    config = config_lib.toy_config()
+    config.model.image_size = 64
+    model = config_lib.model_config(config)
+    params = init_params(model, 2)
+    episodes = protocols.training_episodes("toy", 0, 1, 0, 3)[:4]
+    names = [e.query for e in episodes]
+    cache = embedding_cache.build(tmp_path, names, ToySource(), model, params["sam"],
+                                  dtype="float32", batch=3, workers=1, progress=False)
+    assert len(cache) == len(set(names))
+    again = embedding_cache.build(tmp_path, names, ToySource(), model, params["sam"],
+                                  dtype="float32", progress=False)  # nothing left to do
+    assert len(list(again.directory.glob("part-*.npy"))) == 1
+    batch = next(iter(EpisodeLoader(ToySource(), episodes, 4, EpisodeOptions(64, "box"),
+                                    process_index=0, process_count=1)))
+    vrp = VRPSam(model)
+    direct = vrp.apply({"params": params}, step_lib.normalize(batch["query_image"]),
+                       method=vrp.embed_targets)
+    stored = cache.get(names)
+    assert np.abs(stored - np.asarray(direct)).max() < 1e-5
+    mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
+    with_cache = step_lib.forward(model, params, {**batch, "embeddings": stored}, True)
+    without = step_lib.forward(model, params, batch, True)
+    assert np.abs(np.asarray(with_cache) - np.asarray(without)).max() < 1e-4
+    assert mesh.shape["data"] == 1
+    # another SAM gets another key: a stale cache is never read
+    other = init_params(model, 3)["sam"]
+    assert (embedding_cache.cache_key(model, other, "float32")
+            != embedding_cache.cache_key(model, params["sam"], "float32"))
+
+
+def test_demo_interface_small(tmp_path, capsys):
+    code = main(["demo", "--output-dir", str(tmp_path), "--quiet",
+                 "--config.model.image_size=64", "--config.train.epochs=1",
+                 "--config.train.steps_per_epoch=3", "--config.data.val_episodes=8"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"miou_trained", "miou_untrained", "episodes", "seconds"} <= set(result)
+    assert result["episodes"] == 8 and result["train_steps"] == 3
+    assert (tmp_path / "episodes.png").is_file()

@@ -1,0 +1,63 @@
+"""The field's metric (spec section 8; HSNet's `Evaluator` and `AverageMeter`).
+
+Per episode, on the evaluation grid and with ignore pixels (PASCAL borders) removed from both
+prediction and ground truth: intersection and union of the background and of the foreground.
+mIoU = mean over the fold's classes of (summed foreground intersections / summed foreground
+unions) over that class's episodes; FB-IoU = mean of the pooled background and foreground IoU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def episode_areas(pred: np.ndarray, truth: np.ndarray,
+                  ignore: np.ndarray | None = None) -> np.ndarray:
+    """Binary (B, H, W) prediction and truth -> (B, 2, 2) int64 areas:
+    [:, 0] background, [:, 1] foreground; [..., 0] intersection, [..., 1] union."""
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    if pred.shape != truth.shape:
+        raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
+    valid = np.ones_like(pred) if ignore is None else ~(np.asarray(ignore) > 0)
+    axes = tuple(range(1, pred.ndim))
+    out = []
+    for p, t in ((~pred, ~truth), (pred, truth)):
+        inter = (p & t & valid).sum(axes)
+        union = ((p | t) & valid).sum(axes)
+        out.append(np.stack([inter, union], -1))
+    return np.stack(out, 1).astype(np.int64)
+
+
+class IoUMeter:
+    """Accumulates episode areas per class: mIoU, FB-IoU and per-class IoU (in percent)."""
+
+    def __init__(self, class_ids: Sequence[int]):
+        self.class_ids = list(class_ids)
+        self.column = {c: i for i, c in enumerate(self.class_ids)}
+        self.areas = np.zeros((2, len(self.class_ids), 2), np.int64)  # bg/fg, class, i/u
+        self.episodes = 0
+
+    def update(self, areas: np.ndarray, classes: Sequence[int]) -> None:
+        for a, c in zip(np.asarray(areas), np.asarray(classes).tolist(), strict=True):
+            if c not in self.column:
+                raise ValueError(f"class {c} is not one of the evaluated classes "
+                                 f"{self.class_ids}")
+            self.areas[:, self.column[c]] += a
+            self.episodes += 1
+
+    def class_iou(self) -> dict[int, float]:
+        inter, union = self.areas[1, :, 0], self.areas[1, :, 1]
+        return {c: float(100 * inter[i] / max(union[i], 1)) for i, c in enumerate(self.class_ids)}
+
+    def miou(self) -> float:
+        return float(np.mean(list(self.class_iou().values())))
+
+    def fb_iou(self) -> float:
+        pooled = self.areas.sum(1)  # (2, 2)
+        return float(100 * np.mean(pooled[:, 0] / np.maximum(pooled[:, 1], 1)))
+
+    def summary(self) -> dict:
+        return {"miou": self.miou(), "fb_iou": self.fb_iou(), "episodes": self.episodes,
+                "class_iou": self.class_iou()}

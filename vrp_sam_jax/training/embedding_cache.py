@@ -1,0 +1,146 @@
+"""SAM image embeddings of the target images, computed once and read back from disk.
+
+SAM's image encoder is frozen and the images are not augmented, so a target's embedding never
+changes during training or evaluation (spec section 1). The cache key names everything the
+embedding depends on: SAM type, a fingerprint of SAM's image-encoder weights, the input
+resolution and the storage dtype. Under the key, each host writes the images of its share
+(`part-<process>.npy`, an (N, h, w, C) array, and `part-<process>.json`, the image names);
+readers memory-map every part. A part is only valid once its `.json` exists (written last), so
+an interrupted pre-pass is redone for that part on the next run.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from tqdm import tqdm
+
+from vrp_sam_jax.data.sources import EpisodeSource
+from vrp_sam_jax.models import VRPSam, VRPSamConfig
+from vrp_sam_jax.preprocess import resize_image
+from vrp_sam_jax.training import mesh as mesh_lib
+from vrp_sam_jax.training.step import normalize
+
+DTYPES = {"float16": np.float16, "float32": np.float32}
+
+
+def fingerprint(tree: dict, sample: int = 4096) -> str:
+    """A short hash of a parameter tree: every leaf's path, shape, dtype and a strided sample
+    of its values."""
+    digest = hashlib.sha1()
+    for path, leaf in sorted(traverse_util.flatten_dict(tree).items()):
+        array = np.asarray(leaf)
+        flat = array.reshape(-1)
+        digest.update(f"{'/'.join(path)}:{array.shape}:{array.dtype}".encode())
+        digest.update(np.ascontiguousarray(flat[:: max(1, flat.size // sample)]).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
+    return (f"{config.sam_type}_{config.image_size}px_{dtype}_"
+            f"{fingerprint(sam_params['image_encoder'])}")
+
+
+class EmbeddingCache:
+    """Read side: image name -> embedding (h, w, C) in the stored dtype."""
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        self.rows: dict[str, tuple[int, int]] = {}
+        self.parts: list[np.ndarray] = []
+        for index_file in sorted(self.directory.glob("part-*.json")):
+            names = json.loads(index_file.read_text())["names"]
+            array = np.load(index_file.with_suffix(".npy"), mmap_mode="r")
+            if array.shape[0] != len(names):
+                raise ValueError(f"{index_file}: {len(names)} names for {array.shape[0]} rows")
+            for row, name in enumerate(names):
+                self.rows[name] = (len(self.parts), row)
+            self.parts.append(array)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, names: Sequence[str]) -> np.ndarray:
+        missing = [n for n in names if n not in self.rows]
+        if missing:
+            raise KeyError(f"{self.directory}: no cached embedding for {missing[:3]}")
+        return np.stack([self.parts[p][r] for p, r in (self.rows[n] for n in names)])
+
+
+def _embed_fn(config: VRPSamConfig, mesh):
+    model = VRPSam(config)
+    batch = mesh_lib.batch_sharding(mesh)
+
+    def embed(sam_params, images):
+        return model.apply({"params": {"sam": sam_params}}, normalize(images),
+                           method=model.embed_targets)
+
+    return jax.jit(embed, in_shardings=(mesh_lib.replicated(mesh), batch),
+                   out_shardings=batch)
+
+
+def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
+                 workers: int) -> Iterable[tuple[int, np.ndarray]]:
+    with ThreadPoolExecutor(workers, thread_name_prefix="cache") as pool:
+        pending: collections.deque = collections.deque()
+        starts = iter(range(0, len(names), batch))
+        for start in starts:
+            pending.append((start, [pool.submit(lambda n: resize_image(source.image(n), size),
+                                                n) for n in names[start : start + batch]]))
+            if len(pending) >= 2:
+                first, futures = pending.popleft()
+                yield first, np.stack([f.result() for f in futures])
+        while pending:
+            first, futures = pending.popleft()
+            yield first, np.stack([f.result() for f in futures])
+
+
+def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
+          sam_params: dict, *, dtype: str = "float16", batch: int = 8, workers: int = 4,
+          progress: bool = True) -> EmbeddingCache:
+    """Embed this host's share of `names` (those not cached yet) into
+    `root/<cache_key>/part-<process>.*` over this host's devices; returns the cache."""
+    if dtype not in DTYPES:
+        raise ValueError(f"cache dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    directory = Path(root) / cache_key(config, sam_params, dtype)
+    directory.mkdir(parents=True, exist_ok=True)
+    existing = EmbeddingCache(directory)
+    wanted = sorted({n for n in names if n not in existing})
+    mine = wanted[jax.process_index() :: jax.process_count()]
+    if mine:
+        mesh = mesh_lib.make_mesh(devices=jax.local_devices())
+        per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
+        embed = _embed_fn(config, mesh)
+        sam = jax.device_put(sam_params, mesh_lib.replicated(mesh))
+        part = len(list(directory.glob("part-*.npy")))
+        stem = directory / f"part-{part:03d}-p{jax.process_index()}"
+        shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, config.image_size,
+                                                      config.image_size, 3), jnp.uint8)).shape
+        out = np.lib.format.open_memmap(stem.with_suffix(".npy.tmp"), mode="w+",
+                                        dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
+        with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
+                  disable=not progress) as bar:
+            for start, images in _load_images(source, mine, config.image_size, per_call,
+                                              workers):
+                count = len(images)
+                padded = np.concatenate([images, np.repeat(images[-1:], per_call - count, 0)])
+                result = np.asarray(embed(sam, padded))[:count]
+                out[start : start + count] = result.astype(DTYPES[dtype])
+                bar.update(count)
+        out.flush()
+        del out
+        stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))
+        stem.with_suffix(".json").write_text(json.dumps({"names": mine}))
+    return EmbeddingCache(directory)

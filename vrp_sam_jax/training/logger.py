@@ -1,0 +1,36 @@
+"""Scalars to TensorBoard event files (tensorboardX: no TensorFlow needed) and to stdout, from
+the first process only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import jax
+
+
+class MetricLogger:
+    def __init__(self, workdir: str | Path, echo: bool = True):
+        self.active = jax.process_index() == 0
+        self.echo = echo
+        self.writer = None
+        if self.active:
+            from tensorboardX import SummaryWriter
+
+            self.writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
+        if not self.active:
+            return
+        for key, value in scalars.items():
+            self.writer.add_scalar(f"{prefix}{key}", float(value), step)
+        self.writer.flush()
+        if self.echo:
+            line = {"step": step, **{f"{prefix}{k}": round(float(v), 6)
+                                     for k, v in scalars.items()}}
+            print(json.dumps(line), file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,230 @@
+"""`vrp-sam train`: the training loop (spec section 6) over a device mesh.
+
+Per step: this host loads its rows of the global batch (episodes of the epoch's stream), the
+rows become one global array split over the mesh's data axis, and one jitted step updates the
+trainable parameters. The stream is a pure function of (seed, epoch, batch), so a run killed
+at any point resumes from its newest checkpoint at the same stream position and reaches the
+same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+import sam_port
+from sam_port.params_dir import restore_params_dir, save_params_dir
+from vrp_sam_jax import evaluation
+from vrp_sam_jax.checkpoints import load_backbone
+from vrp_sam_jax.data import protocols, splits
+from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
+from vrp_sam_jax.data.sources import make_source
+from vrp_sam_jax.image_io import InputError
+from vrp_sam_jax.models import VRPSamConfig
+from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
+from vrp_sam_jax.training import embedding_cache, partition
+from vrp_sam_jax.training import mesh as mesh_lib
+from vrp_sam_jax.training import step as step_lib
+from vrp_sam_jax.training.checkpointing import Checkpoints, write_config
+from vrp_sam_jax.training.config import model_config
+from vrp_sam_jax.training.logger import MetricLogger
+
+FROZEN_META = "frozen.json"
+
+
+def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig,
+                   workdir: Path) -> dict:
+    """Random weights (`init.random`: toy, tests; kept under workdir/frozen so a resumed run
+    or an evaluation sees the same ones) or SAM and backbone from their checkpoints with a
+    freshly initialised VRP encoder."""
+    frozen_dir = workdir / "frozen"
+    if config.init.random:
+        if (frozen_dir / FROZEN_META).is_file():
+            return restore_params_dir(frozen_dir, abstract_params(model), "initial weights")
+        params = init_params(model, config.init.seed)
+        if jax.process_index() == 0:
+            save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
+        return params
+    if not config.init.sam_checkpoint or not config.init.backbone_checkpoint:
+        raise InputError("set config.init.sam_checkpoint and config.init.backbone_checkpoint "
+                         "(official SAM .pth, backbone weights), or init.random=True")
+    sam = sam_port.load_sam(config.init.sam_checkpoint, model.sam_type)
+    _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
+    encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
+        jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
+    return {"backbone": backbone, "encoder": encoder, "sam": sam.params}
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a training run holds between steps."""
+
+    config: ml_collections.ConfigDict
+    model: VRPSamConfig
+    mesh: jax.sharding.Mesh
+    state: step_lib.TrainState
+    frozen: dict
+    steps_per_epoch: int
+    total_steps: int
+
+
+def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
+    batch = config.train.global_batch
+    full = available // batch
+    if full < 1:
+        raise InputError(f"an epoch has {available} episodes, fewer than one global batch "
+                         f"({batch})")
+    wanted = config.train.steps_per_epoch or full
+    if wanted > full:
+        raise InputError(f"train.steps_per_epoch={wanted} needs {wanted * batch} episodes per "
+                         f"epoch; the stream has {available}")
+    return wanted
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
+          progress: bool = True) -> dict:
+    """Train (or resume) in `workdir`; returns the last validation metrics and timings."""
+    workdir = Path(workdir).absolute()
+    write_config(workdir, config)
+    model = model_config(config)
+    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model)
+    mesh_lib.check_batch(config.train.global_batch, mesh)
+    data = config.data
+    source = make_source(data.benchmark, data.root or None)
+
+    def epoch_episodes(epoch: int) -> list[protocols.Episode]:
+        return protocols.training_episodes(data.benchmark, data.fold, data.shots, epoch,
+                                           config.train.seed)
+
+    steps_per_epoch = _steps_per_epoch(config, len(epoch_episodes(0)))
+    total_steps = steps_per_epoch * config.train.epochs
+    optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
+                                        config.train.weight_decay, config.train.b1,
+                                        config.train.b2)
+    params = initial_params(config, model, workdir)
+    trainable, frozen = partition.split(params, tuple(config.train.trainable))
+    replicated = mesh_lib.replicated(mesh)
+    frozen_sharding = mesh_lib.param_shardings(mesh, frozen)
+    state = jax.device_put(step_lib.init_state(trainable, optimizer), replicated)
+    frozen = jax.device_put(frozen, frozen_sharding)
+    checkpoints = Checkpoints(workdir, config.checkpoint.async_save)
+    if checkpoints.latest_step() is not None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+        state, _ = checkpoints.restore(abstract)
+    run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps)
+    cache = _embedding_cache(run, params, source, workdir, progress)
+    logger = MetricLogger(workdir)
+    try:
+        return _loop(run, optimizer, source, epoch_episodes, checkpoints, logger, cache,
+                     progress)
+    finally:
+        checkpoints.wait()
+        checkpoints.close()
+        logger.close()
+
+
+def validation_episodes(config: ml_collections.ConfigDict) -> list[protocols.Episode]:
+    d = config.data
+    return protocols.episodes(d.benchmark, d.fold, d.shots, d.val_protocol, d.val_episodes)
+
+
+def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bool):
+    config = run.config
+    if not config.cache.embeddings:
+        return None
+    if any(p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
+           for p in config.train.trainable):
+        raise InputError("cache.embeddings=True, but SAM's image encoder is trained "
+                         f"(train.trainable={tuple(config.train.trainable)}): set "
+                         "cache.embeddings=False or freeze it")
+    names = (set(protocols.training_images(config.data.benchmark, config.data.fold))
+             | {e.query for e in validation_episodes(config)})
+    root = Path(config.cache.dir) if config.cache.dir else (
+        Path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
+        else workdir / "embedding_cache")
+    cache = embedding_cache.build(root, names, source, run.model, params["sam"],
+                                  dtype=config.cache.dtype, progress=progress)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("embedding cache written")
+        cache = embedding_cache.EmbeddingCache(cache.directory)
+    return cache
+
+
+def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
+          logger: MetricLogger, cache, progress: bool) -> dict:
+    config, mesh = run.config, run.mesh
+    replicated = mesh_lib.replicated(mesh)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
+    train_fn = step_lib.jit_train_step(run.model, optimizer, replicated, frozen_sharding,
+                                       batch_sharding, replicated)
+    eval_fn = step_lib.jit_eval_step(run.model, None, batch_sharding)
+    schedule = step_lib.make_schedule(config.train.lr, run.total_steps)
+    rng = jax.random.key(config.train.seed)
+    workers = config.data.workers or None
+    state, step = run.state, int(run.state.step)
+    embeddings = cache.get if cache is not None else None
+    last_metrics: dict = {}
+    start_time = time.perf_counter()
+    for epoch in range(step // run.steps_per_epoch, config.train.epochs):
+        episodes = epoch_episodes(epoch)[: run.steps_per_epoch * config.train.global_batch]
+        options = EpisodeOptions(config.model.image_size, config.data.condition, training=True,
+                                 seed=(config.train.seed, epoch))
+        loader = EpisodeLoader(source, episodes, config.train.global_batch, options,
+                               drop_remainder=True, workers=workers,
+                               prefetch_batches=config.data.prefetch_batches)
+        first = step - epoch * run.steps_per_epoch
+        losses, tick, ticked_step = [], time.perf_counter(), step
+        with tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch}",
+                  unit="step", disable=not progress) as bar:
+            for host_batch in loader.batches(first):
+                if embeddings is not None:
+                    host_batch["embeddings"] = embeddings(
+                        [episodes[i].query for i in host_batch["index"]])
+                state, metrics = train_fn(state, run.frozen,
+                                          mesh_lib.to_global(host_batch, mesh), rng)
+                step += 1
+                losses.append(metrics["loss"])
+                bar.update(1)
+                if step % config.log.every_steps == 0:
+                    loss = float(np.mean([float(x) for x in losses]))
+                    seconds = (time.perf_counter() - tick) / max(step - ticked_step, 1)
+                    logger.write(step, {"loss": loss, "lr": float(schedule(step - 1)),
+                                        "step_seconds": seconds,
+                                        "episodes_per_second":
+                                            config.train.global_batch / seconds}, "train/")
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    losses, tick, ticked_step = [], time.perf_counter(), step
+                if step % config.checkpoint.every_steps == 0:
+                    checkpoints.save(step, state, _position(run, step))
+        if checkpoints.latest_step() != step:
+            checkpoints.save(step, state, _position(run, step), force=True)
+        last_epoch = epoch + 1 == config.train.epochs
+        if (epoch + 1) % config.log.val_every_epochs == 0 or last_epoch:
+            params = partition.merge(state.trainable, run.frozen)
+            meter = evaluation.run_episodes(
+                eval_fn, params, source, validation_episodes(config),
+                splits.test_classes(config.data.benchmark, config.data.fold),
+                EpisodeOptions(config.model.image_size, config.data.condition,
+                               seed=(evaluation.EVAL_SEED,)),
+                mesh, config.train.global_batch, embeddings=embeddings, workers=workers,
+                progress=progress, desc=f"validate {epoch}")
+            last_metrics = {"miou": meter.miou(), "fb_iou": meter.fb_iou()}
+            logger.write(step, last_metrics, "val/")
+            checkpoints.save_best(step, state.trainable, {**last_metrics, "epoch": epoch})
+    return {**last_metrics, "steps": step, "seconds": time.perf_counter() - start_time}
+
+
+def _position(run: Run, step: int) -> dict:
+    epoch, batch = divmod(step, run.steps_per_epoch)
+    return {"step": step, "epoch": epoch, "batch_in_epoch": batch,
+            "steps_per_epoch": run.steps_per_epoch}
