@@ -109,7 +109,7 @@ def main() -> None:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        return float(loss)
+        return float(loss.detach())
 
     # ours: the jitted train step, encoder trainable, everything else frozen
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
@@ -147,6 +147,7 @@ def main() -> None:
         "image": f"{args.image_size}x{args.image_size}", "batch": args.batch,
         "device": str(jax.devices()[0].device_kind), "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "loss_dropout_off": {"ours": ours_eval_loss, "torch": torch_eval_loss},
         "loss_diff_dropout_off": abs(ours_eval_loss - torch_eval_loss),
         "torch_seconds_per_step": round(torch_s, 3), "ours_seconds_per_step": round(ours_s, 3),
         "torch_seconds_per_episode": round(torch_s / args.batch, 4),
