@@ -20,42 +20,28 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's import)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from reference_pair import add_model_args, build_pair  # noqa: E402
 from timing import median_seconds  # noqa: E402
-from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
-from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_  # noqa: E402
 
-import sam_port  # noqa: E402
-from vrp_sam_jax.checkpoints import convert_release  # noqa: E402
 from vrp_sam_jax.inference import encode_reference, predict_logits  # noqa: E402
-from vrp_sam_jax.models import VRPSam, VRPSamConfig  # noqa: E402
+from vrp_sam_jax.models import VRPSam  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbone", default="resnet50",
-                        choices=["resnet50", "resnet101", "vgg16", "resnet_tiny"])
-    parser.add_argument("--sam-type", default="tiny", choices=["vit_b", "vit_l", "vit_h", "tiny"])
-    parser.add_argument("--image-size", type=int, default=512)
+    add_model_args(parser, "resnet50", 512)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    sam_config = sam_port.get_config(args.sam_type)
-    hidden = sam_config.prompt_embed_dim
-    torch_enc = randomize_(TorchVRPEncoder(args.backbone, hidden_dim=hidden), seed=0)
-    torch_sam = build_torch_sam(sam_config, seed=1)
-    torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=args.image_size).eval()
-    weights = convert_release(torch_enc.state_dict_release(), args.backbone, "benchmark")
-    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam),
-                                                     args.sam_type, "benchmark")
-    config = VRPSamConfig(args.backbone, args.sam_type, image_size=args.image_size)
-    params = jax.device_put({**weights.params, "sam": sam.params})
+    pair = build_pair(args.backbone, args.sam_type, args.image_size)
+    torch_model = pair.torch_model.eval()
+    config = pair.config
+    params = jax.device_put(pair.params)
 
     s = args.image_size
     rng = np.random.default_rng(0)

@@ -234,6 +234,39 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import fold_evaluation as fe
+    from vrp_sam_jax.report import fold_table, table_markdown, write_results
+    from vrp_sam_jax.training.config import apply_overrides, load_config
+
+    config = load_config(args.config, args.overrides)
+    if args.fold is not None:
+        config = apply_overrides(config, [f"data.fold={args.fold}"])
+    benchmark = "coco2pascal" if args.cross_domain else (args.benchmark or config.data.benchmark)
+    settings = fe.EvalSettings(benchmark, args.shots or config.data.shots, args.protocol,
+                               args.condition or config.data.condition, args.num_episodes,
+                               args.original_size, args.figures)
+    progress = not args.quiet
+    if args.all_folds:
+        result = fe.evaluate_all_folds(config, args.checkpoint, settings, args.output_dir,
+                                       progress)
+        print(result["markdown"])
+        return 0
+    fold = config.data.fold
+    result = fe.evaluate_fold(config, args.checkpoint, fold, settings, args.output_dir,
+                              progress)
+    markdown = table_markdown(fold_table({fold: result}),
+                              f"{benchmark} fold {fold}, {settings.shots}-shot, "
+                              f"{settings.condition}, protocol {settings.protocol}")
+    markdown += "\n| class | IoU |\n| --- | --- |\n" + "".join(
+        f"| {result['class_names'].get(c, c)} | {v:.1f} |\n"
+        for c, v in result["class_iou"].items())
+    write_results(args.output_dir, f"fold{fold}", result, markdown)
+    print(json.dumps({k: result[k] for k in ("benchmark", "fold", "shots", "condition",
+                                             "protocol", "miou", "fb_iou", "episodes")}))
+    return 0
+
+
 def _cmd_prepare_coco(args: argparse.Namespace) -> int:
     from vrp_sam_jax.data.coco_masks import prepare_coco
 
@@ -342,6 +375,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="call jax.distributed.initialize() first (multi-host launches)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train, overrides_allowed=True)
+
+    p = sub.add_parser("evaluate", help="mIoU / FB-IoU of a checkpoint on a fold's episodes")
+    p.add_argument("--config", required=True, help="config file (dataset root, model, batch)")
+    p.add_argument("--checkpoint", required=True,
+                   help="training workdir, the release's best_model.pt, or a converted "
+                        "directory ({fold} is replaced with --all-folds)")
+    p.add_argument("--fold", type=int, default=None, help="fold (default: config.data.fold)")
+    p.add_argument("--shots", type=int, default=None, help="default: config.data.shots")
+    p.add_argument("--protocol", default="hsnet", help="episode sampler: hsnet or vrp")
+    p.add_argument("--condition", default=None, choices=["mask", "box", "scribble", "point"],
+                   help="reference annotation (default: config.data.condition)")
+    p.add_argument("--benchmark", default=None, choices=["pascal", "coco", "fss", "toy"],
+                   help="evaluate on another benchmark than the config's")
+    p.add_argument("--cross-domain", action="store_true",
+                   help="COCO-20i-trained model on PASCAL, COCO-unseen classes (Table 4)")
+    p.add_argument("--original-size", action="store_true",
+                   help="measure at each target's original size instead of 512x512")
+    p.add_argument("--num-episodes", type=int, default=None, help="default 1000")
+    p.add_argument("--all-folds", action="store_true", help="the four folds and their table")
+    p.add_argument("--figures", type=int, default=8,
+                   help="episodes drawn into the PNG report (0: none)")
+    p.add_argument("--output-dir", default="eval_out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate, overrides_allowed=True)
 
     p = sub.add_parser("prepare-coco",
                        help="build COCO-20i per-image class masks from instances_*.json")

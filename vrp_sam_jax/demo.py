@@ -16,43 +16,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation import evaluate_params
-from vrp_sam_jax.image_io import overlay
+from vrp_sam_jax.report import episode_rows, write_figure
 from vrp_sam_jax.training.config import apply_overrides, model_config, toy_config
 from vrp_sam_jax.training.mesh import make_mesh
 from vrp_sam_jax.training.restore import restore_trained
 from vrp_sam_jax.training.trainer import initial_params, train
 
 FIGURE_EPISODES = 6
-TILE = 192
-
-
-def _tile(image: np.ndarray, mask: np.ndarray | None, colour) -> np.ndarray:
-    out = image if mask is None else overlay(image, mask > 0, colour, alpha=0.55)
-    return np.asarray(Image.fromarray(out).resize((TILE, TILE), Image.NEAREST))
-
-
-def figure_rows(batch: dict, logits: np.ndarray, rows: list[np.ndarray], limit: int) -> None:
-    """Append a row (reference + annotation, target, prediction, ground truth) per episode."""
-    for i in np.flatnonzero(batch["valid"]):
-        if len(rows) >= limit:
-            return
-        tiles = [_tile(batch["support_images"][i, 0], batch["support_masks"][i, 0],
-                       (255, 0, 255)),
-                 _tile(batch["query_image"][i], None, None),
-                 _tile(batch["query_image"][i], logits[i] >= 0, (230, 40, 40)),
-                 _tile(batch["query_image"][i], batch["query_mask"][i], (40, 90, 240))]
-        gap = np.full((TILE, 6, 3), 255, np.uint8)
-        rows.append(np.concatenate([x for t in tiles for x in (t, gap)][:-1], 1))
-
-
-def write_figure(rows: list[np.ndarray], path: Path) -> None:
-    gap = np.full((6, rows[0].shape[1], 3), 255, np.uint8)
-    Image.fromarray(np.concatenate([x for r in rows for x in (r, gap)][:-1], 0)).save(path)
 
 
 def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = True) -> dict:
@@ -78,7 +52,7 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     result = train(config, workdir, progress=progress)
     _, _, params, info = restore_trained(workdir, "best")
     rows: list[np.ndarray] = []
-    trained = evaluate(params, lambda b, logits: figure_rows(b, logits, rows, FIGURE_EPISODES))
+    trained = evaluate(params, lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES))
     figure = output_dir / "episodes.png"
     write_figure(rows, figure)
     return {"miou_trained": round(trained.miou(), 2),

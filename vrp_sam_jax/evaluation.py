@@ -7,6 +7,7 @@ batch size or the number of devices.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -28,10 +29,13 @@ def run_episodes(eval_fn: Callable, params: dict, source: EpisodeSource,
                  episodes: Sequence[Episode], class_ids: Sequence[int], options: EpisodeOptions,
                  mesh, global_batch: int, *, embeddings: Callable | None = None,
                  workers: int | None = None, progress: bool = True, desc: str = "evaluate",
-                 on_batch: Callable[[dict, np.ndarray], None] | None = None) -> IoUMeter:
+                 on_batch: Callable[[dict, np.ndarray], None] | None = None,
+                 host_areas: Callable[[dict, np.ndarray], np.ndarray] | None = None
+                 ) -> IoUMeter:
     """`eval_fn(params, batch) -> (logits, areas)` over all episodes; returns the meter.
     `embeddings(names)` supplies cached SAM embeddings; `on_batch(host_batch, logits)` sees
-    every batch (figures, per-episode records)."""
+    every batch (figures, per-episode records); `host_areas(host_batch, logits)` replaces the
+    device's areas (e.g. measured at the original image size)."""
     meter = IoUMeter(class_ids)
     loader = EpisodeLoader(source, episodes, global_batch, options, workers=workers)
     with tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress) as bar:
@@ -40,12 +44,14 @@ def run_episodes(eval_fn: Callable, params: dict, source: EpisodeSource,
                 host_batch["embeddings"] = embeddings(
                     [episodes[i].query for i in host_batch["index"]])
             logits, areas = eval_fn(params, to_global(host_batch, mesh))
-            areas = _host_rows(areas)
             valid = host_batch["valid"]
-            meter_rows = areas[valid]
-            meter.update(meter_rows, host_batch["class0"][valid])
+            if host_areas is not None or on_batch is not None:
+                host_logits = _host_rows(logits)
+            areas = (_host_rows(areas) if host_areas is None
+                     else host_areas(host_batch, host_logits))
+            meter.update(areas[valid], host_batch["class0"][valid])
             if on_batch is not None:
-                on_batch(host_batch, _host_rows(logits))
+                on_batch(host_batch, host_logits)
             bar.update(int(valid.sum()))
     return _all_hosts(meter)
 
@@ -53,11 +59,17 @@ def run_episodes(eval_fn: Callable, params: dict, source: EpisodeSource,
 def evaluate_params(model: VRPSamConfig, params: dict, source: EpisodeSource,
                     episodes: Sequence[Episode], class_ids: Sequence[int], condition: str,
                     mesh, global_batch: int, **kwargs) -> IoUMeter:
-    """`run_episodes` with a freshly jitted evaluation step for `model` (evaluation seed)."""
-    eval_fn = jit_eval_step(model, None, batch_sharding(mesh))
+    """`run_episodes` with the jitted evaluation step of `model` on `mesh` (compiled once per
+    model, mesh and batch shape) and the evaluation seed."""
+    eval_fn = _eval_step(model, mesh)
     options = EpisodeOptions(model.image_size, condition, seed=(EVAL_SEED,))
     return run_episodes(eval_fn, params, source, episodes, class_ids, options, mesh,
                         global_batch, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_step(model: VRPSamConfig, mesh) -> Callable:
+    return jit_eval_step(model, None, batch_sharding(mesh))
 
 
 def _host_rows(array: jax.Array) -> np.ndarray:

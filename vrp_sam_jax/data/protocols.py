@@ -140,6 +140,33 @@ def toy_episodes(fold: int, shots: int, num: int = EPISODES_PER_FOLD,
     return _listwise_sampler(images, classwise, tested, toy.present_classes, shots, num, seed)
 
 
+def coco_to_pascal(fold: int, shots: int, num: int = EPISODES_PER_FOLD) -> list[Episode]:
+    """Cross-domain episodes (the paper's Table 4 setting): a model trained on COCO-20i fold
+    `fold` is tested on the PASCAL classes whose COCO counterparts it never saw
+    (`splits.COCO_TO_PASCAL_FOLDS`). HSNet's PASCAL val lists of the four folds, in order,
+    restricted to those classes; query i = entry i; supports as in `hsnet` (seed 0)."""
+    splits._check_fold("coco", fold)
+    classes = set(splits.COCO_TO_PASCAL_FOLDS[fold])
+    metadata = [(n, c) for f in range(splits.NUM_FOLDS)
+                for n, c in splits.pascal_metadata("val", f) if c in classes]
+    classwise: dict[int, list[str]] = {c: [] for c in sorted(classes)}
+    for name, cls in metadata:
+        classwise[cls].append(name)
+    rng = np.random.RandomState(HSNET_SEED)
+    return [Episode(query, _draw_supports(rng, classwise[cls], query, shots), cls)
+            for query, cls in (metadata[i % len(metadata)] for i in range(num))]
+
+
+def evaluation_classes(benchmark: str, fold: int) -> list[int]:
+    """The classes a fold's evaluation averages over."""
+    if benchmark == "coco2pascal":
+        splits._check_fold("coco", fold)
+        return list(splits.COCO_TO_PASCAL_FOLDS[fold])
+    if benchmark == "fss":
+        return [FSS_SPLIT_OFFSET["test"] + i for i in range(len(splits.fss_categories()["test"]))]
+    return splits.test_classes(benchmark, fold)
+
+
 def fss_image_list(split: str = "test") -> list[str]:
     """HSNet's FSS-1000 image list: per category (split-file order), the sorted file names of
     the standard 10 images (`1.jpg` .. `10.jpg`, sorted as strings)."""
@@ -189,7 +216,11 @@ def episodes(benchmark: str, fold: int, shots: int, protocol: str = "hsnet",
         return hsnet_fss(shots, num)
     if benchmark == "toy":
         return toy_episodes(fold, shots, count, HSNET_SEED if protocol == "hsnet" else VRP_SEED)
-    raise ValueError(f"unknown benchmark {benchmark!r} (pascal, coco, fss, toy)")
+    if benchmark == "coco2pascal":
+        if protocol != "hsnet":
+            raise ValueError("the cross-domain split has only the 'hsnet' protocol")
+        return coco_to_pascal(fold, shots, count)
+    raise ValueError(f"unknown benchmark {benchmark!r} (pascal, coco, fss, toy, coco2pascal)")
 
 
 # --- training: episodes over the base classes, a different stream each epoch -------------

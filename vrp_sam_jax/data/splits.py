@@ -14,6 +14,25 @@ NUM_FOLDS = 4
 BENCHMARK_CLASSES = {"pascal": 20, "coco": 80, "fss": 1000, "toy": 8}
 FOLD_BENCHMARKS = ("pascal", "coco", "toy")
 SPLITS = ("trn", "val")
+PASCAL_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor")
+COCO_CLASSES = (  # ascending category id
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich",
+    "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote",
+    "keyboard", "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book",
+    "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
+# COCO-20i fold f -> the PASCAL classes (0-based) whose COCO counterpart is tested in COCO fold
+# f: the cross-domain (COCO -> PASCAL) split, so no test class was seen in training.
+COCO_TO_PASCAL_FOLDS = {0: [0, 3, 8, 10, 11, 14], 1: [1, 5, 12, 17],
+                        2: [2, 6, 15, 16, 18, 19], 3: [4, 7, 9, 13]}
 
 
 def _files():
@@ -109,3 +128,15 @@ def pfenet_pascal(split: str, fold: int) -> tuple[list[str], dict[int, list[str]
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     lists = _pfenet()["train" if split == "trn" else "val"][str(fold)]
     return list(lists["images"]), {int(c) - 1: list(v) for c, v in lists["classes"].items()}
+
+
+def class_name(benchmark: str, class0: int) -> str:
+    if benchmark == "pascal":
+        return PASCAL_CLASSES[class0]
+    if benchmark == "coco":
+        return COCO_CLASSES[class0]
+    if benchmark == "toy":
+        from vrp_sam_jax.data.toy import CLASS_NAMES
+
+        return CLASS_NAMES[class0]
+    return str(class0)

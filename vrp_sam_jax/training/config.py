@@ -20,6 +20,7 @@ from vrp_sam_jax.image_io import InputError
 from vrp_sam_jax.models import VRPSamConfig
 
 BACKBONES = ("resnet50", "resnet101", "vgg16")
+ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
 # Fields that must match between a run and the checkpoint it resumes from.
 RESUME_KEYS = ("model", "data.benchmark", "data.fold", "data.shots", "data.condition",
                "train.seed", "train.global_batch", "train.trainable", "train.epochs",
@@ -125,6 +126,7 @@ def apply_overrides(config: ml_collections.ConfigDict,
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.removeprefix("--config.").removeprefix("config.")
+        key = ALIASES.get(key, key)
         if not sep or not key:
             raise InputError(f"config override {item!r}: expected field=value")
         *parents, leaf = key.split(".")
