@@ -1,13 +1,7 @@
 """COCO-20i, the release's settings (spec section 6: AdamW lr 1e-4, weight decay 1e-6,
-cosine decay, global batch 8, 50 epochs, seed 321).
-
-    vrp-sam train --config configs/coco.py:resnet50,scribble --workdir runs/coco_f0 \\
-        --config.data.root=/data --config.data.fold=0 \\
-        --config.init.sam_checkpoint=sam_vit_h_4b8939.pth \\
-        --config.init.backbone_checkpoint=resnet50_v2.pth
-
-`arg` = "<backbone>,<condition>": backbone in resnet50, resnet101, vgg16; condition in mask,
-box, scribble, point. SAM type: --config.model.sam_type=vit_b|vit_l|vit_h.
+cosine decay, global batch 8, 50 epochs, seed 321). The argument and the overrides are as in
+`configs/pascal.py`, e.g. `--config configs/coco.py:resnet101,point --config.data.fold=3`;
+the dataset root holds `COCO2014/` (masks from `vrp-sam prepare-coco`).
 """
 
 from vrp_sam_jax.training.config import base_config, parse_arg
