@@ -313,3 +313,23 @@ def test_episodes_cli_vrp_and_toy(capsys):
     assert main(["episodes", "--benchmark", "pascal", "--protocol", "vrp", "--num", "2",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["supports"] == ["2009_002320"]
+
+
+def test_fss_reader_and_episode(tmp_path):
+    root = tmp_path / "FSS-1000" / "ab_wheel"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in (1, 2):
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(root / f"{i}.jpg")
+        mask = np.zeros((24, 32, 3), np.uint8)
+        mask[4:12, 5:20] = 255
+        Image.fromarray(mask).save(root / f"{i}.png")
+    source = make_source("fss", tmp_path)
+    fg, ignore = source.masks("ab_wheel/1.jpg", 760)
+    assert fg.sum() == 8 * 15 and not ignore.any()
+    out = load_episode(source, protocols.Episode("ab_wheel/1.jpg", ("ab_wheel/2.jpg",), 760), 0,
+                       EpisodeOptions(image_size=16))
+    assert out["query_mask"].sum() > 0 and out["support_masks"].shape == (1, 16, 16)
+    Image.fromarray(np.zeros((24, 32), np.uint8)).save(root / "2.png")
+    with pytest.raises(DataError, match="2.png: empty foreground mask"):
+        source.masks("ab_wheel/2.jpg", 760)
