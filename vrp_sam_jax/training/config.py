@@ -52,7 +52,6 @@ def base_config(benchmark: str, backbone: str = "resnet50", condition: str = "ma
             # parameter paths trained (prefixes of "part/module/..."); BatchNorm statistics
             # are never trained
             "trainable": ("encoder",),
-            "compute_dtype": "float32",
         },
         "mesh": {"data": -1, "model": 1},
         "cache": {"embeddings": True, "dir": "", "dtype": "float16"},
