@@ -20,6 +20,7 @@ import torch
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.image_io import InputError
 from vrp_sam_jax.metrics import IoUMeter, episode_areas
+from vrp_sam_jax.preprocess import normalize_image
 from vrp_sam_jax.training import config as config_lib
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import bce_dice_loss
@@ -254,7 +255,7 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     batch = next(iter(EpisodeLoader(ToySource(), episodes, 4, EpisodeOptions(64, "box"),
                                     process_index=0, process_count=1)))
     vrp = VRPSam(model)
-    direct = vrp.apply({"params": params}, step_lib.normalize(batch["query_image"]),
+    direct = vrp.apply({"params": params}, normalize_image(batch["query_image"]),
                        method=vrp.embed_targets)
     stored = cache.get(names)
     assert np.abs(stored - np.asarray(direct)).max() < 1e-5

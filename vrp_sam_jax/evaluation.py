@@ -61,15 +61,16 @@ def evaluate_params(model: VRPSamConfig, params: dict, source: EpisodeSource,
                     mesh, global_batch: int, **kwargs) -> IoUMeter:
     """`run_episodes` with the jitted evaluation step of `model` on `mesh` (compiled once per
     model, mesh and batch shape) and the evaluation seed."""
-    eval_fn = _eval_step(model, mesh)
+    eval_fn = eval_step(model, mesh)
     options = EpisodeOptions(model.image_size, condition, seed=(EVAL_SEED,))
     return run_episodes(eval_fn, params, source, episodes, class_ids, options, mesh,
                         global_batch, **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
-def _eval_step(model: VRPSamConfig, mesh) -> Callable:
-    return jit_eval_step(model, None, batch_sharding(mesh))
+def eval_step(model: VRPSamConfig, mesh) -> Callable:
+    """The jitted evaluation step of `model` on `mesh`, built once per (model, mesh)."""
+    return jit_eval_step(model, batch_sharding(mesh))
 
 
 def _host_rows(array: jax.Array) -> np.ndarray:

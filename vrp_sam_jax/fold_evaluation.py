@@ -90,8 +90,6 @@ def evaluate_fold(config: ml_collections.ConfigDict, checkpoint: str | Path, fol
     start = time.perf_counter()
     model, params, info = load_checkpoint(config, checkpoint)
     benchmark = settings.benchmark
-    if benchmark not in ("toy",) and not (config.data.root or ""):
-        raise InputError(f"evaluating {benchmark!r} needs the dataset: --config.data.root=DIR")
     source = make_source("pascal" if benchmark == "coco2pascal" else benchmark,
                          config.data.root or None)
     present = (source.present_classes

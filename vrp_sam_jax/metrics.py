@@ -13,21 +13,23 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def episode_areas(pred: np.ndarray, truth: np.ndarray,
-                  ignore: np.ndarray | None = None) -> np.ndarray:
-    """Binary (B, H, W) prediction and truth -> (B, 2, 2) int64 areas:
-    [:, 0] background, [:, 1] foreground; [..., 0] intersection, [..., 1] union."""
-    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+def episode_areas(pred, truth, ignore=None, xp=np):
+    """Binary (B, H, W) prediction and truth -> (B, 2, 2) areas:
+    [:, 0] background, [:, 1] foreground; [..., 0] intersection, [..., 1] union.
+    `xp` is the array module: numpy on the host (int64), `jax.numpy` inside a jitted step
+    (int32, enough for any image)."""
+    pred, truth = xp.asarray(pred) > 0, xp.asarray(truth) > 0
     if pred.shape != truth.shape:
         raise ValueError(f"prediction {pred.shape} and truth {truth.shape} differ in shape")
-    valid = np.ones_like(pred) if ignore is None else ~(np.asarray(ignore) > 0)
+    valid = xp.ones_like(pred) if ignore is None else ~(xp.asarray(ignore) > 0)
     axes = tuple(range(1, pred.ndim))
+    dtype = np.int64 if xp is np else np.int32
     out = []
     for p, t in ((~pred, ~truth), (pred, truth)):
-        inter = (p & t & valid).sum(axes)
-        union = ((p | t) & valid).sum(axes)
-        out.append(np.stack([inter, union], -1))
-    return np.stack(out, 1).astype(np.int64)
+        inter = (p & t & valid).sum(axes, dtype=dtype)
+        union = ((p | t) & valid).sum(axes, dtype=dtype)
+        out.append(xp.stack([inter, union], -1))
+    return xp.stack(out, 1)
 
 
 class IoUMeter:

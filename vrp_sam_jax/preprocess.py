@@ -17,7 +17,8 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize_image(image: np.ndarray) -> np.ndarray:
-    """uint8 (..., 3) -> float32 scaled to [0, 1] and normalised with ImageNet statistics."""
+    """uint8 (..., 3) -> float32 scaled to [0, 1] and normalised with ImageNet statistics
+    (numpy arrays on the host, jax arrays inside a jitted step)."""
     return (image.astype(np.float32) / np.float32(255) - IMAGENET_MEAN) / IMAGENET_STD
 
 

@@ -194,6 +194,6 @@ def make_source(benchmark: str, root: str | Path | None = None) -> EpisodeSource
     if benchmark not in readers:
         raise ValueError(f"unknown benchmark {benchmark!r} ({', '.join([*readers, 'toy'])})")
     if root is None:
-        raise DataError(f"benchmark {benchmark!r} needs its dataset root (data_root / "
-                        "--data-root)")
+        raise DataError(f"benchmark {benchmark!r} needs its dataset root "
+                        "(--config.data.root=DIR; `vrp-sam episodes`: --data-root DIR)")
     return readers[benchmark](root)

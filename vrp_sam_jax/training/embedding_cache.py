@@ -26,9 +26,8 @@ from tqdm import tqdm
 
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
-from vrp_sam_jax.preprocess import resize_image
+from vrp_sam_jax.preprocess import normalize_image, resize_image
 from vrp_sam_jax.training import mesh as mesh_lib
-from vrp_sam_jax.training.step import normalize
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -84,7 +83,7 @@ def _embed_fn(config: VRPSamConfig, mesh):
     batch = mesh_lib.batch_sharding(mesh)
 
     def embed(sam_params, images):
-        return model.apply({"params": {"sam": sam_params}}, normalize(images),
+        return model.apply({"params": {"sam": sam_params}}, normalize_image(images),
                            method=model.embed_targets)
 
     return jax.jit(embed, in_shardings=(mesh_lib.replicated(mesh), batch),

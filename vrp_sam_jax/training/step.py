@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vrp_sam_jax import metrics
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
-from vrp_sam_jax.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from vrp_sam_jax.preprocess import normalize_image
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import bce_dice_loss
 
@@ -39,11 +40,6 @@ def init_state(trainable: dict, optimizer: optax.GradientTransformation) -> Trai
     return TrainState(jnp.zeros((), jnp.int32), trainable, optimizer.init(trainable))
 
 
-def normalize(images: jax.Array) -> jax.Array:
-    """uint8 (..., 3) -> ImageNet-normalised float32 (`preprocess.normalize_image`)."""
-    return (images.astype(jnp.float32) / 255 - IMAGENET_MEAN) / IMAGENET_STD
-
-
 def forward(config: VRPSamConfig, params: dict, batch: dict, deterministic: bool,
             rng: jax.Array | None = None) -> jax.Array:
     """A batch of episodes -> query logits (B, S, S). Uses `batch["embeddings"]` (cached SAM
@@ -51,8 +47,8 @@ def forward(config: VRPSamConfig, params: dict, batch: dict, deterministic: bool
     model = VRPSam(config)
     rngs = None if deterministic else {"dropout": rng}
     embeddings = batch.get("embeddings")
-    return model.apply({"params": params}, normalize(batch["support_images"]),
-                       batch["support_masks"], normalize(batch["query_image"]),
+    return model.apply({"params": params}, normalize_image(batch["support_images"]),
+                       batch["support_masks"], normalize_image(batch["query_image"]),
                        None if embeddings is None else embeddings.astype(jnp.float32),
                        deterministic, rngs=rngs)
 
@@ -60,13 +56,7 @@ def forward(config: VRPSamConfig, params: dict, batch: dict, deterministic: bool
 def episode_areas(logits: jax.Array, truth: jax.Array, ignore: jax.Array) -> jax.Array:
     """(B, 2, 2) int32 background/foreground intersection and union (`metrics`), with
     prediction = sigmoid(logit) >= 0.5 and ignore pixels removed."""
-    pred, truth, valid = logits >= 0, truth > 0, ignore == 0
-    out = []
-    for p, t in ((~pred, ~truth), (pred, truth)):
-        inter = (p & t & valid).sum((1, 2), dtype=jnp.int32)
-        union = ((p | t) & valid).sum((1, 2), dtype=jnp.int32)
-        out.append(jnp.stack([inter, union], -1))
-    return jnp.stack(out, 1)
+    return metrics.episode_areas(logits >= 0, truth, ignore, xp=jnp)
 
 
 def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
@@ -101,6 +91,7 @@ def jit_train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
 
-def jit_eval_step(config: VRPSamConfig, params_sharding, batch_sharding) -> Callable:
-    return jax.jit(partial(eval_step, config), in_shardings=(params_sharding, batch_sharding),
+def jit_eval_step(config: VRPSamConfig, batch_sharding) -> Callable:
+    """Parameters keep the sharding they come with (replicated, or SAM split over "model")."""
+    return jax.jit(partial(eval_step, config), in_shardings=(None, batch_sharding),
                    out_shardings=(batch_sharding, batch_sharding))

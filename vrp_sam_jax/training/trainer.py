@@ -167,7 +167,7 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
     frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
     train_fn = step_lib.jit_train_step(run.model, optimizer, replicated, frozen_sharding,
                                        batch_sharding, replicated)
-    eval_fn = step_lib.jit_eval_step(run.model, None, batch_sharding)
+    eval_fn = evaluation.eval_step(run.model, mesh)
     schedule = step_lib.make_schedule(config.train.lr, run.total_steps)
     rng = jax.random.key(config.train.seed)
     workers = config.data.workers or None
