@@ -1,6 +1,6 @@
 """One global-attention block of the ViT-B image encoder (4096 tokens, 12 heads, decomposed
-rel-pos bias): PyTorch's computation vs ours (`sam_port`'s query-blocked attention) and the
-unblocked form, in the same run.
+rel-pos bias): PyTorch's computation vs ours (`sam_port`'s query-blocked attention), the
+unblocked form and `jax.nn.dot_product_attention` with the rel-pos bias ("xla"), same run.
 
     python benchmarks/sam_global_attention.py
 
@@ -36,20 +36,21 @@ from sam_port.modeling.image_encoder import (  # noqa: E402
 GRID, HEADS, HEAD_DIM = 64, 12, 64
 
 
-def ours(q, k, v, rel_pos, blocked: bool = True):
+def ours(q, k, v, rel_pos, implementation: str = "blocked"):
+    """Head-major q, k, v (1, heads, N, C)."""
     rel_h, rel_w = decomposed_rel_pos(q, rel_pos, rel_pos, (GRID, GRID), (GRID, GRID))
-    fn = attention if blocked else _attend
-    return fn(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID))
+    if implementation == "unblocked":
+        return _attend(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID))
+    return attention(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID), implementation)
 
 
 def main() -> None:
     rng = np.random.default_rng(0)
-    shape = (1, GRID * GRID, HEADS, HEAD_DIM)
+    shape = (1, HEADS, GRID * GRID, HEAD_DIM)
     q, k, v = (rng.normal(size=shape).astype(np.float32) for _ in range(3))
     rel_pos = rng.normal(size=(2 * GRID - 1, HEAD_DIM)).astype(np.float32)
 
-    tq, tk, tv = (torch.from_numpy(x).permute(0, 2, 1, 3).reshape(HEADS, -1, HEAD_DIM)
-                  for x in (q, k, v))
+    tq, tk, tv = (torch.from_numpy(x).reshape(HEADS, -1, HEAD_DIM) for x in (q, k, v))
     trel = torch.from_numpy(rel_pos)
 
     def run_torch():
@@ -59,24 +60,19 @@ def main() -> None:
             return attn.softmax(dim=-1) @ tv
 
     args = [jnp.asarray(x) for x in (q, k, v, rel_pos)]
-    ours_jit = jax.jit(ours)
-    unblocked_jit = jax.jit(lambda *a: ours(*a, blocked=False))
-    diff = float(jnp.abs(ours_jit(*args) - unblocked_jit(*args)).max())
-    torch_s = median_seconds(run_torch, 3, warmup=True)
-    ours_s = median_seconds(lambda: jax.block_until_ready(ours_jit(*args)), 3, warmup=True)
-    unblocked_s = median_seconds(
-        lambda: jax.block_until_ready(unblocked_jit(*args)), 3, warmup=True
-    )
-    print(json.dumps({
-        "benchmark": "sam_global_attention_block",
-        "device": str(jax.devices()[0].device_kind),
-        "torch_seconds": round(torch_s, 3),
-        "ours_seconds": round(ours_s, 3),
-        "unblocked_seconds": round(unblocked_s, 3),
-        "ratio_torch_over_ours": round(torch_s / ours_s, 3),
-        "ratio_torch_over_unblocked": round(torch_s / unblocked_s, 3),
-        "blocked_vs_unblocked_max_abs_diff": diff,
-    }))
+    want = run_torch().reshape(shape).numpy()
+    result = {"benchmark": "sam_global_attention_block",
+              "device": str(jax.devices()[0].device_kind),
+              "torch_seconds": round(median_seconds(run_torch, 3), 3)}
+    for name in ("blocked", "unblocked", "xla"):
+        fn = jax.jit(lambda *a, name=name: ours(*a, implementation=name))
+        got = fn(*args)
+        seconds = median_seconds(lambda fn=fn: jax.block_until_ready(fn(*args)), 3,
+                                 warmup=True)
+        result[f"{name}_seconds"] = round(seconds, 3)
+        result[f"{name}_ratio_torch_over_ours"] = round(result["torch_seconds"] / seconds, 3)
+        result[f"{name}_max_abs_diff_vs_torch"] = float(jnp.abs(got - want).max())
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,20 @@
-"""CPU (or any device) time of one SAM image embedding: ours vs the PyTorch original, same run.
+"""SAM image embeddings per second: ours vs the PyTorch original, same device, same run.
 
     python benchmarks/sam_image_encoder.py --model-type vit_b --repeats 5
 
 Both models carry the same random weights (the official modules, converted). Prints one JSON
-line with the median seconds per 1024x1024 image, our compile time, and the ratio
-torch / ours (above 1: ours is faster). Needs the test extra (torch, segment-anything).
+line: images per second for each, our compile time, the ratio ours / torch (above 1: ours is
+faster), the max abs difference of the embeddings, and where XLA reports it, the encoder's
+FLOPs and our achieved TFLOP/s. With `--compute-dtype bfloat16` ours computes in bf16 and
+PyTorch runs under `torch.autocast(bfloat16)` (on a GPU). Needs the test extra (torch,
+segment-anything).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -24,7 +26,12 @@ import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from timing import median_seconds  # noqa: E402
+from timing import (  # noqa: E402
+    compiled_flops,
+    interleaved_medians,
+    torch_device,
+    torch_synced,
+)
 from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
 
 import sam_port  # noqa: E402
@@ -32,49 +39,59 @@ from sam_port.checkpoint import convert_sam_state_dict  # noqa: E402
 from sam_port.predictor import embed_images  # noqa: E402
 
 
+def measure(model_type: str, repeats: int = 3, batch: int = 1,
+            compute_dtype: str = "float32") -> dict:
+    """Images per second of SAM's image encoder, ours and PyTorch's, at SAM's input size."""
+    config = sam_port.get_config(model_type)
+    device = torch_device()
+    torch_model = build_torch_sam(config, seed=0)
+    ours = convert_sam_state_dict(state_dict_numpy(torch_model), model_type, "benchmark")
+    encoder = torch_model.image_encoder.to(device).eval()
+    size = config.img_size
+    image = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
+    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous().to(device)
+    image_jax, params = jax.device_put(image), jax.device_put(ours.params)
+    autocast = (torch.autocast(device, torch.bfloat16) if compute_dtype != "float32"
+                else contextlib.nullcontext())
+
+    @torch_synced
+    def run_torch():
+        with torch.no_grad(), autocast:
+            return encoder(image_torch)
+
+    def run_ours():
+        return jax.block_until_ready(embed_images(config, params, image_jax, compute_dtype))
+
+    start = time.perf_counter()
+    got = run_ours()
+    compile_s = time.perf_counter() - start
+    want = run_torch().float().cpu().numpy()  # also the warm-up
+    torch_s, ours_s = interleaved_medians(run_torch, run_ours, repeats=repeats)
+    flops = compiled_flops(jax.jit(lambda p, x: embed_images(config, p, x, compute_dtype)),
+                           params, image_jax)
+    return {
+        "benchmark": "sam_image_embedding", "model_type": model_type,
+        "image": f"{batch}x{size}x{size}", "compute_dtype": compute_dtype,
+        "torch_device": device,
+        "max_abs_embedding_diff": float(np.abs(np.moveaxis(want, 1, -1) - np.asarray(got)).max()),
+        "torch_images_per_second": round(batch / torch_s, 3),
+        "ours_images_per_second": round(batch / ours_s, 3),
+        "ours_compile_seconds": round(compile_s, 1),
+        "ratio": round(torch_s / ours_s, 3),
+        "gflops_per_image": None if flops is None else round(flops / batch / 1e9, 3),
+        "ours_tflops": None if flops is None else round(flops / ours_s / 1e12, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model-type", default="vit_b",
                         choices=["vit_b", "vit_l", "vit_h", "tiny"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
-
-    config = sam_port.get_config(args.model_type)
-    torch_model = build_torch_sam(config, seed=0)
-    ours = convert_sam_state_dict(state_dict_numpy(torch_model), args.model_type, "benchmark")
-    size = config.img_size
-    image = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
-    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous()
-    image_jax = jax.device_put(image)
-
-    def run_torch():
-        with torch.no_grad():
-            return torch_model.image_encoder(image_torch)
-
-    def run_ours():
-        return jax.block_until_ready(embed_images(config, ours.params, image_jax))
-
-    start = time.perf_counter()
-    run_ours()
-    compile_s = time.perf_counter() - start
-    run_torch()  # warm-up
-    torch_s = median_seconds(run_torch, args.repeats)
-    ours_s = median_seconds(run_ours, args.repeats)
-    result = {
-        "benchmark": "sam_image_embedding",
-        "model_type": args.model_type,
-        "image": f"1x{size}x{size}",
-        "device": str(jax.devices()[0].device_kind),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "torch_seconds": round(torch_s, 3),
-        "ours_seconds": round(ours_s, 3),
-        "ours_compile_seconds": round(compile_s, 1),
-        "ratio_torch_over_ours": round(torch_s / ours_s, 3),
-        "versions": {"jax": jax.__version__, "torch": torch.__version__},
-    }
-    print(json.dumps(result))
+    print(json.dumps(measure(args.model_type, args.repeats, args.batch, args.compute_dtype)))
 
 
 if __name__ == "__main__":

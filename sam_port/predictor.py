@@ -19,10 +19,13 @@ from sam_port.modeling.sam import Sam
 from sam_port.transforms import ResizeLongestSide, normalize_and_pad, postprocess_masks
 
 
-@partial(jax.jit, static_argnums=0)
-def embed_images(config: SamConfig, params: dict, images: jax.Array) -> jax.Array:
-    """(B, S, S, 3) normalised padded images -> (B, S/16, S/16, C) image embeddings."""
-    return Sam(config).apply({"params": params}, images, method=Sam.embed_images)
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def embed_images(config: SamConfig, params: dict, images: jax.Array,
+                 compute_dtype: str = "float32", attention: str = "auto") -> jax.Array:
+    """(B, S, S, 3) normalised padded images -> (B, S/16, S/16, C) float32 image embeddings,
+    the encoder computing in `compute_dtype` (float32 parameters either way)."""
+    model = Sam(config, jnp.dtype(compute_dtype), attention)
+    return model.apply({"params": params}, images, method=Sam.embed_images)
 
 
 @partial(jax.jit, static_argnames=("config", "multimask_output", "input_size", "original_size"))

@@ -3,6 +3,7 @@ kill-and-resume, the SAM embedding cache, and the demo's interface."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -252,12 +253,15 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     again = embedding_cache.build(tmp_path, names, ToySource(), model, params["sam"],
                                   dtype="float32", progress=False)  # nothing left to do
     assert len(list(again.directory.glob("part-*.npy"))) == 1
+    # the loader threads read the cached embeddings with each episode
     batch = next(iter(EpisodeLoader(ToySource(), episodes, 4, EpisodeOptions(64, "box"),
-                                    process_index=0, process_count=1)))
+                                    process_index=0, process_count=1,
+                                    embeddings=cache.get)))
     vrp = VRPSam(model)
     direct = vrp.apply({"params": params}, normalize_image(batch["query_image"]),
                        method=vrp.embed_targets)
     stored = cache.get(names)
+    np.testing.assert_array_equal(batch["embeddings"], stored)
     assert np.abs(stored - np.asarray(direct)).max() < 1e-5
     mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
     with_cache = step_lib.forward(model, params, {**batch, "embeddings": stored}, True)
@@ -267,6 +271,10 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     # another SAM gets another key: a stale cache is never read
     other = init_params(model, 3)["sam"]
     assert (embedding_cache.cache_key(model, other, "float32")
+            != embedding_cache.cache_key(model, params["sam"], "float32"))
+    # so does a bf16-computed embedding
+    bf16 = dataclasses.replace(model, compute_dtype="bfloat16")
+    assert (embedding_cache.cache_key(bf16, params["sam"], "float32")
             != embedding_cache.cache_key(model, params["sam"], "float32"))
 
 

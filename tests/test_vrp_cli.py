@@ -97,11 +97,51 @@ def test_predict_k_shot_with_converted_directories(files, capsys):
                str(d / "vrp_dir"), "--backbone", "resnet_tiny", "--output-dir", str(d / "k"),
                "--reference", str(paths["ref"]), "--reference-box", "50,40,150,120",
                "--reference", str(paths["ref2"]), "--reference-box", "10,10,60,90",
-               str(paths["t2"]), str(paths["t2"])])
+               str(paths["t2"]), str(paths["t2"]), "--batch-size", "1"])
     assert rc == 0
     out = json.loads(capsys.readouterr().out)
     assert out["shots"] == 2
     assert [o["mask"][-6:] for o in out["outputs"]] == ["t2.png", "_2.png"]
+
+
+def test_batched_prediction_compiles_once_for_all_sizes(files):
+    """`predict_many`: the reference is encoded once, targets of different original sizes go
+    through one compiled program per batch size (a short last batch is padded), and the
+    results equal one-at-a-time prediction."""
+    from vrp_sam_jax import inference
+
+    d, paths, _ = files
+    model = inference.load_model(d / "sam_tiny.pth", None, d / "best_model.pt", None)
+    predictor = inference.VRPSamPredictor(model)
+    ref = np.asarray(Image.open(paths["ref"]))
+    predictor.set_references([ref], [rasterize_boxes([(50, 40, 150, 120)], (160, 200), 512)])
+    targets = [np.asarray(Image.open(paths[n])) for n in ("t1", "t2", "ref", "ref2", "t2")]
+    before = inference.predict_logits._cache_size()
+    batched = list(predictor.predict_many(targets, batch_size=3))  # 2 calls, last one padded
+    assert inference.predict_logits._cache_size() == before + 1
+    assert len(batched) == len(targets)
+    for target, (mask, logits) in zip(targets, batched, strict=True):
+        single_mask, single_logits = predictor.predict(target)
+        assert mask.shape == target.shape[:2] and logits.shape == (512, 512)
+        np.testing.assert_allclose(logits, single_logits, rtol=0, atol=1e-5)
+        assert np.array_equal(mask, single_mask)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(predictor.predict_many(targets, batch_size=0))
+
+
+def test_predict_in_bfloat16(files, capsys):
+    """`--compute-dtype bfloat16`: the frozen parts in bf16, masks close to float32's."""
+    from vrp_sam_jax import cli, models
+
+    assert list(models.COMPUTE_DTYPES) == cli.COMPUTE_DTYPES
+    d, paths, _ = files
+    args = ["--reference", str(paths["ref"]), "--reference-box", "50,40,150,120",
+            str(paths["t1"]), "--save-logits"]
+    assert _predict(d, paths, *args, "--compute-dtype", "bfloat16", out="bf16") == 0
+    assert _predict(d, paths, *args, out="f32") == 0
+    capsys.readouterr()
+    low, full = (np.load(d / out / "t1_logits.npy") for out in ("bf16", "f32"))
+    assert 0 < np.abs(low - full).max() < 0.05 * np.abs(full).max()
 
 
 def test_convert_backbone(files, capsys):

@@ -144,6 +144,45 @@ def test_end_to_end_tiny_with_sam_encoder(tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
 
 
+# bf16 compute of the frozen parts, against float32 on the same random weights and inputs
+# (tiny SAM with its image encoder, ResNet-tiny): mean and max abs logit difference relative to
+# the float32 logits' largest magnitude. Measured 2026-11-30: see docs/PERFORMANCE.md.
+BF16_MEAN_REL, BF16_MAX_REL = 0.01, 0.05
+
+
+def test_bfloat16_compute_and_fused_attention(tmp_path):
+    """`compute_dtype="bfloat16"` keeps float32 parameters and logits, and its logits stay
+    within the stated distance of float32; `attention="xla"` (jax.nn.dot_product_attention
+    with the rel-pos bias) matches the PyTorch original as the default path does."""
+    torch_enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=5)
+    torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=6)
+    torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=96).eval()
+    weights = checkpoints.convert_release(torch_enc.state_dict_release(), None, "mem")
+    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    params = {**weights.params, "sam": sam.params}
+    refs, masks, target = _episode(96, 1, "mask", seed=13)
+    with torch.no_grad():
+        want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
+
+    def logits(**compute):
+        config = VRPSamConfig("resnet_tiny", "tiny", image_size=96, **compute)
+        return jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
+
+    fused = logits(attention="xla")
+    np.testing.assert_allclose(fused, want, rtol=0, atol=LOGIT_TOL)
+    low = logits(compute_dtype="bfloat16")
+    assert low.dtype == np.float32
+    assert all(x.dtype == np.float32 for x in jax.tree.leaves(params))
+    diff = np.abs(np.asarray(low) - want)
+    scale = np.abs(want).max()
+    print(f"bf16 vs float32 logits: max abs {diff.max():.2e}, mean abs {diff.mean():.2e}, "
+          f"max |logit| {scale:.3f}")
+    assert 0 < diff.mean() < BF16_MEAN_REL * scale
+    assert diff.max() < BF16_MAX_REL * scale
+    with pytest.raises(ValueError, match="compute dtype"):
+        VRPSamConfig("resnet_tiny", "tiny", compute_dtype="float8")
+
+
 def test_trainable_parameter_count_resnet50(capsys):
     from vrp_sam_jax.cli import main
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,17 @@ from vrp_sam_jax.image_io import InputError
 
 SAM_TYPES = ["vit_b", "vit_l", "vit_h", "tiny"]
 BACKBONE_NAMES = ["resnet50", "resnet101", "vgg16", "resnet_tiny"]
+COMPUTE_DTYPES = ["float32", "bfloat16", "float16"]  # vrp_sam_jax.models.COMPUTE_DTYPES
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _parse_point(text: str) -> tuple[float, float]:
@@ -167,16 +179,26 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for p in args.targets:  # fail before any work on a missing or corrupt target
         if not Path(p).is_file():
             raise InputError(f"{p}: no such image file")
-    model = load_model(args.sam_checkpoint, args.sam_type, args.vrp_checkpoint, args.backbone)
+    model = load_model(args.sam_checkpoint, args.sam_type, args.vrp_checkpoint, args.backbone,
+                       args.compute_dtype)
     predictor = VRPSamPredictor(model)
     predictor.set_references(refs, _reference_prompt_masks(args, refs, predictor.size))
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path, stem in tqdm(list(zip(args.targets, _unique_stems(args.targets), strict=True)),
-                           desc="targets", unit="image", disable=None):
-        image = read_image(path)
-        mask, logits = predictor.predict(image)
+    read: collections.deque = collections.deque()  # images read, not yet written out
+
+    def images():  # read lazily, batch by batch (at most two batches held)
+        for p in args.targets:
+            read.append(read_image(p))
+            yield read[-1]
+
+    # a batch never holds more targets than there are
+    results = predictor.predict_many(images(), min(args.batch_size, len(args.targets)))
+    for path, stem, (mask, logits) in tqdm(
+            zip(args.targets, _unique_stems(args.targets), results, strict=True),
+            total=len(args.targets), desc="targets", unit="image", disable=None):
+        image = read.popleft()
         write_mask(out / f"{stem}.png", mask)
         Image.fromarray(overlay(image, mask)).save(out / f"{stem}_overlay.png")
         if args.save_logits:
@@ -345,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--save-logits", action="store_true",
                    help="also write the 512x512 logits as NAME_logits.npy")
+    p.add_argument("--batch-size", type=_positive_int, default=8,
+                   help="targets per device call (one compiled program for all sizes)")
+    p.add_argument("--compute-dtype", choices=COMPUTE_DTYPES, default="float32",
+                   help="compute dtype of the frozen backbone and SAM image encoder")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("summary", help="parameter counts of a VRP-SAM architecture")

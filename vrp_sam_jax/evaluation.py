@@ -37,12 +37,10 @@ def run_episodes(eval_fn: Callable, params: dict, source: EpisodeSource,
     every batch (figures, per-episode records); `host_areas(host_batch, logits)` replaces the
     device's areas (e.g. measured at the original image size)."""
     meter = IoUMeter(class_ids)
-    loader = EpisodeLoader(source, episodes, global_batch, options, workers=workers)
+    loader = EpisodeLoader(source, episodes, global_batch, options, workers=workers,
+                           embeddings=embeddings)
     with tqdm(total=len(episodes), desc=desc, unit="ep", disable=not progress) as bar:
         for host_batch in loader:
-            if embeddings is not None:
-                host_batch["embeddings"] = embeddings(
-                    [episodes[i].query for i in host_batch["index"]])
             logits, areas = eval_fn(params, to_global(host_batch, mesh))
             valid = host_batch["valid"]
             if host_areas is not None or on_batch is not None:

@@ -31,6 +31,7 @@ from vrp_sam_jax.report import (
     write_figure,
     write_results,
 )
+from vrp_sam_jax.training.config import model_config
 from vrp_sam_jax.training.mesh import make_mesh
 from vrp_sam_jax.training.restore import restore_trained
 
@@ -48,8 +49,16 @@ class EvalSettings:
 
 def load_checkpoint(config: ml_collections.ConfigDict, checkpoint: str | Path
                     ) -> tuple[VRPSamConfig, dict, dict]:
-    """-> (model config, params, info)."""
-    path = Path(checkpoint)
+    """-> (model config, params, info); the compute dtype and attention path are the
+    evaluation config's (`model.compute_dtype`, `model.attention`), whatever trained it."""
+    model, params, info = _load_checkpoint(config, Path(checkpoint))
+    compute = model_config(config)
+    return (dataclasses.replace(model, compute_dtype=compute.compute_dtype,
+                                attention=compute.attention), params, info)
+
+
+def _load_checkpoint(config: ml_collections.ConfigDict, path: Path
+                     ) -> tuple[VRPSamConfig, dict, dict]:
     if (path / "config.json").is_file():
         trained, model, params, info = restore_trained(path, "best")
         info = {**info, "trained_on": {"benchmark": trained.data.benchmark,

@@ -4,12 +4,19 @@
     predictor = VRPSamPredictor(model)
     predictor.set_references([image], [prompt_mask])      # prompt masks on the 512 grid
     mask, logits = predictor.predict(target_image)         # mask at the target's own size
+    for mask, logits in predictor.predict_many(targets, batch_size=8):  # batched
+        ...
+
+Targets of any size share one compiled program per batch size: they are resized to the
+model grid on the host and the logits are resized back there.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import jax
@@ -31,16 +38,18 @@ class LoadedVRPSam:
 
 
 def load_model(sam_path: str | Path, sam_type: str | None, vrp_path: str | Path,
-               backbone: str | None) -> LoadedVRPSam:
+               backbone: str | None, compute_dtype: str = "float32") -> LoadedVRPSam:
     """SAM (official .pth or converted directory) + VRP weights (release `best_model.pt` or
-    converted directory), checked against each other."""
+    converted directory), checked against each other. `compute_dtype` "bfloat16" runs the
+    frozen backbone and SAM image encoder in bf16 (see `VRPSamConfig`)."""
     vrp = load_vrp(vrp_path, backbone)
     sam = sam_port.load_sam(sam_path, sam_type)
     if sam.config.prompt_embed_dim != vrp.hidden_dim:
         raise CheckpointError(
             f"{vrp_path}: VRP prompts are {vrp.hidden_dim}-d but the SAM in {sam_path} "
             f"({sam.model_type}) takes {sam.config.prompt_embed_dim}-d prompts")
-    config = VRPSamConfig(vrp.backbone, sam.model_type, num_queries=vrp.num_queries)
+    config = VRPSamConfig(vrp.backbone, sam.model_type, num_queries=vrp.num_queries,
+                          compute_dtype=compute_dtype)
     return LoadedVRPSam(config, {**vrp.params, "sam": sam.params})
 
 
@@ -100,10 +109,32 @@ class VRPSamPredictor:
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """HxWx3 uint8 target -> (bool mask (H, W), logits (S, S))."""
+        return next(self.predict_many([image], batch_size=1))
+
+    def predict_many(self, images: Iterable[np.ndarray], batch_size: int = 8
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(bool mask (H, W), logits (S, S)) for each HxWx3 uint8 target, in order, computed
+        `batch_size` targets per call (a short last batch is padded, so one compiled program
+        serves every batch). The next batch is prepared on the host while the device runs
+        the current one; `images` is consumed lazily."""
         if self.reference is None:
             raise RuntimeError("call set_references() before predict()")
-        target = prepare_image(image, self.size)[None]
-        logits = np.asarray(predict_logits(self.model.config, self.model.params,
-                                           self.reference, target))[0]
-        full = logits_to_size(logits, *image.shape[:2])
-        return full > 0, logits
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        config, params = self.model.config, self.model.params
+        targets, in_flight = iter(images), None
+        while chunk := list(islice(targets, batch_size)):
+            batch = np.stack([prepare_image(im, self.size) for im in chunk])
+            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), 0)])
+            logits = predict_logits(config, params, self.reference, batch)  # dispatched
+            if in_flight is not None:
+                yield from _finish(*in_flight)
+            in_flight = ([im.shape[:2] for im in chunk], logits)
+        if in_flight is not None:
+            yield from _finish(*in_flight)
+
+
+def _finish(sizes: list[tuple[int, int]], logits: jax.Array
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for (height, width), row in zip(sizes, np.asarray(logits), strict=False):
+        yield logits_to_size(row, height, width) > 0, row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -14,14 +15,15 @@ def gelu(x: jax.Array) -> jax.Array:
     return nn.gelu(x, approximate=False)
 
 
-def layer_norm(epsilon: float, name: str | None = None) -> nn.LayerNorm:
-    """A LayerNorm over the last axis computed as PyTorch does (two-pass variance)."""
-    return nn.LayerNorm(epsilon=epsilon, use_fast_variance=False, name=name)
+def layer_norm(epsilon: float, name: str | None = None, dtype: Any = None) -> nn.LayerNorm:
+    """A LayerNorm over the last axis computed as PyTorch does (two-pass variance); the
+    statistics are float32 whatever the output `dtype`."""
+    return nn.LayerNorm(epsilon=epsilon, use_fast_variance=False, dtype=dtype, name=name)
 
 
-def layer_norm_2d(name: str | None = None) -> nn.LayerNorm:
+def layer_norm_2d(name: str | None = None, dtype: Any = None) -> nn.LayerNorm:
     """SAM's `LayerNorm2d` (channel-wise, eps 1e-6); channels are last in NHWC."""
-    return layer_norm(1e-6, name=name)
+    return layer_norm(1e-6, name=name, dtype=dtype)
 
 
 class Embed(nn.Module):
@@ -44,11 +46,13 @@ class MLPBlock(nn.Module):
 
     mlp_dim: int
     act: Callable[[jax.Array], jax.Array] = gelu
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         out_dim = x.shape[-1]
-        return nn.Dense(out_dim, name="lin2")(self.act(nn.Dense(self.mlp_dim, name="lin1")(x)))
+        hidden = self.act(nn.Dense(self.mlp_dim, dtype=self.dtype, name="lin1")(x))
+        return nn.Dense(out_dim, dtype=self.dtype, name="lin2")(hidden)
 
 
 class MLP(nn.Module):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -17,13 +19,17 @@ class Sam(nn.Module):
     (`model.apply(variables, ..., method=Sam.embed_images)`), as `SamPredictor` does."""
 
     config: SamConfig
+    # compute dtype and attention path of the image encoder (see `ImageEncoderViT`); the
+    # prompt encoder and mask decoder always run in float32
+    image_dtype: Any = jnp.float32
+    attention: str = "auto"
 
     mask_threshold = 0.0
 
     def setup(self) -> None:
         cfg = self.config
         grid = (cfg.embedding_size, cfg.embedding_size)
-        self.image_encoder = ImageEncoderViT(cfg.image_encoder)
+        self.image_encoder = ImageEncoderViT(cfg.image_encoder, self.image_dtype, self.attention)
         self.prompt_encoder = PromptEncoder(
             cfg.prompt_embed_dim, grid, (cfg.img_size, cfg.img_size), cfg.mask_in_chans
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
@@ -96,12 +96,15 @@ class EpisodeLoader:
 
     Global batch b holds episodes [b*G, (b+1)*G); host p of P loads rows
     [p*G/P, (p+1)*G/P) of it, so together the hosts cover the list once, in order. With
-    `drop_remainder` False (evaluation) the last batch is padded (`valid` False)."""
+    `drop_remainder` False (evaluation) the last batch is padded (`valid` False).
+    `embeddings(query names) -> (n, h, w, C)` (a cache's `get`) adds each query's cached SAM
+    embedding as `embeddings`, read in the loader threads, ahead of the step."""
 
     def __init__(self, source: EpisodeSource, episodes: Sequence[Episode], global_batch: int,
                  options: EpisodeOptions, *, drop_remainder: bool = False,
                  process_index: int | None = None, process_count: int | None = None,
-                 workers: int | None = None, prefetch_batches: int = 2):
+                 workers: int | None = None, prefetch_batches: int = 2,
+                 embeddings: Callable[[Sequence[str]], np.ndarray] | None = None):
         if process_index is None or process_count is None:
             import jax
 
@@ -117,6 +120,7 @@ class EpisodeLoader:
         self.offset = process_index * self.per_host
         self.workers = workers or default_workers()
         self.prefetch_batches = max(1, prefetch_batches)
+        self.embeddings = embeddings
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.episodes), self.global_batch)
@@ -126,9 +130,14 @@ class EpisodeLoader:
         start = batch_index * self.global_batch + self.offset
         return [i for i in range(start, start + self.per_host) if i < len(self.episodes)]
 
+    def _load_one(self, index: int) -> Batch:
+        example = load_episode(self.source, self.episodes[index], index, self.options)
+        if self.embeddings is not None:
+            example["embeddings"] = self.embeddings([self.episodes[index].query])[0]
+        return example
+
     def _load(self, pool: ThreadPoolExecutor, batch_index: int) -> list[Future]:
-        return [pool.submit(load_episode, self.source, self.episodes[i], i, self.options)
-                for i in self._rows(batch_index)]
+        return [pool.submit(self._load_one, i) for i in self._rows(batch_index)]
 
     def batches(self, start: int = 0) -> Iterator[Batch]:
         """Batches `start`, `start + 1`, ... (resume a stream at a position)."""
@@ -145,8 +154,7 @@ class EpisodeLoader:
                     futures = pending.popleft()
                     examples = [f.result() for f in futures]
                     if not examples:  # this host's rows all lie past the end of the list
-                        examples = [load_episode(self.source, self.episodes[-1],
-                                                 len(self.episodes) - 1, self.options)]
+                        examples = [self._load_one(len(self.episodes) - 1)]
                         examples[0]["valid"] = np.bool_(False)
                     yield pad_batch(stack(examples), self.per_host)
             finally:

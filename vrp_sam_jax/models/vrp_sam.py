@@ -19,9 +19,12 @@ import jax.numpy as jnp
 
 from sam_port.config import SamConfig, get_config
 from sam_port.interpolate import resize_bilinear, resize_nearest
+from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
 from sam_port.modeling.sam import Sam
 from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
+
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,10 +36,24 @@ class VRPSamConfig:
     image_size: int = 512
     num_queries: int = 50
     num_heads: int = 4
+    # Compute dtype of the frozen parts (backbone, SAM image encoder); their parameters, the
+    # VRP encoder, SAM's prompt encoder and mask decoder, the loss and the logits stay float32.
+    compute_dtype: str = "float32"
+    attention: str = "auto"  # SAM image-encoder attention path (ATTENTION_IMPLEMENTATIONS)
 
     def __post_init__(self) -> None:
         get_backbone_spec(self.backbone)  # validates the name
         get_config(self.sam_type)
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"unknown compute dtype {self.compute_dtype!r}; choose from "
+                             f"{', '.join(COMPUTE_DTYPES)}")
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"unknown attention implementation {self.attention!r}; choose "
+                             f"from {', '.join(ATTENTION_IMPLEMENTATIONS)}")
+
+    @property
+    def dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.compute_dtype)
 
     @property
     def sam(self) -> SamConfig:
@@ -74,9 +91,14 @@ class VRPSam(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.backbone = make_backbone(cfg.backbone)
+        self.backbone = make_backbone(cfg.backbone, cfg.dtype)
         self.encoder = VRPEncoder(cfg.hidden_dim, cfg.num_queries, cfg.num_heads)
-        self.sam = Sam(cfg.sam)
+        self.sam = Sam(cfg.sam, cfg.dtype, cfg.attention)
+
+    def _backbone_features(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """(float32 concat(layer2, layer3), layer3 in the compute dtype)."""
+        features, layer3 = self.backbone.features(images.astype(self.config.dtype))
+        return features.astype(jnp.float32), layer3
 
     # --- reference and target features -------------------------------------------------
     def encode_reference(self, images: jax.Array, prompt_masks: jax.Array,
@@ -85,17 +107,18 @@ class VRPSam(nn.Module):
         b, k = images.shape[:2]
         flat = images.reshape(b * k, *images.shape[2:])
         masks = prompt_masks.reshape(b * k, *prompt_masks.shape[2:], 1).astype(flat.dtype)
-        features, layer3 = self.backbone.features(flat)
+        features, layer3 = self._backbone_features(flat)
         mask = resize_nearest(masks, layer3.shape[1:3])
-        layer4 = self.backbone.final_stage(layer3 * mask)
+        layer4 = self.backbone.final_stage(layer3 * mask.astype(layer3.dtype))
+        layer4 = layer4.astype(jnp.float32)
         merged, prototype = self.encoder.encode_reference(features, mask, deterministic)
         return Reference(*(x.reshape(b, k, *x.shape[1:])
                            for x in (merged, prototype, layer4, mask)))
 
     def encode_target(self, images: jax.Array) -> Target:
         """images (B, S, S, 3) -> Target (backbone features of the targets)."""
-        features, layer3 = self.backbone.features(images)
-        return Target(features, self.backbone.final_stage(layer3))
+        features, layer3 = self._backbone_features(images)
+        return Target(features, self.backbone.final_stage(layer3).astype(jnp.float32))
 
     def prompts(self, reference: Reference, target: Target,
                 deterministic: bool = True) -> jax.Array:

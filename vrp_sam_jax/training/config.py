@@ -22,7 +22,8 @@ from vrp_sam_jax.models import VRPSamConfig
 BACKBONES = ("resnet50", "resnet101", "vgg16")
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
 # Fields that must match between a run and the checkpoint it resumes from.
-RESUME_KEYS = ("model", "data.benchmark", "data.fold", "data.shots", "data.condition",
+RESUME_KEYS = ("model.backbone", "model.sam_type", "model.image_size", "model.num_queries",
+               "model.num_heads", "data.benchmark", "data.fold", "data.shots", "data.condition",
                "train.seed", "train.global_batch", "train.trainable", "train.epochs",
                "train.steps_per_epoch")
 
@@ -35,7 +36,11 @@ def base_config(benchmark: str, backbone: str = "resnet50", condition: str = "ma
     pascal = benchmark == "pascal"
     return ml_collections.ConfigDict({
         "model": {"backbone": backbone, "sam_type": sam_type, "image_size": 512,
-                  "num_queries": 50, "num_heads": 4},
+                  "num_queries": 50, "num_heads": 4,
+                  # "bfloat16": the frozen backbone and SAM image encoder compute in bf16
+                  # (parameters, VRP encoder, decoder, loss and logits stay float32)
+                  "compute_dtype": "float32",
+                  "attention": "auto"},  # SAM image encoder: auto | blocked | xla | cudnn
         "init": {
             "sam_checkpoint": "",  # official .pth or `vrp-sam convert-sam` directory
             "backbone_checkpoint": "",  # PSPNet/torchvision file or converted directory
@@ -89,7 +94,8 @@ def toy_config() -> ml_collections.ConfigDict:
 
 def model_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
     m = config.model
-    return VRPSamConfig(m.backbone, m.sam_type, m.image_size, m.num_queries, m.num_heads)
+    return VRPSamConfig(m.backbone, m.sam_type, m.image_size, m.num_queries, m.num_heads,
+                        m.get("compute_dtype", "float32"), m.get("attention", "auto"))
 
 
 def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:

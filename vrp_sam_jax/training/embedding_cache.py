@@ -12,6 +12,7 @@ an interrupted pre-pass is redone for that part on the next run.
 from __future__ import annotations
 
 import collections
+import functools
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
@@ -45,7 +46,8 @@ def fingerprint(tree: dict, sample: int = 4096) -> str:
 
 
 def cache_key(config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
-    return (f"{config.sam_type}_{config.image_size}px_{dtype}_"
+    compute = "" if config.compute_dtype == "float32" else f"_{config.compute_dtype}-compute"
+    return (f"{config.sam_type}_{config.image_size}px_{dtype}{compute}_"
             f"{fingerprint(sam_params['image_encoder'])}")
 
 
@@ -78,13 +80,16 @@ class EmbeddingCache:
         return np.stack([self.parts[p][r] for p, r in (self.rows[n] for n in names)])
 
 
-def _embed_fn(config: VRPSamConfig, mesh):
+@functools.lru_cache(maxsize=4)
+def _embed_fn(config: VRPSamConfig, mesh, dtype: str):
+    """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
     model = VRPSam(config)
     batch = mesh_lib.batch_sharding(mesh)
 
     def embed(sam_params, images):
-        return model.apply({"params": {"sam": sam_params}}, normalize_image(images),
-                           method=model.embed_targets)
+        out = model.apply({"params": {"sam": sam_params}}, normalize_image(images),
+                          method=model.embed_targets)
+        return out.astype(DTYPES[dtype])
 
     return jax.jit(embed, in_shardings=(mesh_lib.replicated(mesh), batch),
                    out_shardings=batch)
@@ -121,7 +126,7 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
     if mine:
         mesh = mesh_lib.make_mesh(devices=jax.local_devices())
         per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
-        embed = _embed_fn(config, mesh)
+        embed = _embed_fn(config, mesh, dtype)
         sam = jax.device_put(sam_params, mesh_lib.replicated(mesh))
         part = len(list(directory.glob("part-*.npy")))
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"
@@ -129,15 +134,26 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
                                                       config.image_size, 3), jnp.uint8)).shape
         out = np.lib.format.open_memmap(stem.with_suffix(".npy.tmp"), mode="w+",
                                         dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
+
+        def store(start: int, count: int, result: jax.Array) -> None:
+            out[start : start + count] = np.asarray(result)[:count]
+            bar.update(count)
+
         with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
                   disable=not progress) as bar:
+            # one batch in flight: the devices embed batch i while the host stores batch
+            # i - 1 and the loader threads read batch i + 1
+            in_flight = None
             for start, images in _load_images(source, mine, config.image_size, per_call,
                                               workers):
                 count = len(images)
                 padded = np.concatenate([images, np.repeat(images[-1:], per_call - count, 0)])
-                result = np.asarray(embed(sam, padded))[:count]
-                out[start : start + count] = result.astype(DTYPES[dtype])
-                bar.update(count)
+                result = embed(sam, padded)  # dispatched, not waited for
+                if in_flight is not None:
+                    store(*in_flight)
+                in_flight = (start, count, result)
+            if in_flight is not None:
+                store(*in_flight)
         out.flush()
         del out
         stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))

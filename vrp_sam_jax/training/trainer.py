@@ -181,15 +181,13 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
                                  seed=(config.train.seed, epoch))
         loader = EpisodeLoader(source, episodes, config.train.global_batch, options,
                                drop_remainder=True, workers=workers,
-                               prefetch_batches=config.data.prefetch_batches)
+                               prefetch_batches=config.data.prefetch_batches,
+                               embeddings=embeddings)
         first = step - epoch * run.steps_per_epoch
         losses, tick, ticked_step = [], time.perf_counter(), step
         with tqdm(total=run.steps_per_epoch, initial=first, desc=f"epoch {epoch}",
                   unit="step", disable=not progress) as bar:
             for host_batch in loader.batches(first):
-                if embeddings is not None:
-                    host_batch["embeddings"] = embeddings(
-                        [episodes[i].query for i in host_batch["index"]])
                 state, metrics = train_fn(state, run.frozen,
                                           mesh_lib.to_global(host_batch, mesh), rng)
                 step += 1
