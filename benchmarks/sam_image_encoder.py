@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from timing import (  # noqa: E402
-    compiled_flops,
+    flop_count,
     interleaved_medians,
     torch_device,
     torch_synced,
@@ -67,8 +67,7 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
     compile_s = time.perf_counter() - start
     want = run_torch().float().cpu().numpy()  # also the warm-up
     torch_s, ours_s = interleaved_medians(run_torch, run_ours, repeats=repeats)
-    flops = compiled_flops(jax.jit(lambda p, x: embed_images(config, p, x, compute_dtype)),
-                           params, image_jax)
+    flops = flop_count(embed_images, config, params, image_jax, compute_dtype, "auto")
     return {
         "benchmark": "sam_image_embedding", "model_type": model_type,
         "image": f"{batch}x{size}x{size}", "compute_dtype": compute_dtype,

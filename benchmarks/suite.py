@@ -41,12 +41,13 @@ from timing import matmul_peak_tflops, torch_device  # noqa: E402
 
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, init_params  # noqa: E402
 
-# a: (model_type, batch, compute dtypes); b: (backbone, sam_type, size, batch);
-# c: (backbone, sam_type, size, episodes, batch); predict: (backbone, sam_type, size,
-# targets, batch); cache: (sam_type, size, images, batch); bf16: (backbone, sam_type, size)
+# a: (model_type, batch, compute dtypes, timed repeats: more for millisecond calls);
+# b: (backbone, sam_type, size, batch); c: (backbone, sam_type, size, episodes, batch);
+# predict: (backbone, sam_type, size, targets, batch); cache: (sam_type, size, images,
+# batch); bf16: (backbone, sam_type, size)
 PRESETS = {
     "cpu": {
-        "a": [("tiny", 4, ("float32",)), ("vit_b", 1, ("float32",))],
+        "a": [("tiny", 4, ("float32",), 20), ("vit_b", 1, ("float32",), 3)],
         "b": [("resnet_tiny", "tiny", 128, 8), ("resnet50", "tiny", 256, 4)],
         "c": [("resnet_tiny", "tiny", 128, 96, 8), ("resnet50", "tiny", 256, 32, 4)],
         "predict": [("resnet_tiny", "tiny", 128, 32, 8), ("resnet50", "tiny", 256, 8, 8)],
@@ -54,7 +55,7 @@ PRESETS = {
         "bf16": [("resnet50", "tiny", 256), ("resnet50", "vit_b", 512)],
     },
     "gpu": {
-        "a": [(m, 8, ("float32", "bfloat16")) for m in ("vit_b", "vit_l", "vit_h")],
+        "a": [(m, 8, ("float32", "bfloat16"), 10) for m in ("vit_b", "vit_l", "vit_h")],
         "b": [("resnet50", "vit_h", 512, 8)],
         "c": [("resnet50", "vit_h", 512, 256, 8)],
         "predict": [("resnet50", "vit_h", 512, 32, 8)],
@@ -101,9 +102,9 @@ def run(preset: dict, only: set[str], emit) -> list[dict]:
     if on_accelerator and "a" in only:
         record({"benchmark": "matmul_peak", "dtype": "bfloat16",
                 "tflops": round(matmul_peak_tflops("bfloat16"), 1)})
-    for model_type, batch, dtypes in preset["a"] if "a" in only else []:
+    for model_type, batch, dtypes, repeats in preset["a"] if "a" in only else []:
         for dtype in dtypes:
-            record(sam_image_encoder.measure(model_type, 3, batch, dtype))
+            record(sam_image_encoder.measure(model_type, repeats, batch, dtype))
     for backbone, sam_type, size, batch in preset["b"] if "b" in only else []:
         record(train_step.measure(backbone, sam_type, size, batch, 5, cached_embeddings=True))
     for backbone, sam_type, size, episodes, batch in preset["c"] if "c" in only else []:

@@ -67,9 +67,10 @@ def matmul_peak_tflops(dtype: str = "bfloat16", size: int = 8192, repeats: int =
     return 2 * size**3 / seconds / 1e12
 
 
-def compiled_flops(jitted: Callable, *args) -> float | None:
-    """XLA's FLOP count of `jitted(*args)` (None when the backend gives none)."""
-    analysis = jitted.lower(*args).compile().cost_analysis()
+def flop_count(jitted: Callable, *args) -> float | None:
+    """XLA's FLOP count of `jitted(*args)`, from the lowered program (no second compilation;
+    None when the backend gives none)."""
+    analysis = jitted.lower(*args).cost_analysis()
     if isinstance(analysis, list):
         analysis = analysis[0] if analysis else {}
     flops = (analysis or {}).get("flops")

@@ -26,6 +26,8 @@ import sam_port
 from sam_port.interpolate import linear_weights
 from sam_port.torch_pickle import CheckpointError
 from vrp_sam_jax.checkpoints import load_vrp
+from vrp_sam_jax.data.pipeline import pad_rows
+from vrp_sam_jax.dispatch import one_in_flight
 from vrp_sam_jax.image_io import InputError
 from vrp_sam_jax.models import Reference, VRPSam, VRPSamConfig
 from vrp_sam_jax.preprocess import prepare_image
@@ -121,20 +123,13 @@ class VRPSamPredictor:
             raise RuntimeError("call set_references() before predict()")
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
-        config, params = self.model.config, self.model.params
-        targets, in_flight = iter(images), None
-        while chunk := list(islice(targets, batch_size)):
-            batch = np.stack([prepare_image(im, self.size) for im in chunk])
-            batch = np.concatenate([batch, np.repeat(batch[-1:], batch_size - len(chunk), 0)])
-            logits = predict_logits(config, params, self.reference, batch)  # dispatched
-            if in_flight is not None:
-                yield from _finish(*in_flight)
-            in_flight = ([im.shape[:2] for im in chunk], logits)
-        if in_flight is not None:
-            yield from _finish(*in_flight)
+        targets = iter(images)
+        chunks = iter(lambda: list(islice(targets, batch_size)), [])
+        for chunk, logits in one_in_flight(chunks, lambda c: self._dispatch(c, batch_size)):
+            for image, row in zip(chunk, np.asarray(logits), strict=False):  # drops padding
+                yield logits_to_size(row, *image.shape[:2]) > 0, row
 
-
-def _finish(sizes: list[tuple[int, int]], logits: jax.Array
-            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    for (height, width), row in zip(sizes, np.asarray(logits), strict=False):
-        yield logits_to_size(row, height, width) > 0, row
+    def _dispatch(self, chunk: list[np.ndarray], batch_size: int) -> jax.Array:
+        """Start the logits of `chunk` padded to `batch_size` rows (asynchronously)."""
+        batch = pad_rows(np.stack([prepare_image(im, self.size) for im in chunk]), batch_size)
+        return predict_logits(self.model.config, self.model.params, self.reference, batch)

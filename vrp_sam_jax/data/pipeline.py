@@ -77,12 +77,19 @@ def stack(examples: Sequence[Batch]) -> Batch:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
+def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
+    """`array` with its last row repeated up to `size` rows (a fixed batch shape, so one
+    compiled program serves a short last batch too)."""
+    missing = size - len(array)
+    return array if missing <= 0 else np.concatenate([array, np.repeat(array[-1:], missing, 0)])
+
+
 def pad_batch(batch: Batch, size: int) -> Batch:
     """Repeat the last example up to `size` rows, marked `valid = False`."""
     missing = size - len(batch["valid"])
     if missing <= 0:
         return batch
-    out = {k: np.concatenate([v, np.repeat(v[-1:], missing, 0)]) for k, v in batch.items()}
+    out = {k: pad_rows(v, size) for k, v in batch.items()}
     out["valid"][-missing:] = False
     return out
 

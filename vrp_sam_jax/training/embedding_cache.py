@@ -25,7 +25,9 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
+from vrp_sam_jax.data.pipeline import pad_rows
 from vrp_sam_jax.data.sources import EpisodeSource
+from vrp_sam_jax.dispatch import one_in_flight
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.preprocess import normalize_image, resize_image
 from vrp_sam_jax.training import mesh as mesh_lib
@@ -135,25 +137,15 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
         out = np.lib.format.open_memmap(stem.with_suffix(".npy.tmp"), mode="w+",
                                         dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
 
-        def store(start: int, count: int, result: jax.Array) -> None:
-            out[start : start + count] = np.asarray(result)[:count]
-            bar.update(count)
-
         with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
                   disable=not progress) as bar:
-            # one batch in flight: the devices embed batch i while the host stores batch
-            # i - 1 and the loader threads read batch i + 1
-            in_flight = None
-            for start, images in _load_images(source, mine, config.image_size, per_call,
-                                              workers):
-                count = len(images)
-                padded = np.concatenate([images, np.repeat(images[-1:], per_call - count, 0)])
-                result = embed(sam, padded)  # dispatched, not waited for
-                if in_flight is not None:
-                    store(*in_flight)
-                in_flight = (start, count, result)
-            if in_flight is not None:
-                store(*in_flight)
+            # the devices embed batch i while the host stores batch i - 1 and the loader
+            # threads read batch i + 1
+            loaded = _load_images(source, mine, config.image_size, per_call, workers)
+            for (start, images), result in one_in_flight(
+                    loaded, lambda item: embed(sam, pad_rows(item[1], per_call))):
+                out[start : start + len(images)] = np.asarray(result)[: len(images)]
+                bar.update(len(images))
         out.flush()
         del out
         stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))
