@@ -124,17 +124,23 @@ def test_prompts_and_logits(release_models, condition, shots):
     np.testing.assert_allclose(logits, want_logits, rtol=0, atol=LOGIT_TOL)
 
 
-def test_end_to_end_tiny_with_sam_encoder(tmp_path):
-    """Tiny SAM and backbone, SAM image encoder included (the 96 grid resized to SAM's 128
-    with align_corners=True), batch of 2 episodes with 2 shots each."""
+@pytest.fixture(scope="module")
+def tiny_models():
+    """(torch VRP-SAM, our converted weights, our params): tiny SAM and ResNet-tiny, 96 grid."""
     torch_enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=5)
     torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=6)
     torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=96).eval()
     weights = checkpoints.convert_release(torch_enc.state_dict_release(), None, "mem")
-    assert weights.backbone == "resnet_tiny" and weights.hidden_dim == 32
     sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    return torch_model, weights, {**weights.params, "sam": sam.params}
+
+
+def test_end_to_end_tiny_with_sam_encoder(tiny_models):
+    """Tiny SAM and backbone, SAM image encoder included (the 96 grid resized to SAM's 128
+    with align_corners=True), batch of 2 episodes with 2 shots each."""
+    torch_model, weights, params = tiny_models
+    assert weights.backbone == "resnet_tiny" and weights.hidden_dim == 32
     config = VRPSamConfig("resnet_tiny", "tiny", image_size=96)
-    params = {**weights.params, "sam": sam.params}
     eps = [_episode(96, 2, "mask", seed=s) for s in (11, 12)]
     refs, masks, target = (np.concatenate(parts) for parts in zip(*eps, strict=True))
     with torch.no_grad():
@@ -150,16 +156,11 @@ def test_end_to_end_tiny_with_sam_encoder(tmp_path):
 BF16_MEAN_REL, BF16_MAX_REL = 0.01, 0.05
 
 
-def test_bfloat16_compute_and_fused_attention(tmp_path):
+def test_bfloat16_compute_and_fused_attention(tiny_models):
     """`compute_dtype="bfloat16"` keeps float32 parameters and logits, and its logits stay
     within the stated distance of float32; `attention="xla"` (jax.nn.dot_product_attention
     with the rel-pos bias) matches the PyTorch original as the default path does."""
-    torch_enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=5)
-    torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=6)
-    torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=96).eval()
-    weights = checkpoints.convert_release(torch_enc.state_dict_release(), None, "mem")
-    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
-    params = {**weights.params, "sam": sam.params}
+    torch_model, _, params = tiny_models
     refs, masks, target = _episode(96, 1, "mask", seed=13)
     with torch.no_grad():
         want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
