@@ -1,11 +1,69 @@
-"""COCO-20i, the release's settings (spec section 6: AdamW lr 1e-4, weight decay 1e-6,
-cosine decay, global batch 8, 50 epochs, seed 321). The argument and the overrides are as in
-`configs/pascal.py`, e.g. `--config configs/coco.py:resnet101,point --config.data.fold=3`;
-the dataset root holds `COCO2014/` (masks from `vrp-sam prepare-coco`).
+"""COCO-20i with the release's settings (the release's `train.sh` and `train.py`: AdamW, lr
+1e-4, weight decay 1e-6, cosine decay to 0 without warm-up, global batch 8, 50 epochs, seed
+321, BCE + Dice; only the VRP encoder trains). The dataset root holds `COCO2014/` (class
+masks from `vrp-sam prepare-coco`).
+
+    vrp-sam train --config coco:resnet101,point --workdir runs/coco_f3 \
+        --config.data.root=/data --config.data.fold=3 \
+        --config.init.sam_checkpoint=sam_vit_h_4b8939.pth \
+        --config.init.backbone_checkpoint=resnet101_v2.pth
+
+`arg` = "<backbone>,<condition>", as in `configs/pascal.py`. Every field below can be
+overridden with `--config.<section>.<field>=<value>`.
 """
 
-from vrp_sam_jax.training.config import base_config, parse_arg
+import ml_collections
 
 
-def get_config(arg: str = "resnet50,mask"):
-    return base_config("coco", *parse_arg(arg))
+def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
+    backbone, _, condition = arg.partition(",")
+    return ml_collections.ConfigDict({
+        "model": {
+            "backbone": backbone or "resnet50",  # PSPNet ResNet-50/101 or VGG-16-BN
+            "sam_type": "vit_h",  # vit_b | vit_l | vit_h: must match init.sam_checkpoint
+            "image_size": 512,  # the grid of images, prompt masks and logits
+            "num_queries": 50,  # learnable queries per reference (prompt embeddings)
+            "num_heads": 4,  # attention heads of the VRP encoder
+            # frozen backbone and SAM image encoder in bfloat16 | float16 (parameters, VRP
+            # encoder, decoder, loss and logits stay float32)
+            "compute_dtype": "float32",
+            "attention": "auto",  # SAM image encoder: auto | blocked | xla | cudnn
+        },
+        "init": {
+            "sam_checkpoint": "",  # official SAM .pth or `vrp-sam convert-sam` directory
+            "backbone_checkpoint": "",  # resnet{50,101}_v2.pth, vgg16_bn, or converted dir
+            "random": False,  # random frozen weights instead (tests): nothing to load
+            "seed": 0,  # initialisation of the VRP encoder
+        },
+        "data": {
+            "benchmark": "coco",
+            "fold": 0,  # 0-3: the fold's 20 classes are novel (held out of training)
+            "shots": 1,  # references per episode
+            "condition": condition or "mask",  # the reference annotation simulated
+            "root": "",  # holds COCO2014/ (or MSCOCO14/): images, annotations/<split>/*.png
+            "workers": 0,  # loader threads (0: one per core, at most 16)
+            "prefetch_batches": 2,
+            "val_protocol": "hsnet",  # validation episodes: HSNet's lists (seed 0)
+            "val_episodes": 1000,
+        },
+        "train": {
+            "seed": 321,  # the release's seed: episode stream, dropout
+            "epochs": 50,
+            "steps_per_epoch": 0,  # 0: one pass over the epoch's episodes
+            "global_batch": 8,  # episodes per step over all devices (the release: 4 x 2)
+            "lr": 1e-4,  # AdamW, cosine decay to 0 over all steps, no warm-up
+            "weight_decay": 1e-6,
+            "b1": 0.9,
+            "b2": 0.999,
+            # parameter paths trained ("part/module/..."); BatchNorm statistics never train
+            "trainable": ("encoder",),
+        },
+        "mesh": {"data": -1, "model": 1},  # (data, model) axes; -1: the devices left
+        "cache": {
+            "embeddings": True,  # SAM image embeddings computed once, read from disk
+            "dir": "",  # default: <data.root>/vrp_sam_embedding_cache
+            "dtype": "float16",  # storage dtype: float16 | float32
+        },
+        "checkpoint": {"every_steps": 1000, "async_save": True},
+        "log": {"every_steps": 50, "val_every_epochs": 1},
+    })

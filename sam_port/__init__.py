@@ -1,21 +1,32 @@
-"""A faithful Flax port of Segment Anything (Kirillov et al., 2023)."""
+"""A faithful Flax port of Segment Anything (Kirillov et al., 2023).
 
-from sam_port.checkpoint import LoadedSam, load_sam, save_sam
-from sam_port.config import SAM_CONFIGS, SamConfig, get_config
-from sam_port.modeling import Sam
-from sam_port.modeling.sam import init_params
-from sam_port.predictor import SamPredictor
-from sam_port.torch_pickle import CheckpointError
+The names below load on first use, so importing a light submodule (`sam_port.torch_pickle`,
+`sam_port.config`) does not import JAX.
+"""
 
-__all__ = [
-    "SAM_CONFIGS",
-    "CheckpointError",
-    "LoadedSam",
-    "Sam",
-    "SamConfig",
-    "SamPredictor",
-    "get_config",
-    "init_params",
-    "load_sam",
-    "save_sam",
-]
+import importlib
+
+_EXPORTS = {
+    "SAM_CONFIGS": "sam_port.config",
+    "SamConfig": "sam_port.config",
+    "get_config": "sam_port.config",
+    "CheckpointError": "sam_port.torch_pickle",
+    "LoadedSam": "sam_port.checkpoint",
+    "load_sam": "sam_port.checkpoint",
+    "save_sam": "sam_port.checkpoint",
+    "Sam": "sam_port.modeling",
+    "init_params": "sam_port.modeling.sam",
+    "SamPredictor": "sam_port.predictor",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'sam_port' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -40,7 +40,7 @@ def restore_params_dir(directory: Path, abstract: dict, what: str) -> dict:
     """The parameters of `directory`, shaped and typed like `abstract`."""
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
     try:
-        with ocp.StandardCheckpointer() as ckptr:
-            return ckptr.restore(directory / "params", target)
+        with ocp.StandardCheckpointer() as ckptr:  # orbax takes absolute paths only
+            return ckptr.restore(Path(directory).absolute() / "params", target)
     except (FileNotFoundError, ValueError) as e:
         raise CheckpointError(f"{directory}: cannot restore {what} parameters ({e})") from e

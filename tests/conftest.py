@@ -15,6 +15,9 @@ import importlib.util
 import os
 import sys
 import types
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -49,3 +52,16 @@ def _install_torchvision_stand_in() -> None:
 
 
 _install_torchvision_stand_in()
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory) -> Path:
+    """A toy work directory trained for a few steps (`vrp-sam train --config toy`), shared by
+    the evaluation, model-source and notebook tests."""
+    from vrp_sam_jax.cli import main
+
+    workdir = tmp_path_factory.mktemp("toy_run")
+    assert main(["train", "--config", "toy", "--workdir", str(workdir), "--quiet",
+                 "--config.model.image_size=64", "--config.train.epochs=1",
+                 "--config.train.steps_per_epoch=4", "--config.data.val_episodes=8"]) == 0
+    return workdir

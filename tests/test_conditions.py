@@ -1,4 +1,4 @@
-"""Reference simulation (spec section 3) and rasterisation of people's annotations."""
+"""Reference simulation (docs/COMPUTATION.md §3) and rasterisation of people's annotations."""
 
 from __future__ import annotations
 

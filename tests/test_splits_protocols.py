@@ -1,4 +1,4 @@
-"""Fold classes, the shipped split lists and HSNet's episode protocol (spec sections 8-9)."""
+"""Fold classes, the shipped split lists and HSNet's episode protocol (docs/COMPUTATION.md §8-9)."""
 
 from __future__ import annotations
 

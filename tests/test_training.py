@@ -18,15 +18,16 @@ import numpy as np
 import pytest
 import torch
 
+from vrp_sam_jax import config as config_lib
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.image_io import InputError
-from vrp_sam_jax.metrics import IoUMeter, episode_areas
+from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.evaluation.metric import IoUMeter, episode_areas
 from vrp_sam_jax.preprocess import normalize_image
-from vrp_sam_jax.training import config as config_lib
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import bce_dice_loss
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
 
 def test_loss_matches_the_release_formula_in_torch():
@@ -55,7 +56,7 @@ def test_metric_by_hand_with_ignore_pixels():
     # foreground: pred {00, 01}, truth {00, 10} (20 ignored) -> inter 1, union 3
     # background: pred {02, 10, 11, 12, 21, 22}, truth {01, 02, 11, 12, 21, 22} -> 5, 7
     assert areas.tolist() == [[[5, 7], [1, 3]]]
-    from vrp_sam_jax.training.step import episode_areas as device_areas
+    from vrp_sam_jax.evaluation.step import episode_areas as device_areas
 
     on_device = device_areas(jnp.where(jnp.asarray(pred) > 0, 1.0, -1.0), jnp.asarray(truth),
                              jnp.asarray(ignore))
@@ -106,52 +107,6 @@ def test_partition_trains_only_what_is_named():
         partition.split(params, ("encoder", "sam/prompt_encoder"))
 
 
-SHARDED_STEP = r"""
-import json, jax, numpy as np, optax
-from vrp_sam_jax.data import protocols
-from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
-from vrp_sam_jax.data.sources import ToySource
-from vrp_sam_jax.models import init_params
-from vrp_sam_jax.training import config as C, mesh as M, partition, step as S
-
-assert len(jax.devices()) == 8, jax.devices()
-config = C.toy_config()
-config.model.image_size = 64
-model = C.model_config(config)
-params = jax.tree.map(np.asarray, init_params(model, 1))  # host copies: steps donate state
-# SAM's image encoder frozen: the 4x2 mesh then splits it over the model axis
-trainable, frozen = partition.split(params, ("encoder", "backbone", "sam/mask_decoder"))
-episodes = protocols.training_episodes("toy", 0, 2, 0, 7)[:8]
-options = EpisodeOptions(64, "scribble", training=True, seed=(7, 0))
-batch = next(iter(EpisodeLoader(ToySource(), episodes, 8, options, drop_remainder=True,
-                                process_index=0, process_count=1)))
-report = {}
-for opt_name, optimizer in (("sgd", optax.sgd(0.1)), ("adamw", S.make_optimizer(1e-3, 10, 1e-4))):
-    out = {}
-    meshes = (("one", jax.devices()[:1], (1, 1)), ("eight", jax.devices(), (8, 1)),
-              ("four_by_two", jax.devices(), (4, 2)))
-    for name, devices, shape in meshes[: 3 if opt_name == "sgd" else 2]:
-        mesh = M.make_mesh(*shape, devices=devices)
-        rep = M.replicated(mesh)
-        frozen_sharding = M.param_shardings(mesh, frozen)
-        state = jax.device_put(S.init_state(trainable, optimizer), rep)
-        step = S.jit_train_step(model, optimizer, rep, frozen_sharding, M.batch_sharding(mesh),
-                                rep)
-        new, metrics = step(state, jax.device_put(frozen, frozen_sharding),
-                            M.to_global(batch, mesh), jax.random.key(3))
-        out[name] = (float(metrics["loss"]),
-                     [np.asarray(x) for x in jax.tree.leaves(new.trainable)])
-    loss1, p1 = out["one"]
-    report[f"{opt_name}_loss_one"] = loss1
-    for name in list(out)[1:]:
-        loss, p = out[name]
-        report[f"{opt_name}_loss_{name}"] = loss
-        report[f"{opt_name}_param_diff_{name}"] = max(float(np.abs(a - b).max())
-                                                      for a, b in zip(p1, p))
-    report[f"{opt_name}_param_change"] = max(
-        float(np.abs(a - b).max()) for a, b in zip(p1, jax.tree.leaves(trainable)))
-print(json.dumps(report))
-"""
 
 
 def _env(**extra) -> dict:
@@ -162,7 +117,8 @@ def _env(**extra) -> dict:
 
 def test_train_step_on_8_fake_devices_equals_1_device():
     result = subprocess.run(
-        [sys.executable, "-c", SHARDED_STEP], capture_output=True, text=True, cwd=REPO,
+        [sys.executable, str(SCRIPTS / "sharded_train_step.py")], capture_output=True,
+        text=True, cwd=REPO,
         env=_env(XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"),
         timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -196,12 +152,11 @@ def _train_cli(workdir: Path) -> subprocess.Popen:
 
 
 def _latest_trainable(workdir: Path) -> tuple[int, list[np.ndarray]]:
-    from vrp_sam_jax.training.restore import restore_trained
+    from vrp_sam_jax.training.run_dir import restore
 
-    _, _, params, info = restore_trained(workdir, "latest")
-    config = config_lib.load_config(str(REPO / "configs/toy.py"))
-    trainable, _ = partition.split(params, config.train.trainable)
-    return info["step"], [np.asarray(x) for x in jax.tree.leaves(trainable)]
+    config, model = restore(workdir, "latest")
+    trainable, _ = partition.split(model.params, config.train.trainable)
+    return model.info["step"], [np.asarray(x) for x in jax.tree.leaves(trainable)]
 
 
 def test_killed_training_resumes_to_the_same_parameters(tmp_path):
@@ -236,14 +191,11 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     from vrp_sam_jax.data import protocols
     from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
     from vrp_sam_jax.data.sources import ToySource
+    from vrp_sam_jax.evaluation.step import forward
     from vrp_sam_jax.models import VRPSam, init_params
     from vrp_sam_jax.training import embedding_cache
-    from vrp_sam_jax.training import mesh as mesh_lib
-    from vrp_sam_jax.training import step as step_lib
 
-    config = config_lib.toy_config()
-    config.model.image_size = 64
-    model = config_lib.model_config(config)
+    model = config_lib.model_config(config_lib.load_config("toy", ["model.image_size=64"]))
     params = init_params(model, 2)
     episodes = protocols.training_episodes("toy", 0, 1, 0, 3)[:4]
     names = [e.query for e in episodes]
@@ -263,11 +215,9 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     stored = cache.get(names)
     np.testing.assert_array_equal(batch["embeddings"], stored)
     assert np.abs(stored - np.asarray(direct)).max() < 1e-5
-    mesh = mesh_lib.make_mesh(devices=jax.devices()[:1])
-    with_cache = step_lib.forward(model, params, {**batch, "embeddings": stored}, True)
-    without = step_lib.forward(model, params, batch, True)
+    with_cache = forward(model, params, {**batch, "embeddings": stored}, True)
+    without = forward(model, params, batch, True)
     assert np.abs(np.asarray(with_cache) - np.asarray(without)).max() < 1e-4
-    assert mesh.shape["data"] == 1
     # another SAM gets another key: a stale cache is never read
     other = init_params(model, 3)["sam"]
     assert (embedding_cache.cache_key(model, other, "float32")

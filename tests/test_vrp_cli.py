@@ -15,8 +15,9 @@ from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
 import sam_port
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.conditions import rasterize_boxes
-from vrp_sam_jax.preprocess import prepare_image
+from vrp_sam_jax.conditions import rasterize_boxes, rasterize_points, rasterize_scribble
+from vrp_sam_jax.image_io import read_mask
+from vrp_sam_jax.preprocess import logits_to_size, prepare_image, resize_mask_nearest
 
 LOGIT_TOL = 1e-3
 
@@ -61,28 +62,56 @@ def test_predict_box_matches_reference(files, capsys):
         assert Image.open(d / "out" / f"{name}.png").size == (w, h)
         assert (d / "out" / f"{name}_overlay.png").is_file()
     logits = np.load(d / "out" / "t1_logits.npy")
-    ref = prepare_image(np.asarray(Image.open(paths["ref"])), 512)
-    tgt = prepare_image(np.asarray(Image.open(paths["t1"])), 512)
-    prompt = rasterize_boxes([(50, 40, 150, 120)], (160, 200), 512)
-    with torch.no_grad():
-        want = torch_model(torch.from_numpy(tgt).permute(2, 0, 1)[None],
-                           torch.from_numpy(ref).permute(2, 0, 1)[None, None],
-                           torch.from_numpy(prompt)[None, None]).numpy()[0]
+    want = _torch_logits(torch_model, np.asarray(Image.open(paths["ref"])),
+                         np.asarray(Image.open(paths["t1"])),
+                         rasterize_boxes([(50, 40, 150, 120)], (160, 200), 512))
     assert logits.shape == (512, 512)
     np.testing.assert_allclose(logits, want, rtol=0, atol=LOGIT_TOL)
+
+
+def _torch_logits(torch_model, reference: np.ndarray, target: np.ndarray,
+                  prompt: np.ndarray) -> np.ndarray:
+    ref, tgt = (torch.from_numpy(prepare_image(x, 512)) for x in (reference, target))
+    with torch.no_grad():
+        return torch_model(tgt.permute(2, 0, 1)[None], ref.permute(2, 0, 1)[None, None],
+                           torch.from_numpy(prompt)[None, None]).numpy()[0]
+
+
+def _expected_prompt(kind: str, d) -> np.ndarray:
+    drawn = read_mask(d / "ref_mask.png")
+    if kind == "mask":
+        return resize_mask_nearest(drawn, 512).astype(np.float32)
+    if kind == "points":
+        return rasterize_points([(60, 50), (100, 100)], (160, 200), 512)
+    return rasterize_scribble(drawn, 512)
 
 
 @pytest.mark.parametrize("annotation", [
     ["--reference-mask", "ref_mask.png"], ["--reference-points", "60,50;100,100"],
     ["--reference-scribble", "ref_mask.png"]])
 def test_predict_annotation_kinds(files, annotation, capsys):
-    d, paths, _ = files
+    """Each annotation kind becomes the prompt mask it should (checked through the PyTorch
+    reference's logits), and the written mask is those logits at the target's size."""
+    d, paths, torch_model = files
     option, value = annotation
     value = str(d / value) if value.endswith(".png") else value
+    out = d / f"out_{option[12:]}"
     rc = _predict(d, paths, "--reference", str(paths["ref"]), option, value, str(paths["t1"]),
-                  out=f"out_{option[12:]}")
+                  "--save-logits", out=out.name)
     assert rc == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["outputs"][0]["target"] == str(paths["t1"])
+    logits = np.load(out / "t1_logits.npy")
+    want = _torch_logits(torch_model, np.asarray(Image.open(paths["ref"])),
+                         np.asarray(Image.open(paths["t1"])), _expected_prompt(option[12:], d))
+    np.testing.assert_allclose(logits, want, rtol=0, atol=LOGIT_TOL)
+    written = np.asarray(Image.open(out / "t1.png")) > 0
+    assert np.array_equal(written, logits_to_size(logits, 120, 150) > 0)  # the target's size
+    # and the reference's mask wherever the measured difference cannot flip the sign (the
+    # resize is a convex combination, so it never grows the difference)
+    full = logits_to_size(want, 120, 150)
+    decided = np.abs(full) > np.abs(logits - want).max()
+    assert decided.mean() > 0.9 and 0.01 < written.mean() < 0.99
+    assert np.array_equal(written[decided], full[decided] > 0)
 
 
 def test_predict_k_shot_with_converted_directories(files, capsys):
@@ -108,10 +137,10 @@ def test_batched_prediction_compiles_once_for_all_sizes(files):
     """`predict_many`: the reference is encoded once, targets of different original sizes go
     through one compiled program per batch size (a short last batch is padded), and the
     results equal one-at-a-time prediction."""
-    from vrp_sam_jax import inference
+    from vrp_sam_jax import inference, model_io
 
     d, paths, _ = files
-    model = inference.load_model(d / "sam_tiny.pth", None, d / "best_model.pt", None)
+    model = model_io.load(d / "best_model.pt", sam=d / "sam_tiny.pth")
     predictor = inference.VRPSamPredictor(model)
     ref = np.asarray(Image.open(paths["ref"]))
     predictor.set_references([ref], [rasterize_boxes([(50, 40, 150, 120)], (160, 200), 512)])
@@ -131,9 +160,6 @@ def test_batched_prediction_compiles_once_for_all_sizes(files):
 
 def test_predict_in_bfloat16(files, capsys):
     """`--compute-dtype bfloat16`: the frozen parts in bf16, masks close to float32's."""
-    from vrp_sam_jax import cli, models
-
-    assert list(models.COMPUTE_DTYPES) == cli.COMPUTE_DTYPES
     d, paths, _ = files
     args = ["--reference", str(paths["ref"]), "--reference-box", "50,40,150,120",
             str(paths["t1"]), "--save-logits"]
@@ -149,10 +175,11 @@ def test_convert_backbone(files, capsys):
     assert main(["convert-backbone", "--checkpoint", str(d / "resnet_tiny_v2.pth"),
                  "--output", str(d / "bb")]) == 0
     assert json.loads(capsys.readouterr().out)["backbone"] == "resnet_tiny"
-    from vrp_sam_jax.checkpoints import load_backbone, load_vrp
+    from vrp_sam_jax.weights.backbones import load_backbone
+    from vrp_sam_jax.weights.release import read_release
 
     name, params = load_backbone(d / "bb", "resnet_tiny")
-    release = load_vrp(d / "best_model.pt").params["backbone"]
+    release = read_release(d / "best_model.pt").params["backbone"]
     assert name == "resnet_tiny"
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(release), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -164,7 +191,7 @@ def test_convert_backbone(files, capsys):
     ("empty_mask", "empty.png: empty reference annotation"),
     ("box_outside", "empty reference annotation"),
     ("mask_size", "small.png: annotation is 10x10 but reference"),
-    ("count", "1 --reference image(s) but 2 --reference-box"),
+    ("count", "1 reference image(s) but 2 box annotation(s)"),
     ("sam_as_vrp", "not a VRP-SAM checkpoint"),
     ("vrp_as_sam", "not a Segment Anything checkpoint"),
     ("wrong_backbone", "holds a resnet_tiny backbone, but --backbone resnet50"),

@@ -1,4 +1,5 @@
-"""A PyTorch VRP-SAM written from the spec (../shared/spec/VRP_SAM_SPEC.md), used as the
+"""A PyTorch VRP-SAM written from docs/COMPUTATION.md (the release's `model/VRP_encoder.py`,
+`model/base/transformer_decoder.py` and `train.py`, restated), used as the
 reference in parity tests and benchmarks. Attribute names are the release's, so
 `state_dict()` of `TorchVRPEncoder` wrapped as `module.` is a `best_model.pt` in the release's
 layout, and `TorchPSPResNet` / `TorchVGG16BN` state dicts are in the layouts of the PSPNet
@@ -174,7 +175,10 @@ class TorchVRPEncoder(nn.Module):
     def __init__(self, backbone: str, hidden_dim: int = 256, num_queries: int = 50,
                  heads: int = 4):
         super().__init__()
-        self.backbone_net, stages = backbone_stages(backbone)
+        # the whole backbone in its own layout (PSPNet, torchvision) for writing backbone
+        # files; not registered, so `state_dict()` has exactly the release's keys
+        net, stages = backbone_stages(backbone)
+        self.__dict__["backbone_net"] = net
         self.is_vgg = isinstance(get_backbone_spec(backbone), VGGSpec)
         self.layer0, self.layer1, self.layer2, self.layer3, self.layer4 = stages
         fea_dim = get_backbone_spec(backbone).feature_dim
@@ -185,9 +189,8 @@ class TorchVRPEncoder(nn.Module):
         self.transformer_decoder = TransformerDecoder(num_queries, hidden_dim, heads)
 
     def state_dict_release(self) -> dict[str, np.ndarray]:
-        """`best_model.pt` layout: DistributedDataParallel prefix, no `backbone_net.` copy."""
-        return {f"module.{k}": v.detach().numpy() for k, v in self.state_dict().items()
-                if not k.startswith("backbone_net.")}
+        """`best_model.pt` layout: the DistributedDataParallel prefix `module.`."""
+        return {f"module.{k}": v.detach().numpy() for k, v in self.state_dict().items()}
 
     def features(self, img):
         f2 = self.layer2(self.layer1(self.layer0(img)))

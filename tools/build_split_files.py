@@ -2,7 +2,7 @@
 files (HSNet's PASCAL/COCO/FSS-1000 splits, PFENet's PASCAL-5i lists as the VRP-SAM release
 uses them), so evaluation works offline.
 
-    python tools/build_split_files.py --source ../shared/splits
+    python tools/build_split_files.py --source SPLITS   # holds hsnet/ and pfenet_pascal/
 
 PASCAL and FSS lists are stored as JSON lines in their original order. HSNet's COCO pickles
 (class -> image names) become one compressed npz of int32 image ids per (split, fold, class),
@@ -89,5 +89,6 @@ def pfenet_pascal(lists: Path) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--source", type=Path, default=Path("../shared/splits"))
+    parser.add_argument("--source", type=Path, required=True,
+                        help="folder with hsnet/ (HSNet's data/splits) and pfenet_pascal/")
     build(parser.parse_args().source)

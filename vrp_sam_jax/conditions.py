@@ -1,4 +1,4 @@
-"""Reference annotations ("conditions", spec section 3): simulated from a ground-truth mask
+"""Reference annotations ("conditions", docs/COMPUTATION.md §3): simulated from a ground-truth mask
 with a seeded generator (training, evaluation), or rasterised from what a person supplied.
 
 All functions are pure: (H, W) {0,1} arrays in, (H, W) float32 {0,1} prompt masks out.
@@ -12,10 +12,11 @@ import random
 import numpy as np
 from PIL import Image, ImageDraw
 
-CONDITIONS = ("mask", "box", "point", "scribble")
+from vrp_sam_jax.names import CONDITIONS, VRP_SEED
+
 MAX_POINTS = 20
 MAX_STROKES = 20
-EVAL_SCRIBBLE_SEED = 321
+EVAL_SCRIBBLE_SEED = VRP_SEED  # the release's `random.Random(321)`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,7 +127,7 @@ def eval_scribble_setting(area: int) -> tuple[str, int]:
 
 def simulate_condition(condition: str, mask: np.ndarray, rng: np.random.Generator,
                        training: bool = False) -> np.ndarray:
-    """Prompt mask of `condition` for ground-truth `mask` (spec section 3). Evaluation uses
+    """Prompt mask of `condition` for ground-truth `mask` (docs/COMPUTATION.md §3). Evaluation uses
     min(20, |M|) points and the fixed scribble setting; training draws counts from `rng`."""
     m = _binary(mask)
     area = int(m.sum())

@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from vrp_sam_jax import model_io
+from vrp_sam_jax.config import load_config, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
-from vrp_sam_jax.evaluation import evaluate_params
-from vrp_sam_jax.report import episode_rows, write_figure
-from vrp_sam_jax.training.config import apply_overrides, model_config, toy_config
-from vrp_sam_jax.training.mesh import make_mesh
-from vrp_sam_jax.training.restore import restore_trained
-from vrp_sam_jax.training.trainer import initial_params, train
+from vrp_sam_jax.evaluation.episodes import evaluate_params
+from vrp_sam_jax.evaluation.report import episode_rows, write_figure
+from vrp_sam_jax.sharding import make_mesh
+from vrp_sam_jax.training.run_dir import initial_params
+from vrp_sam_jax.training.trainer import train
 
 FIGURE_EPISODES = 6
 
@@ -34,7 +35,7 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     output_dir = Path(output_dir)
     workdir = output_dir / "run"
     shutil.rmtree(workdir, ignore_errors=True)
-    config = apply_overrides(toy_config(), overrides)
+    config = load_config("toy", overrides)
     model = model_config(config)
     mesh = make_mesh(config.mesh.data, config.mesh.model)
     source = ToySource()
@@ -48,11 +49,12 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
                                config.train.global_batch, progress=progress,
                                on_batch=on_batch, desc="novel categories")
 
-    untrained = evaluate(initial_params(config, model, workdir))
+    untrained = evaluate(initial_params(config, model, workdir)[0])
     result = train(config, workdir, progress=progress)
-    _, _, params, info = restore_trained(workdir, "best")
+    trained_model = model_io.load(workdir)  # the best checkpoint
     rows: list[np.ndarray] = []
-    trained = evaluate(params, lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES))
+    trained = evaluate(trained_model.params,
+                       lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES))
     figure = output_dir / "episodes.png"
     write_figure(rows, figure)
     return {"miou_trained": round(trained.miou(), 2),
@@ -60,7 +62,7 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
             "fb_iou_trained": round(trained.fb_iou(), 2),
             "fb_iou_untrained": round(untrained.fb_iou(), 2),
             "episodes": trained.episodes, "novel_classes": classes,
-            "train_steps": result["steps"], "best_step": info["step"],
+            "train_steps": result["steps"], "best_step": trained_model.info["step"],
             "figure": str(figure), "workdir": str(workdir),
             "seconds": round(time.perf_counter() - start, 1)}
 

@@ -4,7 +4,6 @@ extraction that refuses paths leaving the destination."""
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 import urllib.request
 import zipfile
@@ -12,7 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vrp_sam_jax.image_io import InputError
+from vrp_sam_jax.errors import DownloadError
+from vrp_sam_jax.files import CHUNK, sha256
 
 SAM_URLS = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
@@ -20,19 +20,6 @@ SAM_URLS = {
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
 }
 VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
-CHUNK = 1 << 20
-
-
-class DownloadError(InputError):
-    """A download failed or gave the wrong bytes."""
-
-
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sam_hash_prefix(url: str) -> str:

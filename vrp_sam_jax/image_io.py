@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from vrp_sam_jax.errors import InputError
 
-class InputError(ValueError):
-    """Bad user input (a file, an argument), with the file and the problem in the message."""
+
+def require_files(paths: Sequence[str | Path], what: str = "image") -> None:
+    """Each path is a file (checked before any long work starts)."""
+    for p in paths:
+        if not Path(p).is_file():
+            raise InputError(f"{p}: no such {what} file")
 
 
 def read_image(path: str | Path) -> np.ndarray:

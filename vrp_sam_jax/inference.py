@@ -1,58 +1,35 @@
-"""VRP-SAM for people's own images: load weights, encode references once, segment targets.
+"""VRP-SAM for people's own images: encode references once, segment any number of targets.
 
-    model = load_model("sam_vit_h_4b8939.pth", "vit_h", "best_model.pt", "resnet50")
+    model = vrp_sam_jax.load("runs/pascal_f0")          # or a converted dir, best_model.pt
     predictor = VRPSamPredictor(model)
-    predictor.set_references([image], [prompt_mask])      # prompt masks on the 512 grid
+    predictor.set_references([image], [prompt_mask])      # prompt masks on the model grid
     mask, logits = predictor.predict(target_image)         # mask at the target's own size
     for mask, logits in predictor.predict_many(targets, batch_size=8):  # batched
         ...
 
 Targets of any size share one compiled program per batch size: they are resized to the
-model grid on the host and the logits are resized back there.
+model grid on the host and the logits are resized back there. `predict_files` does this for
+image files and writes each target's mask, overlay and (optionally) logits.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Iterator
+import collections
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
 from pathlib import Path
 
 import jax
 import numpy as np
+from PIL import Image
+from tqdm import tqdm
 
-import sam_port
-from sam_port.interpolate import linear_weights
-from sam_port.torch_pickle import CheckpointError
-from vrp_sam_jax.checkpoints import load_vrp
-from vrp_sam_jax.data.pipeline import pad_rows
-from vrp_sam_jax.dispatch import one_in_flight
-from vrp_sam_jax.image_io import InputError
-from vrp_sam_jax.models import Reference, VRPSam, VRPSamConfig
-from vrp_sam_jax.preprocess import prepare_image
-
-
-@dataclasses.dataclass
-class LoadedVRPSam:
-    config: VRPSamConfig
-    params: dict  # {"backbone", "encoder", "sam"}
-
-
-def load_model(sam_path: str | Path, sam_type: str | None, vrp_path: str | Path,
-               backbone: str | None, compute_dtype: str = "float32") -> LoadedVRPSam:
-    """SAM (official .pth or converted directory) + VRP weights (release `best_model.pt` or
-    converted directory), checked against each other. `compute_dtype` "bfloat16" runs the
-    frozen backbone and SAM image encoder in bf16 (see `VRPSamConfig`)."""
-    vrp = load_vrp(vrp_path, backbone)
-    sam = sam_port.load_sam(sam_path, sam_type)
-    if sam.config.prompt_embed_dim != vrp.hidden_dim:
-        raise CheckpointError(
-            f"{vrp_path}: VRP prompts are {vrp.hidden_dim}-d but the SAM in {sam_path} "
-            f"({sam.model_type}) takes {sam.config.prompt_embed_dim}-d prompts")
-    config = VRPSamConfig(vrp.backbone, sam.model_type, num_queries=vrp.num_queries,
-                          compute_dtype=compute_dtype)
-    return LoadedVRPSam(config, {**vrp.params, "sam": sam.params})
+from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.image_io import overlay, read_image, require_files, write_mask
+from vrp_sam_jax.models import LoadedModel, Reference, VRPSam, VRPSamConfig
+from vrp_sam_jax.preprocess import logits_to_size, prepare_image
+from vrp_sam_jax.sharding import one_in_flight, pad_rows
 
 
 @partial(jax.jit, static_argnums=0)
@@ -74,19 +51,11 @@ def predict_logits(config: VRPSamConfig, params: dict, reference: Reference,
     return model.apply(variables, embeddings, prompts, method=model.decode)
 
 
-def logits_to_size(logits: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(S, S) logits -> (height, width), bilinear with align_corners=True (the release's
-    original-size path), in numpy so targets of any size share one compiled model."""
-    wy = linear_weights(logits.shape[0], height, True)
-    wx = linear_weights(logits.shape[1], width, True)
-    return (wy @ np.asarray(logits, np.float32) @ wx.T).astype(np.float32)
-
-
 class VRPSamPredictor:
     """Encode k reference images with their prompt masks once; segment any number of
     targets with them."""
 
-    def __init__(self, model: LoadedVRPSam):
+    def __init__(self, model: LoadedModel):
         self.model = model
         self.reference: Reference | None = None
 
@@ -133,3 +102,46 @@ class VRPSamPredictor:
         """Start the logits of `chunk` padded to `batch_size` rows (asynchronously)."""
         batch = pad_rows(np.stack([prepare_image(im, self.size) for im in chunk]), batch_size)
         return predict_logits(self.model.config, self.model.params, self.reference, batch)
+
+
+def unique_stems(paths: Sequence[str | Path]) -> list[str]:
+    """An output name per target: its file stem, numbered when stems clash (x, x_2, ...)."""
+    seen: dict[str, int] = {}
+    stems = []
+    for p in paths:
+        stem = Path(p).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
+    return stems
+
+
+def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
+                  output_dir: str | Path, batch_size: int = 8, save_logits: bool = False,
+                  progress: bool = True) -> list[dict]:
+    """Segment image files with the predictor's references: `NAME.png` (the mask at the
+    target's size), `NAME_overlay.png` and, with `save_logits`, `NAME_logits.npy` (model
+    grid) under `output_dir`. Targets are read lazily, at most two batches held."""
+    require_files(targets)  # fail before any work on a missing target
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    read: collections.deque = collections.deque()  # images read, not yet written out
+
+    def images():
+        for p in targets:
+            read.append(read_image(p))
+            yield read[-1]
+
+    # a batch never holds more targets than there are
+    results = predictor.predict_many(images(), min(batch_size, len(targets)))
+    written = []
+    for path, stem, (mask, logits) in tqdm(
+            zip(targets, unique_stems(targets), results, strict=True), total=len(targets),
+            desc="targets", unit="image", disable=not progress or None):
+        image = read.popleft()
+        write_mask(out / f"{stem}.png", mask)
+        Image.fromarray(overlay(image, mask)).save(out / f"{stem}_overlay.png")
+        if save_logits:
+            np.save(out / f"{stem}_logits.npy", logits)
+        written.append({"target": str(path), "mask": str(out / f"{stem}.png"),
+                        "foreground": round(float(mask.mean()), 4)})
+    return written

@@ -1,11 +1,12 @@
-"""Image and mask preparation shared by inference, data pipelines and evaluation (spec 1)."""
+"""Image, mask and logit resizing shared by inference, data pipelines and evaluation
+(docs/COMPUTATION.md §1)."""
 
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from sam_port.interpolate import nearest_indices
+from sam_port.interpolate import linear_weights, nearest_indices
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -31,3 +32,11 @@ def resize_mask_nearest(mask: np.ndarray, size: int) -> np.ndarray:
     """(H, W) -> (size, size) with PyTorch `nearest` semantics (source floor(i * H / size))."""
     h, w = mask.shape
     return mask[nearest_indices(h, size)][:, nearest_indices(w, size)]
+
+
+def logits_to_size(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(S, S) logits -> (height, width), bilinear with align_corners=True (the release's
+    original-size path), in numpy so targets of any size share one compiled model."""
+    wy = linear_weights(logits.shape[0], height, True)
+    wx = linear_weights(logits.shape[1], width, True)
+    return (wy @ np.asarray(logits, np.float32) @ wx.T).astype(np.float32)

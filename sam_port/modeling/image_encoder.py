@@ -85,8 +85,8 @@ def _attend(q, k, v, rel_h, rel_w, k_size):
 
 
 # Global attention over 4096 tokens makes (heads, 4096, 4096) maps; computing them a block of
-# queries at a time keeps each map cache-sized (same arithmetic, per query; 1.4x faster per
-# global block on CPU, benchmarks/sam_global_attention.py).
+# queries at a time keeps each map cache-sized (same arithmetic, per query; faster on CPU:
+# benchmarks/sam_global_attention.py, figures in docs/PERFORMANCE.md).
 QUERY_CHUNK = 256
 
 # "blocked": the einsum form above, global attention a block of queries at a time (CPU);
@@ -177,7 +177,7 @@ class Attention(nn.Module):
         head_dim = dim // self.num_heads
         qkv = nn.Dense(dim * 3, dtype=self.dtype, name="qkv")(x)
         # head-major (3, B, heads, N, head_dim), as PyTorch's: each attention matmul is then a
-        # plain batched matmul (1.6x faster windowed attention on CPU than token-major)
+        # plain batched matmul (faster on CPU than token-major: docs/PERFORMANCE.md)
         qkv = qkv.reshape(b, h * w, 3, self.num_heads, head_dim).transpose(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         rel_h = rel_w = None

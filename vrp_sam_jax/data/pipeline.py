@@ -1,6 +1,6 @@
 """Episodes -> numpy batches: PIL decode, resize to the model's grid (bilinear images, nearest
-masks: spec section 1), reference simulation seeded per episode, sharded per host, prefetched
-by worker threads (PIL decodes and resizes outside the GIL).
+masks: docs/COMPUTATION.md §1), reference simulation seeded per episode, sharded per host,
+prefetched by worker threads (PIL decodes and resizes outside the GIL).
 
 A batch is a dict of numpy arrays with a leading per-host batch axis:
 - `query_image` (B, S, S, 3) uint8, `support_images` (B, K, S, S, 3) uint8 (normalised on
@@ -21,10 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from vrp_sam_jax.conditions import CONDITIONS, simulate_condition
+from vrp_sam_jax.conditions import simulate_condition
 from vrp_sam_jax.data.protocols import Episode
 from vrp_sam_jax.data.sources import EpisodeSource
+from vrp_sam_jax.names import CONDITIONS
 from vrp_sam_jax.preprocess import resize_image, resize_mask_nearest
+from vrp_sam_jax.sharding import pad_rows
 
 Batch = dict[str, np.ndarray]
 
@@ -33,7 +35,8 @@ Batch = dict[str, np.ndarray]
 class EpisodeOptions:
     image_size: int = 512
     condition: str = "mask"
-    training: bool = False  # training draws point/stroke counts per episode (spec section 3)
+    # training draws point/stroke counts per episode (docs/COMPUTATION.md §3)
+    training: bool = False
     seed: tuple[int, ...] = (321,)  # the reference simulation's seed prefix
 
     def __post_init__(self) -> None:
@@ -75,13 +78,6 @@ def load_episode(source: EpisodeSource, episode: Episode, index: int,
 
 def stack(examples: Sequence[Batch]) -> Batch:
     return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
-
-
-def pad_rows(array: np.ndarray, size: int) -> np.ndarray:
-    """`array` with its last row repeated up to `size` rows (a fixed batch shape, so one
-    compiled program serves a short last batch too)."""
-    missing = size - len(array)
-    return array if missing <= 0 else np.concatenate([array, np.repeat(array[-1:], missing, 0)])
 
 
 def pad_batch(batch: Batch, size: int) -> Batch:

@@ -1,4 +1,5 @@
-"""Evaluation episode lists (spec section 8), computed from the split lists alone.
+"""Evaluation episode lists, computed from the split lists alone (HSNet's `data/*.py`
+samplers and the VRP-SAM release's `data/pascal.py`, `data/coco.py`).
 
 `hsnet` replicates HSNet's samplers call for call on numpy's legacy global RNG seeded with 0,
 which is what reproduces the published episodes: the RNG state is taken from a
@@ -19,11 +20,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from vrp_sam_jax.data import splits, toy
+from vrp_sam_jax.names import HSNET_SEED, PROTOCOLS, VRP_SEED
 
 EPISODES_PER_FOLD = 1000
-PROTOCOLS = ("hsnet", "vrp")
-HSNET_SEED = 0
-VRP_SEED = 321
 PresentClasses = Callable[[str], Sequence[int]]
 FSS_SPLIT_OFFSET = {"trn": 0, "val": 520, "test": 760}
 

@@ -21,13 +21,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from vrp_sam_jax.data import toy
-from vrp_sam_jax.image_io import InputError
+from vrp_sam_jax.errors import DataError
 
 IGNORE_LABEL = 255
-
-
-class DataError(InputError):
-    """A dataset file is missing, unreadable or inconsistent."""
 
 
 class EpisodeSource(Protocol):

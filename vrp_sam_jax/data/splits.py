@@ -1,4 +1,4 @@
-"""Fold classes (spec section 9) and the standard split lists, shipped with the package
+"""Fold classes (docs/COMPUTATION.md §9) and the standard split lists, shipped with the package
 (built from HSNet's files and PFENet's PASCAL lists by `tools/build_split_files.py`)."""
 
 from __future__ import annotations

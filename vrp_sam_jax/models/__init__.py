@@ -3,7 +3,7 @@
 from vrp_sam_jax.models.backbones import BACKBONES, get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder
 from vrp_sam_jax.models.vrp_sam import (
-    COMPUTE_DTYPES,
+    LoadedModel,
     Reference,
     Target,
     VRPSam,
@@ -15,7 +15,7 @@ from vrp_sam_jax.models.vrp_sam import (
 )
 
 __all__ = [
-    "BACKBONES", "COMPUTE_DTYPES", "Reference", "Target", "VRPEncoder", "VRPSam", "VRPSamConfig",
+    "BACKBONES", "LoadedModel", "Reference", "Target", "VRPEncoder", "VRPSam", "VRPSamConfig",
     "abstract_params", "count_params", "get_backbone_spec", "init_params", "make_backbone",
     "summary",
 ]

@@ -1,4 +1,5 @@
-"""The visual reference prompt encoder: feature augmenter + prompt generator (spec section 4).
+"""The visual reference prompt encoder: feature augmenter + prompt generator
+(docs/COMPUTATION.md §4).
 
 The encoder is split so that a reference is encoded once and reused for many targets:
 `encode_reference` (reference-only work), `encode_target` (per target) and `generate`.

@@ -23,8 +23,7 @@ from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
 from sam_port.modeling.sam import Sam
 from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
-
-COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+from vrp_sam_jax.names import COMPUTE_DTYPES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +69,18 @@ class VRPSamConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VRPSamConfig:
         return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A VRP-SAM ready to run: its architecture, its parameters and where each part came from
+    (what `vrp_sam_jax.model_io.load` returns for every kind of model source)."""
+
+    config: VRPSamConfig
+    params: dict  # {"backbone", "encoder", "sam"}
+    origin: dict  # part ("backbone", "encoder", "sam") -> where its weights were read from
+    info: dict = dataclasses.field(default_factory=dict)  # kind, step, metrics, trained_on
+    sam_file: str | None = None  # the official SAM file its SAM is, unchanged, if any
 
 
 class Reference(NamedTuple):
@@ -205,7 +216,7 @@ def count_params(tree) -> int:
 
 def summary(config: VRPSamConfig) -> dict:
     """Parameter counts per part (the backbone's include its BatchNorm statistics); only the
-    VRP encoder is trained (spec section 6)."""
+    VRP encoder is trained (docs/COMPUTATION.md §6)."""
     params = abstract_params(config)
     counts = {part: count_params(tree) for part, tree in params.items()}
     return {"backbone": config.backbone, "sam_type": config.sam_type,

@@ -1,7 +1,7 @@
 """SAM image embeddings of the target images, computed once and read back from disk.
 
 SAM's image encoder is frozen and the images are not augmented, so a target's embedding never
-changes during training or evaluation (spec section 1). The cache key names everything the
+changes during training or evaluation (docs/COMPUTATION.md §1). The cache key names everything the
 embedding depends on: SAM type, a fingerprint of SAM's image-encoder weights, the input
 resolution and the storage dtype. Under the key, each host writes the images of its share
 (`part-<process>.npy`, an (N, h, w, C) array, and `part-<process>.json`, the image names);
@@ -25,12 +25,11 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from vrp_sam_jax.data.pipeline import pad_rows
+from vrp_sam_jax import sharding
 from vrp_sam_jax.data.sources import EpisodeSource
-from vrp_sam_jax.dispatch import one_in_flight
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.preprocess import normalize_image, resize_image
-from vrp_sam_jax.training import mesh as mesh_lib
+from vrp_sam_jax.sharding import one_in_flight, pad_rows
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -86,14 +85,14 @@ class EmbeddingCache:
 def _embed_fn(config: VRPSamConfig, mesh, dtype: str):
     """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
     model = VRPSam(config)
-    batch = mesh_lib.batch_sharding(mesh)
+    batch = sharding.batch_sharding(mesh)
 
     def embed(sam_params, images):
         out = model.apply({"params": {"sam": sam_params}}, normalize_image(images),
                           method=model.embed_targets)
         return out.astype(DTYPES[dtype])
 
-    return jax.jit(embed, in_shardings=(mesh_lib.replicated(mesh), batch),
+    return jax.jit(embed, in_shardings=(sharding.replicated(mesh), batch),
                    out_shardings=batch)
 
 
@@ -126,10 +125,10 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
     wanted = sorted({n for n in names if n not in existing})
     mine = wanted[jax.process_index() :: jax.process_count()]
     if mine:
-        mesh = mesh_lib.make_mesh(devices=jax.local_devices())
+        mesh = sharding.make_mesh(devices=jax.local_devices())
         per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
         embed = _embed_fn(config, mesh, dtype)
-        sam = jax.device_put(sam_params, mesh_lib.replicated(mesh))
+        sam = jax.device_put(sam_params, sharding.replicated(mesh))
         part = len(list(directory.glob("part-*.npy")))
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"
         shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, config.image_size,

@@ -1,4 +1,4 @@
-"""The release's objective (spec section 6): BCE-with-logits (mean over pixels) + Dice."""
+"""The release's objective (docs/COMPUTATION.md §6): BCE-with-logits (mean over pixels) + Dice."""
 
 from __future__ import annotations
 

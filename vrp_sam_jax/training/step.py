@@ -1,4 +1,5 @@
-"""The jitted train and evaluation steps (one `jax.jit` each, over the mesh)."""
+"""The jitted train step over the mesh: the shared forward pass (`evaluation.step.forward`),
+the release's loss, AdamW on the trainable subtree."""
 
 from __future__ import annotations
 
@@ -10,9 +11,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vrp_sam_jax import metrics
-from vrp_sam_jax.models import VRPSam, VRPSamConfig
-from vrp_sam_jax.preprocess import normalize_image
+from vrp_sam_jax.evaluation.step import episode_areas, forward
+from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import bce_dice_loss
 
@@ -40,25 +40,6 @@ def init_state(trainable: dict, optimizer: optax.GradientTransformation) -> Trai
     return TrainState(jnp.zeros((), jnp.int32), trainable, optimizer.init(trainable))
 
 
-def forward(config: VRPSamConfig, params: dict, batch: dict, deterministic: bool,
-            rng: jax.Array | None = None) -> jax.Array:
-    """A batch of episodes -> query logits (B, S, S). Uses `batch["embeddings"]` (cached SAM
-    image embeddings) when present, else runs SAM's image encoder."""
-    model = VRPSam(config)
-    rngs = None if deterministic else {"dropout": rng}
-    embeddings = batch.get("embeddings")
-    return model.apply({"params": params}, normalize_image(batch["support_images"]),
-                       batch["support_masks"], normalize_image(batch["query_image"]),
-                       None if embeddings is None else embeddings.astype(jnp.float32),
-                       deterministic, rngs=rngs)
-
-
-def episode_areas(logits: jax.Array, truth: jax.Array, ignore: jax.Array) -> jax.Array:
-    """(B, 2, 2) int32 background/foreground intersection and union (`metrics`), with
-    prediction = sigmoid(logit) >= 0.5 and ignore pixels removed."""
-    return metrics.episode_areas(logits >= 0, truth, ignore, xp=jnp)
-
-
 def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
                state: TrainState, frozen: dict, batch: dict, rng: jax.Array
                ) -> tuple[TrainState, dict]:
@@ -78,20 +59,9 @@ def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
 
-def eval_step(config: VRPSamConfig, params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
-    """-> (logits (B, S, S), areas (B, 2, 2))."""
-    logits = forward(config, params, batch, True)
-    return logits, episode_areas(logits, batch["query_mask"], batch["query_ignore"])
-
-
 def jit_train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
                    state_sharding, frozen_sharding, batch_sharding, replicated) -> Callable:
     return jax.jit(partial(train_step, config, optimizer),
                    in_shardings=(state_sharding, frozen_sharding, batch_sharding, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 
-
-def jit_eval_step(config: VRPSamConfig, batch_sharding) -> Callable:
-    """Parameters keep the sharding they come with (replicated, or SAM split over "model")."""
-    return jax.jit(partial(eval_step, config), in_shardings=(None, batch_sharding),
-                   out_shardings=(batch_sharding, batch_sharding))

@@ -1,4 +1,4 @@
-"""`vrp-sam train`: the training loop (spec section 6) over a device mesh.
+"""`vrp-sam train`: the training loop (docs/COMPUTATION.md §6) over a device mesh.
 
 Per step: this host loads its rows of the global batch (episodes of the epoch's stream), the
 rows become one global array split over the mesh's data axis, and one jitted step updates the
@@ -18,47 +18,19 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-import sam_port
-from sam_port.params_dir import restore_params_dir, save_params_dir
-from vrp_sam_jax import evaluation
-from vrp_sam_jax.checkpoints import load_backbone
+from vrp_sam_jax import sharding
+from vrp_sam_jax.config import absolute_paths, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import make_source
-from vrp_sam_jax.image_io import InputError
+from vrp_sam_jax.errors import ConfigError, InputError
+from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
+from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
-from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
 from vrp_sam_jax.training import embedding_cache, partition
-from vrp_sam_jax.training import mesh as mesh_lib
 from vrp_sam_jax.training import step as step_lib
-from vrp_sam_jax.training.checkpointing import Checkpoints, write_config
-from vrp_sam_jax.training.config import model_config
 from vrp_sam_jax.training.logger import MetricLogger
-
-FROZEN_META = "frozen.json"
-
-
-def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig,
-                   workdir: Path) -> dict:
-    """Random weights (`init.random`: toy, tests; kept under workdir/frozen so a resumed run
-    or an evaluation sees the same ones) or SAM and backbone from their checkpoints with a
-    freshly initialised VRP encoder."""
-    frozen_dir = workdir / "frozen"
-    if config.init.random:
-        if (frozen_dir / FROZEN_META).is_file():
-            return restore_params_dir(frozen_dir, abstract_params(model), "initial weights")
-        params = init_params(model, config.init.seed)
-        if jax.process_index() == 0:
-            save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
-        return params
-    if not config.init.sam_checkpoint or not config.init.backbone_checkpoint:
-        raise InputError("set config.init.sam_checkpoint and config.init.backbone_checkpoint "
-                         "(official SAM .pth, backbone weights), or init.random=True")
-    sam = sam_port.load_sam(config.init.sam_checkpoint, model.sam_type)
-    _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
-    encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
-        jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
-    return {"backbone": backbone, "encoder": encoder, "sam": sam.params}
+from vrp_sam_jax.training.run_dir import Checkpoints, initial_params, write_config
 
 
 @dataclasses.dataclass
@@ -91,10 +63,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
           progress: bool = True) -> dict:
     """Train (or resume) in `workdir`; returns the last validation metrics and timings."""
     workdir = Path(workdir).absolute()
-    write_config(workdir, config)
+    config = absolute_paths(config)
     model = model_config(config)
-    mesh = mesh_lib.make_mesh(config.mesh.data, config.mesh.model)
-    mesh_lib.check_batch(config.train.global_batch, mesh)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+    sharding.check_batch(config.train.global_batch, mesh)
+    write_config(workdir, config)
     data = config.data
     source = make_source(data.benchmark, data.root or None)
 
@@ -107,10 +80,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
     optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                         config.train.weight_decay, config.train.b1,
                                         config.train.b2)
-    params = initial_params(config, model, workdir)
-    trainable, frozen = partition.split(params, tuple(config.train.trainable))
-    replicated = mesh_lib.replicated(mesh)
-    frozen_sharding = mesh_lib.param_shardings(mesh, frozen)
+    params, _ = initial_params(config, model, workdir)
+    try:
+        trainable, frozen = partition.split(params, tuple(config.train.trainable))
+    except ValueError as e:
+        raise ConfigError(f"train.trainable: {e}") from e
+    replicated = sharding.replicated(mesh)
+    frozen_sharding = sharding.param_shardings(mesh, frozen)
     state = jax.device_put(step_lib.init_state(trainable, optimizer), replicated)
     frozen = jax.device_put(frozen, frozen_sharding)
     checkpoints = Checkpoints(workdir, config.checkpoint.async_save)
@@ -141,7 +117,7 @@ def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bo
         return None
     if any(p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
            for p in config.train.trainable):
-        raise InputError("cache.embeddings=True, but SAM's image encoder is trained "
+        raise ConfigError("cache.embeddings=True, but SAM's image encoder is trained "
                          f"(train.trainable={tuple(config.train.trainable)}): set "
                          "cache.embeddings=False or freeze it")
     names = (set(protocols.training_images(config.data.benchmark, config.data.fold))
@@ -162,12 +138,11 @@ def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bo
 def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
           logger: MetricLogger, cache, progress: bool) -> dict:
     config, mesh = run.config, run.mesh
-    replicated = mesh_lib.replicated(mesh)
-    batch_sharding = mesh_lib.batch_sharding(mesh)
+    replicated = sharding.replicated(mesh)
     frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
     train_fn = step_lib.jit_train_step(run.model, optimizer, replicated, frozen_sharding,
-                                       batch_sharding, replicated)
-    eval_fn = evaluation.eval_step(run.model, mesh)
+                                       sharding.batch_sharding(mesh), replicated)
+    eval_step = jit_eval_step(run.model, mesh)
     schedule = step_lib.make_schedule(config.train.lr, run.total_steps)
     rng = jax.random.key(config.train.seed)
     workers = config.data.workers or None
@@ -189,7 +164,7 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
                   unit="step", disable=not progress) as bar:
             for host_batch in loader.batches(first):
                 state, metrics = train_fn(state, run.frozen,
-                                          mesh_lib.to_global(host_batch, mesh), rng)
+                                          sharding.to_global(host_batch, mesh), rng)
                 step += 1
                 losses.append(metrics["loss"])
                 bar.update(1)
@@ -209,11 +184,10 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
         last_epoch = epoch + 1 == config.train.epochs
         if (epoch + 1) % config.log.val_every_epochs == 0 or last_epoch:
             params = partition.merge(state.trainable, run.frozen)
-            meter = evaluation.run_episodes(
-                eval_fn, params, source, validation_episodes(config),
+            meter = run_episodes(
+                eval_step, params, source, validation_episodes(config),
                 splits.test_classes(config.data.benchmark, config.data.fold),
-                EpisodeOptions(config.model.image_size, config.data.condition,
-                               seed=(evaluation.EVAL_SEED,)),
+                evaluation_options(config.model.image_size, config.data.condition),
                 mesh, config.train.global_batch, embeddings=embeddings, workers=workers,
                 progress=progress, desc=f"validate {epoch}")
             last_metrics = {"miou": meter.miou(), "fb_iou": meter.fb_iou()}

@@ -1,4 +1,4 @@
-"""The field's metric (spec section 8; HSNet's `Evaluator` and `AverageMeter`).
+"""The field's metric (docs/COMPUTATION.md §8; HSNet's `Evaluator` and `AverageMeter`).
 
 Per episode, on the evaluation grid and with ignore pixels (PASCAL borders) removed from both
 prediction and ground truth: intersection and union of the background and of the foreground.

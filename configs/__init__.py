@@ -1,0 +1,2 @@
+"""The experiment configs, one complete file each (installed as `vrp_sam_jax.configs`):
+`pascal` and `coco` hold the release's settings, `toy` the embedded demo's."""

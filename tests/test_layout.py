@@ -1,0 +1,168 @@
+"""The layout is the architecture: imports point down, the shared names are the library's, the
+configs are data, and the packages pyproject installs are the packages in the tree."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LIBRARIES = ("sam_port", "vrp_sam_jax")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, modules: set[str] | None = None) -> set[str]:
+    """Every module a file imports, at module level or inside functions (`from p import m`
+    counts as importing `p.m` when that is a module of `modules`, else `p`)."""
+    tree = ast.parse(path.read_text(), str(path))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                out.add(full if modules is not None and full in modules else base)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the library modules it imports."""
+    files = [p for lib in LIBRARIES for p in (REPO / lib).rglob("*.py")]
+    modules = {_module_name(p): p for p in files}
+    return {name: {m for m in _imports(path, set(modules)) if m in modules}
+            for name, path in modules.items()}
+
+
+def _unit(module: str) -> str:
+    """The layer a module belongs to: `vrp_sam_jax.<package or module>` or `sam_port`."""
+    parts = module.split(".")
+    return "sam_port" if parts[0] == "sam_port" else ".".join(parts[:2])
+
+
+def test_imports_point_down():
+    graph = _graph()
+    forbidden = {
+        "sam_port": ("vrp_sam_jax",),
+        "vrp_sam_jax.models": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
+                               "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
+        "vrp_sam_jax.data": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
+                             "vrp_sam_jax.cli", "vrp_sam_jax.model_io", "vrp_sam_jax.models"),
+        "vrp_sam_jax.evaluation": ("vrp_sam_jax.training", "vrp_sam_jax.cli",
+                                   "vrp_sam_jax.model_io"),
+        "vrp_sam_jax.weights": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
+                                "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
+        "vrp_sam_jax.inference": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
+                                  "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
+        "vrp_sam_jax.sharding": ("vrp_sam_jax.models", "vrp_sam_jax.data"),
+    }
+    bad = [f"{module} imports {target}" for module, targets in graph.items()
+           for target in targets for unit, banned in forbidden.items()
+           if (module == unit or module.startswith(unit + "."))
+           and any(target == b or target.startswith(b + ".") for b in banned)]
+    assert not bad, bad
+    # nothing below the command line imports it
+    assert not [m for m, t in graph.items() if not m.startswith("vrp_sam_jax.cli")
+                and any(x.startswith("vrp_sam_jax.cli") for x in t)]
+
+
+def test_no_import_cycles_among_packages():
+    units: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        units.setdefault(_unit(module), set()).update(
+            _unit(t) for t in targets if _unit(t) != _unit(module))
+    # Tarjan's strongly connected components
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in units.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in list(units):
+        if node not in index:
+            visit(node)
+    assert not cycles, cycles
+    # the test sees the real graph: the trainer uses the evaluator, not the other way round
+    assert "vrp_sam_jax.evaluation" in units["vrp_sam_jax.training"]
+
+
+def test_names_and_the_parser_import_no_jax():
+    code = ("import sys, vrp_sam_jax.names, vrp_sam_jax.cli as c; c.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert json.loads(out.stdout.strip().replace("'", '"')) == []
+
+
+def test_shared_names_are_the_librarys():
+    from sam_port.config import SAM_CONFIGS
+    from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
+    from vrp_sam_jax import conditions, names
+    from vrp_sam_jax.models import BACKBONES
+
+    assert set(names.BACKBONES) == set(BACKBONES)
+    assert set(names.SAM_TYPES) == set(SAM_CONFIGS) - {"default"}
+    assert names.ATTENTION == ATTENTION_IMPLEMENTATIONS
+    assert set(names.PAPER_BACKBONES) <= set(names.BACKBONES)
+    assert conditions.EVAL_SCRIBBLE_SEED == names.VRP_SEED
+    mask = np.zeros((32, 32))
+    mask[8:24, 8:24] = 1
+    for condition in names.CONDITIONS:  # each name is a condition the simulator draws
+        assert conditions.simulate_condition(condition, mask, np.random.default_rng(0)).any()
+
+
+def test_configs_are_complete_data_files():
+    from vrp_sam_jax.config import FIELDS, SHIPPED, load_config
+
+    files = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
+    assert files == sorted(SHIPPED)
+    for name in SHIPPED:
+        tree = ast.parse((REPO / "configs" / f"{name}.py").read_text())
+        imported = {m.split(".")[0] for m in _imports(REPO / "configs" / f"{name}.py")}
+        assert imported == {"ml_collections"}, (name, imported)
+        assert not any(isinstance(n, ast.ImportFrom) for n in tree.body)
+        config = load_config(name)  # checked to hold exactly FIELDS
+        assert set(config) == set(FIELDS)
+    from vrp_sam_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no such config file, nor a shipped config"):
+        load_config("pascall")
+
+
+def test_pyproject_lists_every_package():
+    packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]
+    in_tree = {_module_name(p.parent / "__init__.py") for lib in LIBRARIES
+               for p in (REPO / lib).rglob("__init__.py")}
+    assert set(packages) == in_tree | {"vrp_sam_jax.configs"}

@@ -1,0 +1,52 @@
+"""A person's reference annotation, as given on the command line or in an app (a mask or
+scribble image, boxes, points in the reference's pixels), -> the prompt mask on the model grid.
+Errors name the file and the problem."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vrp_sam_jax import conditions
+from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.image_io import read_mask
+from vrp_sam_jax.preprocess import resize_mask_nearest
+
+KINDS = ("mask", "box", "points", "scribble")
+
+
+def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
+                reference: str | Path = "reference") -> np.ndarray:
+    """(size, size) float32 {0, 1} prompt mask of one reference from its annotation: `mask`
+    and `scribble` take an image path (non-zero = object / drawn) of the reference's size,
+    `box` a list of (x0, y0, x1, y1) and `points` a list of (x, y) in reference pixels."""
+    if kind not in KINDS:
+        raise InputError(f"unknown annotation kind {kind!r}; choose from {', '.join(KINDS)}")
+    if kind in ("mask", "scribble"):
+        drawn = read_mask(annotation)
+        if drawn.shape != tuple(image_shape):
+            raise InputError(f"{annotation}: annotation is {drawn.shape[1]}x{drawn.shape[0]} "
+                             f"but reference {reference} is {image_shape[1]}x{image_shape[0]}")
+        label = str(annotation)
+        out = (resize_mask_nearest(drawn, size).astype(np.float32) if kind == "mask"
+               else conditions.rasterize_scribble(drawn, size))
+    elif kind == "box":
+        out, label = conditions.rasterize_boxes(annotation, image_shape, size), f"{reference} (box)"
+    else:
+        out = conditions.rasterize_points(annotation, image_shape, size)
+        label = f"{reference} (points)"
+    if not out.any():
+        raise InputError(f"{label}: empty reference annotation (no foreground pixel)")
+    return out
+
+
+def prompt_masks(kind: str, annotations: Sequence, references: Sequence[str | Path],
+                 images: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
+    """One prompt mask per reference image, in order."""
+    if len(annotations) != len(images):
+        raise InputError(f"{len(images)} reference image(s) but {len(annotations)} {kind} "
+                         "annotation(s): give one per reference, in the same order")
+    return [prompt_mask(kind, a, image.shape[:2], size, path)
+            for a, path, image in zip(annotations, references, images, strict=True)]

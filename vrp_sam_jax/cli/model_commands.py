@@ -1,0 +1,151 @@
+"""VRP-SAM models: `predict`, `export`, `convert-vrp`, `convert-backbone`, `summary`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vrp_sam_jax import names
+from vrp_sam_jax.cli import options
+
+ANNOTATION_OPTIONS = {"--reference-mask": "mask", "--reference-box": "box",
+                      "--reference-points": "points", "--reference-scribble": "scribble"}
+
+
+def _annotation(args: argparse.Namespace) -> tuple[str, list]:
+    """(kind, one annotation per reference) from exactly one --reference-* option."""
+    from vrp_sam_jax.errors import InputError
+
+    given = {option: getattr(args, option[2:].replace("-", "_"))
+             for option in ANNOTATION_OPTIONS}
+    used = {option: values for option, values in given.items() if values}
+    if len(used) != 1:
+        raise InputError("annotate the references with exactly one of "
+                         + ", ".join(ANNOTATION_OPTIONS))
+    (option, values), = used.items()
+    return ANNOTATION_OPTIONS[option], values
+
+
+def _load(args: argparse.Namespace, **kwargs):
+    from vrp_sam_jax import model_io
+
+    return model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
+                         sam_type=args.sam_type, backbone=args.backbone, **kwargs)
+
+
+def predict(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import annotations
+    from vrp_sam_jax.image_io import read_image, require_files
+    from vrp_sam_jax.inference import VRPSamPredictor, predict_files
+
+    kind, values = _annotation(args)
+    refs = [read_image(p) for p in args.reference]
+    require_files(args.targets)  # before the model is loaded
+    model = _load(args, compute_dtype=args.compute_dtype)
+    predictor = VRPSamPredictor(model)
+    predictor.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,
+                                                            predictor.size))
+    written = predict_files(predictor, args.targets, args.output_dir, args.batch_size,
+                            args.save_logits)
+    print(json.dumps({"shots": len(refs), "backbone": model.config.backbone,
+                      "sam_type": model.config.sam_type, "model": model.origin,
+                      "outputs": written}))
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import model_io
+
+    model = _load(args)
+    out = model_io.export(model, args.output, format=args.format,
+                          keep_sam_separate=args.keep_sam_separate)
+    print(json.dumps({"output": str(out), "format": args.format, "model": model.origin}))
+    return 0
+
+
+def convert_vrp(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.models import count_params
+    from vrp_sam_jax.weights import directory, release
+
+    weights = release.read_release(args.checkpoint, args.backbone)
+    out = directory.write_directory(args.output, weights, 512,
+                                    {"backbone": str(args.checkpoint),
+                                     "encoder": str(args.checkpoint)})
+    print(json.dumps({"backbone": weights.backbone, "output": str(out),
+                      "encoder_parameters": count_params(weights.params["encoder"])}))
+    return 0
+
+
+def convert_backbone(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.weights.backbones import load_backbone, save_backbone
+
+    name, params = load_backbone(args.checkpoint, args.backbone)
+    out = save_backbone(name, params, args.output)
+    print(json.dumps({"backbone": name, "output": str(out)}))
+    return 0
+
+
+def summary(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.models import VRPSamConfig
+    from vrp_sam_jax.models import summary as count
+
+    info = count(VRPSamConfig(backbone=args.backbone, sam_type=args.sam_type))
+    for key, value in info.items():
+        print(f"{key:>16}: {value:,}" if isinstance(value, int) else f"{key:>16}: {value}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="segment targets like the annotated reference(s)")
+    options.add_model_source(p, "--vrp-checkpoint")
+    p.add_argument("--reference", action="append", required=True,
+                   help="reference image (repeat for k-shot)")
+    p.add_argument("--reference-mask", action="append", default=[],
+                   help="mask PNG of a reference (non-zero = object), one per --reference")
+    p.add_argument("--reference-box", type=options.boxes, action="append", default=[],
+                   help="x0,y0,x1,y1[;x0,y0,x1,y1] in reference pixels, one per --reference")
+    p.add_argument("--reference-points", type=options.points, action="append", default=[],
+                   help="x,y[;x,y...] in reference pixels, one per --reference")
+    p.add_argument("--reference-scribble", action="append", default=[],
+                   help="scribble PNG (non-zero = drawn), one per --reference")
+    p.add_argument("targets", nargs="+", help="target images")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--save-logits", action="store_true",
+                   help="also write the model-grid logits as NAME_logits.npy")
+    p.add_argument("--batch-size", type=options.positive_int, default=8,
+                   help="targets per device call (one compiled program for all sizes)")
+    p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32",
+                   help="compute dtype of the frozen backbone and SAM image encoder")
+    p.set_defaults(func=predict)
+
+    p = sub.add_parser("export", help="any model source -> a self-contained converted "
+                                      "directory, or the release's best_model.pt")
+    options.add_model_source(p)
+    p.add_argument("--output", required=True,
+                   help="directory to write (release: the .pt file, or DIR/best_model.pt)")
+    p.add_argument("--format", choices=names.EXPORT_FORMATS, default="jax",
+                   help="jax: our directory, no PyTorch needed; release: best_model.pt")
+    p.add_argument("--keep-sam-separate", action="store_true",
+                   help="point to the official SAM file (path and SHA-256) instead of "
+                        "bundling SAM's weights")
+    p.set_defaults(func=export)
+
+    p = sub.add_parser("convert-vrp", help="the release's best_model.pt -> our directory "
+                                           "(without SAM; `export` bundles it)")
+    p.add_argument("--checkpoint", required=True, help="VRP-SAM best_model.pt")
+    p.add_argument("--backbone", choices=names.BACKBONES, default=None,
+                   help="checked against the file; inferred when omitted")
+    p.add_argument("--output", required=True, help="directory to write")
+    p.set_defaults(func=convert_vrp)
+
+    p = sub.add_parser("convert-backbone",
+                       help="PSPNet resnet{50,101}_v2.pth or torchvision vgg16_bn -> directory")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--backbone", choices=names.BACKBONES, default=None)
+    p.add_argument("--output", required=True, help="directory to write")
+    p.set_defaults(func=convert_backbone)
+
+    p = sub.add_parser("summary", help="parameter counts of a VRP-SAM architecture")
+    p.add_argument("--backbone", choices=names.BACKBONES, default="resnet50")
+    p.add_argument("--sam-type", choices=names.SAM_TYPES, default="vit_h")
+    p.set_defaults(func=summary)

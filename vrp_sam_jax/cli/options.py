@@ -1,0 +1,79 @@
+"""Argument types and the option groups several commands share."""
+
+from __future__ import annotations
+
+import argparse
+
+from vrp_sam_jax import names
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def point(text: str) -> tuple[float, float]:
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a point 'x,y', got {text!r}") from None
+    return x, y
+
+
+def box(text: str) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a box 'x0,y0,x1,y1', got {text!r}") from None
+    if x1 <= x0 or y1 <= y0:
+        raise argparse.ArgumentTypeError(f"box {text!r} is empty (need x0 < x1 and y0 < y1)")
+    return x0, y0, x1, y1
+
+
+def boxes(text: str) -> list[tuple[float, float, float, float]]:
+    return [box(part) for part in text.split(";") if part.strip()]
+
+
+def points(text: str) -> list[tuple[float, float]]:
+    out = [point(part) for part in text.split(";") if part.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected points 'x,y;x,y', got {text!r}")
+    return out
+
+
+def which(text: str) -> str | int:
+    """best | latest | a step number."""
+    if text in names.CHECKPOINTS:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected {' or '.join(names.CHECKPOINTS)} or a step number, got {text!r}"
+        ) from None
+
+
+def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
+                     sam_required: bool = False) -> None:
+    """The options of a command that reads a model (`model_io.load`)."""
+    p.add_argument(flag, required=True, dest="source",
+                   help="training work directory, converted directory (vrp-sam export), or "
+                        "the release's best_model.pt")
+    p.add_argument("--which", type=which, default="best",
+                   help="checkpoint of a work directory: best (default), latest, or a step")
+    p.add_argument("--sam-checkpoint", required=sam_required, default=None,
+                   help="SAM (official .pth or converted directory); default: the model's own "
+                        "(a work directory's config, or the exported directory)")
+    p.add_argument("--sam-type", choices=names.SAM_TYPES, default=None,
+                   help="checked against the SAM read")
+    p.add_argument("--backbone", choices=names.BACKBONES, default=None,
+                   help="checked against the checkpoint; inferred when omitted")
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars")

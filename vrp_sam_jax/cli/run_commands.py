@@ -1,0 +1,139 @@
+"""Runs: `train`, `evaluate`, `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from vrp_sam_jax import names
+from vrp_sam_jax.cli import options
+
+CONFIG_HELP = ("a shipped config (pascal, coco, toy) or a config file, optionally with its "
+               "argument: pascal:resnet50,box or configs/pascal.py:vgg16")
+
+
+def train(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.config import load_config
+
+    if args.distributed:
+        import jax
+
+        jax.distributed.initialize()
+    config = load_config(args.config, args.overrides)
+    from vrp_sam_jax.training.trainer import train as run
+
+    result = run(config, args.workdir, progress=not args.quiet)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
+                      for k, v in result.items()}))
+    return 0
+
+
+def _evaluation_config(args: argparse.Namespace):
+    """The config: --config, else the run's own (the checkpoint is a work directory)."""
+    from vrp_sam_jax.config import apply_overrides, check_values, load_config
+    from vrp_sam_jax.errors import InputError
+    from vrp_sam_jax.training.run_dir import is_run_dir, read_config
+
+    overrides = [*args.overrides, *([f"data.fold={args.fold}"] if args.fold is not None else [])]
+    if args.config:
+        return load_config(args.config, overrides)
+    first = args.source.format(fold=args.fold or 0)
+    if not is_run_dir(first):
+        raise InputError(f"{first}: not a training work directory, so give --config (the "
+                         "dataset root, the batch and the model come from it)")
+    return check_values(apply_overrides(read_config(first), overrides), first)
+
+
+def evaluate(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import model_io, sharding
+    from vrp_sam_jax.data.sources import make_source
+    from vrp_sam_jax.errors import InputError
+    from vrp_sam_jax.evaluation import fold as folds
+    from vrp_sam_jax.evaluation.report import write_results
+    from vrp_sam_jax.training.run_dir import is_run_dir
+
+    config = _evaluation_config(args)
+    benchmark = names.CROSS_DOMAIN if args.cross_domain else (args.benchmark
+                                                               or config.data.benchmark)
+    settings = folds.EvalSettings(
+        benchmark, args.shots or config.data.shots, args.protocol,
+        args.condition or config.data.condition, args.num_episodes, args.original_size,
+        args.figures, config.train.global_batch, config.data.workers or None)
+    source = make_source(settings.dataset, config.data.root or None)
+    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
+
+    def model_for_fold(fold: int):
+        return model_io.load(args.source.format(fold=fold), which=args.which,
+                             sam=args.sam_checkpoint or config.init.sam_checkpoint or None,
+                             sam_type=config.model.sam_type, backbone=config.model.backbone,
+                             compute_dtype=config.model.compute_dtype,
+                             attention=config.model.attention)
+
+    progress = not args.quiet
+    if args.all_folds:
+        if "{fold}" not in args.source and not is_run_dir(args.source):
+            raise InputError(f"{args.source}: --all-folds needs one checkpoint per fold; put "
+                             "{fold} in the path (runs/pascal_f{fold})")
+        result = folds.evaluate_all_folds(model_for_fold, source, settings, mesh,
+                                          args.output_dir, progress)
+        print(result["markdown"])
+        return 0
+    fold = config.data.fold
+    result = folds.evaluate_fold(model_for_fold(fold), source, fold, settings, mesh,
+                                 args.output_dir, progress)
+    write_results(args.output_dir, f"fold{fold}", result, folds.fold_markdown(result, settings))
+    print(json.dumps({k: result[k] for k in ("benchmark", "fold", "shots", "condition",
+                                             "protocol", "miou", "fb_iou", "episodes")}))
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from vrp_sam_jax import demo as run
+
+    return run.main(args.output_dir, args.overrides, progress=not args.quiet)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train VRP-SAM from a config (ml_collections file)")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--workdir", required=True,
+                   help="checkpoints, TensorBoard events and config.json; a run resumes here")
+    p.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() first (multi-host launches)")
+    options.add_quiet(p)
+    p.set_defaults(func=train, overrides_allowed=True)
+
+    p = sub.add_parser("evaluate", help="mIoU / FB-IoU of a model on a fold's episodes")
+    p.add_argument("--config", default=None,
+                   help=CONFIG_HELP + "; default: the work directory's own config")
+    p.add_argument("--checkpoint", required=True, dest="source",
+                   help="training work directory, converted directory or the release's "
+                        "best_model.pt ({fold} is replaced with --all-folds)")
+    p.add_argument("--which", type=options.which, default="best",
+                   help="checkpoint of a work directory: best (default), latest, or a step")
+    p.add_argument("--sam-checkpoint", default=None,
+                   help="SAM for a checkpoint without one (default: init.sam_checkpoint)")
+    p.add_argument("--fold", type=int, default=None, help="fold (default: config.data.fold)")
+    p.add_argument("--shots", type=int, default=None, help="default: config.data.shots")
+    p.add_argument("--protocol", default="hsnet", help="episode sampler: hsnet or vrp")
+    p.add_argument("--condition", default=None, choices=names.CONDITIONS,
+                   help="reference annotation (default: config.data.condition)")
+    p.add_argument("--benchmark", default=None, choices=names.BENCHMARKS,
+                   help="evaluate on another benchmark than the config's")
+    p.add_argument("--cross-domain", action="store_true",
+                   help="COCO-20i-trained model on PASCAL, COCO-unseen classes (Table 4)")
+    p.add_argument("--original-size", action="store_true",
+                   help="measure at each target's original size instead of the model grid")
+    p.add_argument("--num-episodes", type=int, default=None, help="default 1000")
+    p.add_argument("--all-folds", action="store_true", help="the four folds and their table")
+    p.add_argument("--figures", type=int, default=8,
+                   help="episodes drawn into the PNG report (0: none)")
+    p.add_argument("--output-dir", default="eval_out")
+    options.add_quiet(p)
+    p.set_defaults(func=evaluate, overrides_allowed=True)
+
+    p = sub.add_parser("demo", help="embedded demo: VRP-SAM learns the toy benchmark on a CPU "
+                                    "(no download, no dataset)")
+    p.add_argument("--output-dir", default="demo_out")
+    options.add_quiet(p)
+    p.set_defaults(func=demo, overrides_allowed=True)

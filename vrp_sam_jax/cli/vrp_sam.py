@@ -1,0 +1,59 @@
+"""`vrp-sam`: the parser, built from each command group's `register`, and the entry point,
+which turns every expected failure into one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from vrp_sam_jax.cli import data_commands, model_commands, run_commands, sam_commands
+from vrp_sam_jax.errors import EXPECTED_ERRORS
+
+GROUPS = (model_commands, run_commands, data_commands, sam_commands)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vrp-sam",
+                                     description="VRP-SAM (SAM with Visual Reference Prompt) "
+                                                 "in JAX/Flax")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for group in GROUPS:
+        group.register(sub)
+    return parser
+
+
+def config_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
+    """`--config.a.b=value` or `--config.a.b value` -> ["a.b=value", ...]."""
+    out, i = [], 0
+    while i < len(extra):
+        item = extra[i]
+        if not item.startswith("--config."):
+            parser.error(f"unrecognized arguments: {' '.join(extra[i:])}")
+        if "=" in item:
+            out.append(item[len("--config."):])
+            i += 1
+        elif i + 1 < len(extra):
+            out.append(f"{item[len('--config.'):]}={extra[i + 1]}")
+            i += 2
+        else:
+            parser.error(f"{item}: missing value")
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "overrides_allowed", False):
+        args.overrides = config_overrides(parser, extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return args.func(args)
+    except EXPECTED_ERRORS as e:
+        print(f"vrp-sam: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

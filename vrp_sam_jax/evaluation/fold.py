@@ -1,0 +1,134 @@
+"""A model on a benchmark fold's episodes, or on all four folds: mIoU, FB-IoU, per-class IoU,
+the paper's table and a figure of the first episodes.
+
+The model comes in loaded (`model_io.load` reads every kind of checkpoint); this module only
+evaluates it, with the shared evaluation step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from vrp_sam_jax.data import protocols, splits
+from vrp_sam_jax.data.sources import EpisodeSource
+from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.evaluation.episodes import evaluate_params
+from vrp_sam_jax.evaluation.metric import episode_areas
+from vrp_sam_jax.evaluation.report import (
+    episode_rows,
+    fold_table,
+    table_markdown,
+    write_figure,
+    write_results,
+)
+from vrp_sam_jax.models import LoadedModel
+from vrp_sam_jax.names import CROSS_DOMAIN
+from vrp_sam_jax.preprocess import logits_to_size
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """What is measured: the episodes (benchmark, shots, protocol, count), the reference
+    annotation, the resolution, and how the work is spread (batch, workers)."""
+
+    benchmark: str  # pascal, coco, fss, toy, or coco2pascal (cross-domain)
+    shots: int = 1
+    protocol: str = "hsnet"
+    condition: str = "mask"
+    num_episodes: int | None = None
+    original_size: bool = False
+    figures: int = 8
+    global_batch: int = 8
+    workers: int | None = None
+
+    @property
+    def dataset(self) -> str:
+        """The benchmark whose images are read (cross-domain reads PASCAL's)."""
+        return "pascal" if self.benchmark == CROSS_DOMAIN else self.benchmark
+
+    def title(self, fold: int | None = None) -> str:
+        where = self.benchmark if fold is None else f"{self.benchmark} fold {fold}"
+        return f"{where}, {self.shots}-shot, {self.condition}, protocol {self.protocol}"
+
+
+def _original_size_areas(source: EpisodeSource, episodes: list[protocols.Episode]):
+    """Areas against the original-size ground truth: logits resized (bilinear,
+    align_corners=True, as the release's --use_original_imgsize)."""
+
+    def areas(batch: dict, logits: np.ndarray) -> np.ndarray:
+        out = []
+        for row, index in enumerate(batch["index"]):
+            episode = episodes[int(index)]
+            truth, ignore = source.masks(episode.query, episode.class0)
+            pred = logits_to_size(logits[row], *truth.shape) >= 0
+            out.append(episode_areas(pred[None], truth[None], ignore[None])[0])
+        return np.stack(out)
+
+    return areas
+
+
+def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
+                  settings: EvalSettings, mesh, output_dir: str | Path | None = None,
+                  progress: bool = True) -> dict:
+    """One fold -> {"miou", "fb_iou", "class_iou", "episodes", ...}; writes the figure of the
+    first `settings.figures` episodes under `output_dir`."""
+    start = time.perf_counter()
+    benchmark = settings.benchmark
+    present = (source.present_classes
+               if benchmark == "pascal" and settings.protocol == "vrp" else None)
+    try:
+        episodes = protocols.episodes(benchmark, fold, settings.shots, settings.protocol,
+                                      settings.num_episodes, present)
+    except ValueError as e:
+        raise InputError(str(e)) from e
+    classes = protocols.evaluation_classes(benchmark, fold)
+    rows: list[np.ndarray] = []
+    meter = evaluate_params(
+        model.config, model.params, source, episodes, classes, settings.condition, mesh,
+        settings.global_batch, workers=settings.workers, progress=progress,
+        desc=f"fold {fold}",
+        on_batch=(lambda b, logits: episode_rows(b, logits, rows, settings.figures))
+        if settings.figures else None,
+        host_areas=_original_size_areas(source, episodes) if settings.original_size else None)
+    result = {**meter.summary(), "fold": fold, "benchmark": benchmark,
+              "shots": settings.shots, "protocol": settings.protocol,
+              "condition": settings.condition, "original_size": settings.original_size,
+              "model": {"origin": model.origin, **model.info},
+              "class_names": {c: splits.class_name(settings.dataset, c) for c in classes
+                              if benchmark != "fss"},
+              "seconds": round(time.perf_counter() - start, 1)}
+    if output_dir is not None and rows:
+        figure = Path(output_dir) / f"episodes_fold{fold}.png"
+        figure.parent.mkdir(parents=True, exist_ok=True)
+        write_figure(rows, figure)
+        result["figure"] = str(figure)
+    return result
+
+
+def fold_markdown(result: dict, settings: EvalSettings) -> str:
+    """One fold's table and its per-class IoU, in Markdown."""
+    fold = result["fold"]
+    markdown = table_markdown(fold_table({fold: result}), settings.title(fold))
+    return markdown + "\n| class | IoU |\n| --- | --- |\n" + "".join(
+        f"| {result['class_names'].get(c, c)} | {v:.1f} |\n"
+        for c, v in result["class_iou"].items())
+
+
+def evaluate_all_folds(model_for_fold: Callable[[int], LoadedModel], source: EpisodeSource,
+                       settings: EvalSettings, mesh, output_dir: str | Path,
+                       progress: bool = True) -> dict:
+    """The four folds, each with its own model (`model_for_fold(fold)`), and the table in the
+    paper's layout (F-0 F-1 F-2 F-3 Mean), written as `all_folds.{json,md}`."""
+    results = {fold: evaluate_fold(model_for_fold(fold), source, fold, settings, mesh,
+                                   output_dir, progress)
+               for fold in range(splits.NUM_FOLDS)}
+    table = fold_table(results)
+    markdown = table_markdown(table, settings.title())
+    write_results(output_dir, "all_folds", {"table": table, "folds": results,
+                                            "settings": dataclasses.asdict(settings)}, markdown)
+    return {"table": table, "markdown": markdown, "folds": results}

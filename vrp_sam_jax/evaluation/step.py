@@ -1,0 +1,53 @@
+"""The forward pass of a batch of episodes and the jitted evaluation step, written once: the
+trainer differentiates `forward` and validates with `jit_eval_step`, the evaluator runs the
+same step."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from vrp_sam_jax import sharding
+from vrp_sam_jax.evaluation import metric
+from vrp_sam_jax.models import VRPSam, VRPSamConfig
+from vrp_sam_jax.preprocess import normalize_image
+
+EvalStep = Callable[[dict, dict], tuple[jax.Array, jax.Array]]  # (params, batch) -> out
+
+
+def forward(config: VRPSamConfig, params: dict, batch: dict, deterministic: bool,
+            rng: jax.Array | None = None) -> jax.Array:
+    """A batch of episodes (`data.pipeline` layout) -> query logits (B, S, S). Uses
+    `batch["embeddings"]` (cached SAM image embeddings) when present, else runs SAM's image
+    encoder."""
+    model = VRPSam(config)
+    rngs = None if deterministic else {"dropout": rng}
+    embeddings = batch.get("embeddings")
+    return model.apply({"params": params}, normalize_image(batch["support_images"]),
+                       batch["support_masks"], normalize_image(batch["query_image"]),
+                       None if embeddings is None else embeddings.astype(jnp.float32),
+                       deterministic, rngs=rngs)
+
+
+def episode_areas(logits: jax.Array, truth: jax.Array, ignore: jax.Array) -> jax.Array:
+    """(B, 2, 2) int32 background/foreground intersection and union (`metric`), with
+    prediction = sigmoid(logit) >= 0.5 and ignore pixels removed."""
+    return metric.episode_areas(logits >= 0, truth, ignore, xp=jnp)
+
+
+def eval_step(config: VRPSamConfig, params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """-> (logits (B, S, S), areas (B, 2, 2))."""
+    logits = forward(config, params, batch, True)
+    return logits, episode_areas(logits, batch["query_mask"], batch["query_ignore"])
+
+
+@functools.lru_cache(maxsize=8)
+def jit_eval_step(config: VRPSamConfig, mesh: jax.sharding.Mesh) -> EvalStep:
+    """`eval_step` of `config` jitted over `mesh`, built once per (model, mesh). Parameters
+    keep the sharding they come with (replicated, or SAM split over "model")."""
+    batch = sharding.batch_sharding(mesh)
+    return jax.jit(functools.partial(eval_step, config), in_shardings=(None, batch),
+                   out_shardings=(batch, batch))

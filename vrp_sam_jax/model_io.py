@@ -1,0 +1,165 @@
+"""Every model source read by one function, and a model written out again.
+
+`load(source)` reads, and says in the returned `LoadedModel` where each part came from:
+- a training work directory (`vrp-sam train --workdir`): its best checkpoint by default,
+  `which="latest"` or a step number; SAM and the backbone as the run's own config names them
+  (or as it trained them);
+- a converted directory (`vrp-sam export`, `vrp-sam convert-vrp`), with SAM bundled or
+  pointed to by path and SHA-256 (older directories hold no SAM: give `sam`);
+- the release's `best_model.pt` (it holds the backbone and the encoder, not SAM: give `sam`).
+`sam` (an official SAM `.pth` or a `vrp-sam convert-sam` directory) overrides the source's
+own SAM; `backbone` and `sam_type`, when given, are checked against the source.
+
+`export(model, output)` writes our self-contained directory (readable without PyTorch) or,
+with `format="release"`, `best_model.pt` in the release's exact layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import sam_port
+from vrp_sam_jax.errors import CheckpointError, InputError
+from vrp_sam_jax.models import LoadedModel, VRPSamConfig
+from vrp_sam_jax.names import EXPORT_FORMATS
+from vrp_sam_jax.training import run_dir
+from vrp_sam_jax.weights import directory, release
+from vrp_sam_jax.weights.release import VRPWeights
+
+
+def load(source: str | Path, *, which: str | int = "best", sam: str | Path | None = None,
+         sam_type: str | None = None, backbone: str | None = None,
+         compute_dtype: str = "float32", attention: str = "auto") -> LoadedModel:
+    """The model of `source` (a work directory, a converted directory or `best_model.pt`),
+    computing in `compute_dtype` with the `attention` path (whatever trained it)."""
+    path = Path(source)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if which != "best" and not run_dir.is_run_dir(path):
+        raise InputError(f"{path}: choosing a checkpoint ({which!r}) applies to training "
+                         "work directories only")
+    if run_dir.is_run_dir(path):
+        model = _from_run(path, which, sam, sam_type, backbone)
+    elif path.is_dir():
+        model = _from_directory(path, sam, sam_type, backbone)
+    else:
+        _require_sam(sam, path)  # before reading the file
+        model = _with_sam(release.read_release(path, backbone), 512, sam, None, sam_type, path,
+                          {"kind": "release", "path": str(path.absolute())})
+    config = dataclasses.replace(model.config, compute_dtype=compute_dtype, attention=attention)
+    return dataclasses.replace(model, config=config)
+
+
+def needs_sam(source: str | Path) -> bool:
+    """Whether `load(source)` needs `sam`: the release's file, a converted directory without
+    SAM (or whose SAM file is not there), a work directory whose SAM file is not there."""
+    path = Path(source)
+    if run_dir.is_run_dir(path):
+        config = run_dir.read_config(path)
+        return not config.init.random and not Path(config.init.sam_checkpoint).exists()
+    if path.is_dir():
+        sam = directory.read_meta(path)["sam"]
+        return sam is None or ("file" in sam and not Path(str(sam["file"])).is_file())
+    return True
+
+
+def _check(found: str, asked: str | None, what: str, path: Path) -> None:
+    if asked is not None and asked != found:
+        raise CheckpointError(f"{path}: holds a {found} {what}, but {asked} was asked for")
+
+
+def _from_run(path: Path, which: str | int, sam: str | Path | None, sam_type: str | None,
+              backbone: str | None) -> LoadedModel:
+    _, model = run_dir.restore(path, which)
+    _check(model.config.backbone, backbone, "backbone", path)
+    _check(model.config.sam_type, sam_type, "SAM", path)
+    if sam is None:
+        return model
+    loaded = sam_port.load_sam(sam, model.config.sam_type)
+    return dataclasses.replace(model, params={**model.params, "sam": loaded.params},
+                               origin={**model.origin, "sam": str(Path(sam).absolute())},
+                               sam_file=str(sam) if Path(sam).is_file() else None)
+
+
+def _from_directory(path: Path, sam: str | Path | None, sam_type: str | None,
+                    backbone: str | None) -> LoadedModel:
+    converted = directory.read_directory(path, backbone)
+    recorded = (converted.sam or {}).get("model_type")
+    info = {"kind": "converted", "path": str(path.absolute()),
+            "exported_from": converted.origin}
+    return _with_sam(converted.weights, converted.image_size,
+                     sam if sam is not None else directory.sam_location(path, converted),
+                     recorded, sam_type, path, info)
+
+
+def _require_sam(sam: str | Path | None, path: Path) -> None:
+    if sam is None:
+        raise CheckpointError(f"{path}: holds no SAM (the release's checkpoint never does); "
+                              "give the SAM checkpoint (--sam-checkpoint, or "
+                              "--config.init.sam_checkpoint for evaluate)")
+
+
+def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
+              recorded_type: str | None, sam_type: str | None, path: Path,
+              info: dict) -> LoadedModel:
+    """VRP weights + the SAM at `sam`, checked against each other."""
+    _require_sam(sam, path)
+    loaded = sam_port.load_sam(sam, sam_type or recorded_type)
+    if loaded.config.prompt_embed_dim != weights.hidden_dim:
+        raise CheckpointError(
+            f"{path}: VRP prompts are {weights.hidden_dim}-d but the SAM in {sam} "
+            f"({loaded.model_type}) takes {loaded.config.prompt_embed_dim}-d prompts")
+    config = VRPSamConfig(weights.backbone, loaded.model_type, image_size, weights.num_queries,
+                          weights.num_heads)
+    where = str(path.absolute())
+    return LoadedModel(config, {**weights.params, "sam": loaded.params},
+                       {"backbone": where, "encoder": where, "sam": str(Path(sam).absolute())},
+                       info,
+                       str(sam) if Path(sam).is_file() else None)
+
+
+def vrp_weights(model: LoadedModel) -> VRPWeights:
+    """The backbone and VRP encoder of `model`."""
+    c = model.config
+    return VRPWeights(c.backbone, c.hidden_dim, c.num_queries,
+                      {"backbone": model.params["backbone"], "encoder": model.params["encoder"]},
+                      c.num_heads)
+
+
+def _trained_sam(model: LoadedModel) -> list[str]:
+    return [p for p in model.info.get("trained", ()) if p == "sam" or p.startswith("sam/")]
+
+
+def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
+           keep_sam_separate: bool = False) -> Path:
+    """Write `model`: format "jax", a converted directory with SAM bundled (or, with
+    `keep_sam_separate`, a pointer to the official SAM file and its SHA-256); format
+    "release", `best_model.pt` (`output` itself when it ends in .pt/.pth, else
+    `output/best_model.pt`). Returns what was written."""
+    if format not in EXPORT_FORMATS:
+        raise InputError(f"unknown export format {format!r}; choose from "
+                         f"{', '.join(EXPORT_FORMATS)}")
+    output = Path(output)
+    weights = vrp_weights(model)
+    if format == "release":
+        if _trained_sam(model):
+            raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))})"
+                             "; the release's best_model.pt cannot hold SAM: export with "
+                             "--format jax")
+        target = output if output.suffix in (".pt", ".pth") else output / "best_model.pt"
+        if target.exists():
+            raise InputError(f"{target}: already exists; choose a new output")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return release.write_release(weights, target)
+    if keep_sam_separate:
+        if model.sam_file is None:
+            raise InputError("its SAM is not an unchanged official SAM file (trained, random "
+                             "or read from a directory), so it cannot be kept separate: "
+                             "export without --keep-sam-separate to bundle it")
+        return directory.write_directory(output, weights, model.config.image_size,
+                                         model.origin, sam_file=model.sam_file,
+                                         sam_type=model.config.sam_type)
+    sam = sam_port.LoadedSam(model.config.sam_type, model.config.sam, model.params["sam"])
+    return directory.write_directory(output, weights, model.config.image_size, model.origin,
+                                     sam=sam)

@@ -1,0 +1,21 @@
+"""The names the command line, the configs and the library share, in one jax-free module
+(the command line builds its parser from these without importing JAX)."""
+
+from __future__ import annotations
+
+BACKBONES = ("resnet50", "resnet101", "vgg16", "resnet_tiny")  # resnet_tiny: tests, toy
+PAPER_BACKBONES = ("resnet50", "resnet101", "vgg16")
+SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # tiny: tests, toy
+CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation kinds
+BENCHMARKS = ("pascal", "coco", "fss", "toy")
+CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes
+PROTOCOLS = ("hsnet", "vrp")  # evaluation episode samplers
+COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
+ATTENTION = ("auto", "blocked", "xla", "cudnn")  # SAM image-encoder attention paths
+CHECKPOINTS = ("best", "latest")  # which checkpoint of a training run (or a step number)
+EXPORT_FORMATS = ("jax", "release")
+
+# The field's seeds: HSNet's episode lists draw from numpy's legacy RNG seeded 0; the VRP-SAM
+# release seeds its training, its episode sampler and its evaluation annotations with 321.
+HSNET_SEED = 0
+VRP_SEED = 321

@@ -1,0 +1,222 @@
+"""A training run's work directory: written by the trainer, read back by `model_io.load`.
+
+- `config.json`: the run's config (paths made absolute); resuming with a config that differs
+  where it matters (`config.RESUME_KEYS`) fails with the list of differences.
+- `checkpoints/<step>/`: the latest (last two kept) train state (step, trainable parameters,
+  optimizer state) and the data stream position, saved every `checkpoint.every_steps` and at
+  the end of each epoch, asynchronously (orbax `CheckpointManager`); a run resumes from the
+  newest one.
+- `best/<step>/`: the trainable parameters with the best validation mIoU (one kept).
+- `frozen/`: the frozen parameters when they were randomly initialised (toy, tests); otherwise
+  they are the files `init.sam_checkpoint` and `init.backbone_checkpoint` name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+import sam_port
+from sam_port.params_dir import restore_params_dir, save_params_dir
+from vrp_sam_jax.config import from_json, model_config, resume_mismatches, to_json
+from vrp_sam_jax.errors import CheckpointMismatchError, ConfigError, InputError
+from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.models import LoadedModel, VRPSamConfig
+from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
+from vrp_sam_jax.training import partition
+from vrp_sam_jax.weights.backbones import load_backbone
+
+CONFIG = "config.json"
+FROZEN = "frozen"
+FROZEN_META = "frozen.json"
+PARTS = ("backbone", "encoder", "sam")
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG).is_file()
+
+
+def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+    """Store the run's config, or check it against the stored one when resuming."""
+    path = workdir / CONFIG
+    if path.is_file():
+        saved = json.loads(to_json(read_config(workdir)))
+        problems = resume_mismatches(saved, config)
+        if problems:
+            raise CheckpointMismatchError(
+                f"{workdir}: its checkpoints come from a different config; use a new "
+                "--workdir or the same settings:\n  " + "\n  ".join(problems))
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, to_json(config))
+
+
+def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
+    path = Path(workdir) / CONFIG
+    if not path.is_file():
+        raise InputError(f"{workdir}: not a training work directory (no {CONFIG})")
+    return from_json(path.read_text(), str(path))
+
+
+class Checkpoints:
+    """The latest and the best checkpoints of one run."""
+
+    def __init__(self, workdir: str | Path, async_save: bool = True, keep: int = 2):
+        self.workdir = Path(workdir).absolute()
+        self.latest = ocp.CheckpointManager(
+            self.workdir / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep,
+                                                 enable_async_checkpointing=async_save),
+            item_names=("state", "position"))
+        self.best = ocp.CheckpointManager(
+            self.workdir / "best",
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=1, best_fn=lambda m: m["miou"], best_mode="max",
+                keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save),
+            item_names=("params", "metrics"))
+
+    def latest_step(self) -> int | None:
+        return self.latest.latest_step()
+
+    def save(self, step: int, state, position: dict, force: bool = False) -> None:
+        self.latest.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), position=ocp.args.JsonSave(position)),
+            force=force)
+
+    def restore(self, abstract_state) -> tuple[object, dict]:
+        """The newest checkpoint, shaped and sharded like `abstract_state`."""
+        step = self.latest.latest_step()
+        try:
+            restored = self.latest.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), position=ocp.args.JsonRestore()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointMismatchError(
+                f"{self.workdir / 'checkpoints' / str(step)}: does not match the model and "
+                f"trainable parts of this config ({e})") from e
+        return restored["state"], dict(restored["position"])
+
+    def save_best(self, step: int, trainable: dict, metrics: dict) -> bool:
+        """Keep `trainable` if `metrics["miou"]` is the best so far."""
+        scalar = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        return self.best.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(trainable), metrics=ocp.args.JsonSave(scalar)),
+            metrics=scalar, force=True)
+
+    def best_step(self) -> int | None:
+        return self.best.best_step()
+
+    def restore_best(self, abstract_trainable, step: int | None = None) -> tuple[dict, dict]:
+        step = self.best.best_step() if step is None else step
+        if step is None:
+            raise CheckpointMismatchError(f"{self.workdir / 'best'}: no best checkpoint yet")
+        restored = self.best.restore(step, args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_trainable), metrics=ocp.args.JsonRestore()))
+        return restored["params"], dict(restored["metrics"])
+
+    def restore_trained(self, which: str | int, abstract_trainable) -> tuple[dict, dict]:
+        """The trainable parameters of checkpoint `which` ("best", "latest" or a step) and
+        {"which", "step", "directory", "metrics"}. "best" is the latest until validation
+        has run once."""
+        best, latest = self.best.all_steps(), self.latest.all_steps()
+        if not best and not latest:
+            raise InputError(f"{self.workdir}: no checkpoint yet")
+        if which == "best" and best:
+            step, kind = self.best.best_step(), "best"
+        elif which in ("best", "latest"):
+            step, kind = self.latest.latest_step(), "latest"
+        elif isinstance(which, int) and which in best:
+            step, kind = which, "best"
+        elif isinstance(which, int) and which in latest:
+            step, kind = which, "latest"
+        else:
+            raise InputError(f"{self.workdir}: no checkpoint {which!r}; there are steps "
+                             f"{sorted(set(best) | set(latest))} (or best, latest)")
+        if kind == "best":
+            trainable, metrics = self.restore_best(abstract_trainable, step)
+            return trainable, {"which": which, "step": step, "directory": "best",
+                               "metrics": metrics}
+        restored = self.latest.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))
+        trainable = jax.tree.map(lambda a, x: jax.device_put(a, x.sharding),
+                                 dict(restored["state"]["trainable"]), abstract_trainable)
+        return trainable, {"which": which, "step": step, "directory": "checkpoints",
+                           "metrics": {}}
+
+    def wait(self) -> None:
+        self.latest.wait_until_finished()
+        self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()
+
+
+def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig,
+                   workdir: Path) -> tuple[dict, dict]:
+    """(params, origin of each part) before training: random weights (`init.random`: toy,
+    tests; kept under `workdir/frozen` so a resumed run or an evaluation sees the same ones)
+    or SAM and the backbone from their checkpoints with a freshly initialised VRP encoder."""
+    frozen_dir = Path(workdir).absolute() / FROZEN
+    if config.init.random:
+        origin = {part: f"{frozen_dir} (random, seed {config.init.seed})" for part in PARTS}
+        if (frozen_dir / FROZEN_META).is_file():
+            return restore_params_dir(frozen_dir, abstract_params(model), "initial"), origin
+        params = init_params(model, config.init.seed)
+        if jax.process_index() == 0:
+            save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
+        return params, origin
+    if not config.init.sam_checkpoint or not config.init.backbone_checkpoint:
+        raise ConfigError("set config.init.sam_checkpoint and config.init.backbone_checkpoint "
+                          "(official SAM .pth, backbone weights), or init.random=True")
+    sam = sam_port.load_sam(config.init.sam_checkpoint, model.sam_type)
+    _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
+    encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
+        jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
+    origin = {"backbone": str(config.init.backbone_checkpoint),
+              "encoder": f"random (seed {config.init.seed})",
+              "sam": str(config.init.sam_checkpoint)}
+    return {"backbone": backbone, "encoder": encoder, "sam": sam.params}, origin
+
+
+def _trained_origin(part: str, prefixes: tuple[str, ...], before: str, checkpoint: str) -> str:
+    touched = [p for p in prefixes if p == part or p.startswith(part + "/")]
+    if not touched:
+        return before
+    if part in touched:
+        return checkpoint
+    return f"{before}, with {', '.join(touched)} from {checkpoint}"
+
+
+def restore(workdir: str | Path, which: str | int = "best"
+            ) -> tuple[ml_collections.ConfigDict, LoadedModel]:
+    """A run's config and its model: the trained parameters of the best checkpoint (the
+    latest when validation has not run yet), the latest, or the checkpoint of step `which`,
+    over the frozen parts."""
+    workdir = Path(workdir).absolute()
+    config = read_config(workdir)
+    model = model_config(config)
+    params, origin = initial_params(config, model, workdir)
+    prefixes = tuple(config.train.trainable)
+    abstract_trainable, _ = partition.split(abstract_params(model), prefixes)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract_trainable = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_trainable)
+    checkpoints = Checkpoints(workdir, async_save=False)
+    try:
+        trainable, info = checkpoints.restore_trained(which, abstract_trainable)
+    finally:
+        checkpoints.close()
+    where = f"{workdir}/{info['directory']}/{info['step']}"
+    origin = {part: _trained_origin(part, prefixes, origin[part], where) for part in PARTS}
+    trained_sam = any(p == "sam" or p.startswith("sam/") for p in prefixes)
+    info = {"kind": "run", "workdir": str(workdir), **info, "trained": list(prefixes),
+            "trained_on": {"benchmark": config.data.benchmark, "fold": config.data.fold,
+                           "shots": config.data.shots, "condition": config.data.condition}}
+    sam_file = (None if config.init.random or trained_sam
+                or not Path(config.init.sam_checkpoint).is_file()
+                else str(config.init.sam_checkpoint))
+    return config, LoadedModel(model, partition.merge(trainable, params), origin, info, sam_file)
