@@ -25,9 +25,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
+from vrp_sam_jax import sharding as mesh_lib  # noqa: E402
 from vrp_sam_jax.models import VRPSamConfig, init_params  # noqa: E402
 from vrp_sam_jax.training import embedding_cache  # noqa: E402
-from vrp_sam_jax.training import mesh as mesh_lib  # noqa: E402
 
 
 class MemorySource:
@@ -45,7 +45,7 @@ class MemorySource:
 
 
 def measure(sam_type: str, image_size: int, num_images: int, batch: int) -> dict:
-    config = VRPSamConfig("resnet_tiny", sam_type, image_size)
+    config = VRPSamConfig(backbone="resnet_tiny", sam_type=sam_type, image_size=image_size)
     sam_params = init_params(config, 0)["sam"]
     source = MemorySource(num_images, image_size)
     mesh = mesh_lib.make_mesh(devices=jax.local_devices())

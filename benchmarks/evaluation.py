@@ -26,12 +26,12 @@ from reference_pair import add_model_args, build_pair  # noqa: E402
 from timing import interleaved_medians, torch_device  # noqa: E402
 
 from vrp_sam_jax.data import protocols, splits  # noqa: E402
-from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions  # noqa: E402
+from vrp_sam_jax.data.pipeline import EpisodeLoader  # noqa: E402
 from vrp_sam_jax.data.sources import ToySource  # noqa: E402
-from vrp_sam_jax.evaluation import EVAL_SEED, evaluate_params  # noqa: E402
-from vrp_sam_jax.metrics import IoUMeter, episode_areas  # noqa: E402
+from vrp_sam_jax.evaluation.episodes import evaluate_params, evaluation_options  # noqa: E402
+from vrp_sam_jax.evaluation.metric import IoUMeter, episode_areas  # noqa: E402
 from vrp_sam_jax.preprocess import normalize_image  # noqa: E402
-from vrp_sam_jax.training.mesh import make_mesh  # noqa: E402
+from vrp_sam_jax.sharding import make_mesh  # noqa: E402
 
 
 def measure(backbone: str, sam_type: str, image_size: int, num_episodes: int,
@@ -55,7 +55,7 @@ def measure(backbone: str, sam_type: str, image_size: int, num_episodes: int,
 
     def reference(eps):
         meter = IoUMeter(classes)
-        options = EpisodeOptions(image_size, "mask", seed=(EVAL_SEED,))
+        options = evaluation_options(image_size, "mask")
         loader = EpisodeLoader(ToySource(), eps, batch, options, process_index=0,
                                process_count=1)
         for host_batch in loader:

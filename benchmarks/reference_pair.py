@@ -15,8 +15,9 @@ from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_  # noqa: E402
 
 import sam_port  # noqa: E402
-from vrp_sam_jax.checkpoints import convert_release  # noqa: E402
+from sam_port.checkpoint import convert_sam_state_dict  # noqa: E402
 from vrp_sam_jax.models import VRPSamConfig  # noqa: E402
+from vrp_sam_jax.weights.release import convert_release  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -42,8 +43,7 @@ def build_pair(backbone: str, sam_type: str, image_size: int) -> ModelPair:
     torch_sam = build_torch_sam(sam_config, seed=1)
     torch_model = TorchVRPSam(torch_encoder, torch_sam, image_size=image_size)
     weights = convert_release(torch_encoder.state_dict_release(), backbone, "benchmark")
-    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), sam_type,
-                                                     "benchmark")
+    sam = convert_sam_state_dict(state_dict_numpy(torch_sam), sam_type, "benchmark")
     return ModelPair(torch_encoder, torch_sam, torch_model,
-                     VRPSamConfig(backbone, sam_type, image_size=image_size),
+                     VRPSamConfig(backbone=backbone, sam_type=sam_type, image_size=image_size),
                      {**weights.params, "sam": sam.params})

@@ -69,7 +69,7 @@ PARTS = ("a", "b", "c", "predict", "cache", "bf16")
 def bf16_logit_cost(backbone: str, sam_type: str, image_size: int, seed: int = 0) -> dict:
     """VRP-SAM logits with the frozen parts in bf16 vs float32: same random weights, random
     images, a blob prompt mask, batch 2 (1-shot)."""
-    config = VRPSamConfig(backbone, sam_type, image_size)
+    config = VRPSamConfig(backbone=backbone, sam_type=sam_type, image_size=image_size)
     params = init_params(config, seed)
     rng = np.random.default_rng(seed)
     refs = rng.normal(size=(2, 1, image_size, image_size, 3)).astype(np.float32)

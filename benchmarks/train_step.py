@@ -30,8 +30,9 @@ import torch.nn.functional as F  # noqa: E402
 from reference_pair import add_model_args, build_pair  # noqa: E402
 from timing import interleaved_medians, torch_device, torch_synced  # noqa: E402
 
+from vrp_sam_jax import sharding as mesh_lib  # noqa: E402
+from vrp_sam_jax.evaluation.step import forward  # noqa: E402
 from vrp_sam_jax.preprocess import normalize_image  # noqa: E402
-from vrp_sam_jax.training import mesh as mesh_lib  # noqa: E402
 from vrp_sam_jax.training import partition  # noqa: E402
 from vrp_sam_jax.training import step as step_lib  # noqa: E402
 from vrp_sam_jax.training.loss import bce_dice_loss  # noqa: E402
@@ -123,7 +124,7 @@ def measure(backbone: str, sam_type: str, image_size: int, batch_size: int, repe
     global_batch = mesh_lib.to_global(batch, mesh)
     rng = jax.random.key(0)
 
-    ours_logits = step_lib.forward(config, jax.device_put(params, replicated), global_batch,
+    ours_logits = forward(config, jax.device_put(params, replicated), global_batch,
                                    True)
     ours_eval_loss = float(bce_dice_loss(ours_logits, global_batch["query_mask"]))
     with torch.no_grad():

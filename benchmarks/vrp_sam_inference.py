@@ -27,7 +27,8 @@ import torch.nn.functional as F  # noqa: E402
 from reference_pair import add_model_args, build_pair  # noqa: E402
 from timing import interleaved_medians, torch_device, torch_synced  # noqa: E402
 
-from vrp_sam_jax.inference import LoadedVRPSam, VRPSamPredictor  # noqa: E402
+from vrp_sam_jax.inference import VRPSamPredictor  # noqa: E402
+from vrp_sam_jax.models import LoadedModel  # noqa: E402
 from vrp_sam_jax.preprocess import prepare_image  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def measure(backbone: str, sam_type: str, image_size: int, num_targets: int, bat
                                  align_corners=True)
         return full[0, 0].cpu().numpy()
 
-    predictor = VRPSamPredictor(LoadedVRPSam(pair.config, pair.params))
+    predictor = VRPSamPredictor(LoadedModel(pair.config, pair.params, {}))
     predictor.set_references([reference], [prompt])
     _, got = predictor.predict(targets[0])
     with torch.no_grad():

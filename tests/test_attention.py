@@ -1,6 +1,7 @@
 """The image encoder's attention paths (query-blocked einsum, `jax.nn.dot_product_attention`)
 equal the plain computation and PyTorch's."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -44,6 +45,11 @@ def test_attention_paths_match_plain_and_torch(use_rel_pos):
 def test_attention_implementation_is_checked_and_resolved():
     with pytest.raises(ValueError, match="unknown attention implementation"):
         image_encoder.resolve_implementation("flash", jnp.float32)
-    # float32 never takes cuDNN's fused kernel (it has none); on CPU "auto" is the blocked path
-    assert image_encoder.resolve_implementation("auto", jnp.float32) == "blocked"
+    # float32 never takes cuDNN's fused kernel (it has none); off a GPU "auto" is the blocked
+    # path, on a GPU cuDNN's kernel in bf16 and jax.nn.dot_product_attention in float32
+    gpu = jax.default_backend() == "gpu"
+    assert image_encoder.resolve_implementation("auto", jnp.float32) == ("xla" if gpu
+                                                                          else "blocked")
+    assert image_encoder.resolve_implementation("auto", jnp.bfloat16) == ("cudnn" if gpu
+                                                                           else "blocked")
     assert image_encoder.resolve_implementation("xla", jnp.bfloat16) == "xla"

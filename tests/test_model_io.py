@@ -6,6 +6,7 @@ PyTorch reference and gives our logits."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +202,24 @@ def test_resnet50_run_exported_for_the_release_loads_strictly_into_pytorch(tiny_
             tgt[None], ref[None, None], torch.from_numpy(prompt)[None, None]).numpy()[0]
     assert np.abs(want).max() > 1e-2
     np.testing.assert_allclose(ours, want, rtol=0, atol=LOGIT_TOL)
+
+    # the work directory moved (to Drive, say) without the files it was trained from: it
+    # carries its backbone, and SAM is given again (the notebook's path)
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(run, moved)
+    (tmp_path / "resnet50_v2.pth").unlink()
+    sam_copy = tmp_path / "elsewhere" / "sam.pth"
+    shutil.copy(sam_path, sam_copy)
+    assert not model_io.needs_sam(moved)
+    config = json.loads((moved / "config.json").read_text())
+    config["init"]["sam_checkpoint"] = str(tmp_path / "gone.pth")  # as on another machine
+    (moved / "config.json").write_text(json.dumps(config))
+    assert model_io.needs_sam(moved)
+    with pytest.raises(CheckpointError, match="gone.pth"):
+        model_io.load(moved)
+    again = model_io.load(moved, sam=sam_copy)
+    assert again.origin["sam"] == str(sam_copy)
+    assert again.origin["backbone"].startswith(f"{moved}/backbone")
+    predictor = VRPSamPredictor(again)
+    predictor.set_references([ref_image], [prompt])
+    np.testing.assert_array_equal(predictor.predict(target)[1], ours)

@@ -108,12 +108,24 @@ def test_prompt_decoding(models, embeddings, case, multimask, batch):
     np.testing.assert_allclose(np.asarray(iou), ref_iou.numpy(), rtol=0, atol=LOGIT_TOL)
 
 
-def _check_prediction(ref, got, threshold_margin=LOGIT_TOL):
-    (ref_logits, ref_iou, ref_low), (logits, iou, low) = ref, got
+def _check_prediction(ref_pred, pred, kwargs: dict, threshold_margin: float = LOGIT_TOL):
+    """Logits (full-size and low-res) and IoU within the tolerance, and the boolean masks
+    equal wherever the reference logit is further than `threshold_margin` from 0 (a pixel
+    closer may flip within the tolerance). Returns the reference's prediction."""
+    ref = ref_pred.predict(**kwargs, return_logits=True)
+    (ref_logits, ref_iou, ref_low), (logits, iou, low) = ref, pred.predict(**kwargs,
+                                                                            return_logits=True)
     assert logits.shape == ref_logits.shape
     np.testing.assert_allclose(low, ref_low, rtol=0, atol=LOGIT_TOL)
     np.testing.assert_allclose(iou, ref_iou, rtol=0, atol=LOGIT_TOL)
     np.testing.assert_allclose(logits, ref_logits, rtol=0, atol=LOGIT_TOL)
+    ref_masks, _, _ = ref_pred.predict(**kwargs)
+    got_masks, _, _ = pred.predict(**kwargs)
+    assert got_masks.dtype == bool and got_masks.shape == (logits.shape[0], 480, 640)
+    decided = np.abs(ref_logits) > threshold_margin
+    assert decided.mean() > 0.9
+    np.testing.assert_array_equal(got_masks[decided], ref_masks[decided])
+    return ref
 
 
 def test_predictor_non_square(models):
@@ -141,19 +153,11 @@ def test_predictor_non_square(models):
         dict(box=box, multimask_output=False),
         dict(point_coords=points, point_labels=labels, box=box, multimask_output=True),
     ]:
-        ref = ref_pred.predict(**kwargs, return_logits=True)
-        got = pred.predict(**kwargs, return_logits=True)
-        _check_prediction(ref, got)
-        ref_masks, _, _ = ref_pred.predict(**kwargs)
-        got_masks, _, _ = pred.predict(**kwargs)
-        assert got_masks.dtype == bool and got_masks.shape == (got[0].shape[0], 480, 640)
-        decided = np.abs(ref[0]) > LOGIT_TOL  # pixels whose sign the tolerance cannot flip
-        np.testing.assert_array_equal(got_masks[decided], ref_masks[decided])
+        ref = _check_prediction(ref_pred, pred, kwargs)
         first = first if first is not None else ref[2]
 
     # A previous prediction's low-res logits fed back as mask_input.
     mask_input = first[:1]
     kwargs = dict(point_coords=points, point_labels=labels, mask_input=mask_input,
                   multimask_output=False)
-    _check_prediction(ref_pred.predict(**kwargs, return_logits=True),
-                      pred.predict(**kwargs, return_logits=True))
+    _check_prediction(ref_pred, pred, kwargs)

@@ -1,4 +1,4 @@
-"""Parity of the Flax VRP-SAM with a PyTorch reference written from the spec (torch_vrp.py).
+"""Parity of the Flax VRP-SAM with a PyTorch reference (torch_vrp.py, from docs/COMPUTATION.md).
 
 Random weights (every parameter and BatchNorm statistic randomised), random inputs, float32.
 Tolerances: backbone features 1e-4 relative (max abs error / max abs value); VRP prompt
@@ -16,9 +16,15 @@ from torch_sam import build_torch_sam, state_dict_numpy
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
 import sam_port
-from vrp_sam_jax import checkpoints
-from vrp_sam_jax.conditions import CONDITIONS, simulate_condition
+from sam_port.checkpoint import convert_sam_state_dict
+from sam_port.convert import state_dict_to_params
+from sam_port.modeling.sam import abstract_params
+from sam_port.torch_pickle import load_state_dict
+from vrp_sam_jax.conditions import simulate_condition
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, make_backbone
+from vrp_sam_jax.names import CONDITIONS
+from vrp_sam_jax.weights.backbones import convert_backbone
+from vrp_sam_jax.weights.release import convert_release, read_release
 
 FEATURE_RTOL = 1e-4
 PROMPT_TOL = 1e-3
@@ -45,8 +51,7 @@ def test_backbone_features(backbone, size, tmp_path):
     ref = randomize_(TorchVRPEncoder(backbone, hidden_dim=32), seed=1)
     path = tmp_path / "backbone.pth"
     torch.save(ref.backbone_net.state_dict(), path)
-    name, params = checkpoints.convert_backbone(
-        sam_port.torch_pickle.load_state_dict(path), backbone, path)
+    name, params = convert_backbone(load_state_dict(path), backbone, path)
     assert name == backbone
     image = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
     with torch.no_grad():
@@ -85,11 +90,11 @@ def release_models(tmp_path_factory):
     torch_sam = build_torch_sam(sam_port.get_config("vit_b"), seed=4)
     path = tmp_path_factory.mktemp("vrp") / "best_model.pt"
     torch.save({k: torch.from_numpy(v) for k, v in torch_enc.state_dict_release().items()}, path)
-    weights = checkpoints.load_vrp(path, "resnet50")
-    sam_params = sam_port.convert.state_dict_to_params(
-        state_dict_numpy(torch_sam), sam_port.modeling.sam.abstract_params(torch_sam_config()),
+    weights = read_release(path, "resnet50")
+    sam_params = state_dict_to_params(
+        state_dict_numpy(torch_sam), abstract_params(torch_sam_config()),
         source="torch")
-    config = VRPSamConfig("resnet50", "vit_b", image_size=128)
+    config = VRPSamConfig(backbone="resnet50", sam_type="vit_b", image_size=128)
     params = {**weights.params, "sam": sam_params}
     return TorchVRPSam(torch_enc, torch_sam, image_size=128).eval(), config, params
 
@@ -130,8 +135,8 @@ def tiny_models():
     torch_enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=5)
     torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=6)
     torch_model = TorchVRPSam(torch_enc, torch_sam, image_size=96).eval()
-    weights = checkpoints.convert_release(torch_enc.state_dict_release(), None, "mem")
-    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    weights = convert_release(torch_enc.state_dict_release(), None, "mem")
+    sam = convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
     return torch_model, weights, {**weights.params, "sam": sam.params}
 
 
@@ -140,7 +145,7 @@ def test_end_to_end_tiny_with_sam_encoder(tiny_models):
     with align_corners=True), batch of 2 episodes with 2 shots each."""
     torch_model, weights, params = tiny_models
     assert weights.backbone == "resnet_tiny" and weights.hidden_dim == 32
-    config = VRPSamConfig("resnet_tiny", "tiny", image_size=96)
+    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
     eps = [_episode(96, 2, "mask", seed=s) for s in (11, 12)]
     refs, masks, target = (np.concatenate(parts) for parts in zip(*eps, strict=True))
     with torch.no_grad():
@@ -166,7 +171,7 @@ def test_bfloat16_compute_and_fused_attention(tiny_models):
         want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
 
     def logits(**compute):
-        config = VRPSamConfig("resnet_tiny", "tiny", image_size=96, **compute)
+        config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96, **compute)
         return jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
 
     fused = logits(attention="xla")
@@ -181,7 +186,7 @@ def test_bfloat16_compute_and_fused_attention(tiny_models):
     assert 0 < diff.mean() < BF16_MEAN_REL * scale
     assert diff.max() < BF16_MAX_REL * scale
     with pytest.raises(ValueError, match="compute dtype"):
-        VRPSamConfig("resnet_tiny", "tiny", compute_dtype="float8")
+        VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", compute_dtype="float8")
 
 
 def test_trainable_parameter_count_resnet50(capsys):
@@ -195,8 +200,8 @@ def test_geometric_prompts_combine_with_vrp_prompts():
     """Points given with the VRP prompts: SAM's point embeddings first, then the 50 VRP
     tokens, decoded together (the release's `forward_prompt_encoder` with points)."""
     torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=8)
-    sam = sam_port.checkpoint.convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
-    config = VRPSamConfig("resnet_tiny", "tiny", image_size=96)
+    sam = convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
+    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
     rng = np.random.default_rng(3)
     embeddings = rng.normal(size=(1, 8, 8, 32)).astype(np.float32)
     prompts = rng.normal(size=(1, 50, 32)).astype(np.float32)

@@ -49,7 +49,7 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
                                config.train.global_batch, progress=progress,
                                on_batch=on_batch, desc="novel categories")
 
-    untrained = evaluate(initial_params(config, model, workdir)[0])
+    untrained = evaluate(initial_params(config, model, workdir, training=True)[0])
     result = train(config, workdir, progress=progress)
     trained_model = model_io.load(workdir)  # the best checkpoint
     rows: list[np.ndarray] = []

@@ -57,7 +57,8 @@ def needs_sam(source: str | Path) -> bool:
     path = Path(source)
     if run_dir.is_run_dir(path):
         config = run_dir.read_config(path)
-        return not config.init.random and not Path(config.init.sam_checkpoint).exists()
+        return not config.init.random and not (config.init.sam_checkpoint
+                                               and Path(config.init.sam_checkpoint).exists())
     if path.is_dir():
         sam = directory.read_meta(path)["sam"]
         return sam is None or ("file" in sam and not Path(str(sam["file"])).is_file())
@@ -71,15 +72,10 @@ def _check(found: str, asked: str | None, what: str, path: Path) -> None:
 
 def _from_run(path: Path, which: str | int, sam: str | Path | None, sam_type: str | None,
               backbone: str | None) -> LoadedModel:
-    _, model = run_dir.restore(path, which)
-    _check(model.config.backbone, backbone, "backbone", path)
-    _check(model.config.sam_type, sam_type, "SAM", path)
-    if sam is None:
-        return model
-    loaded = sam_port.load_sam(sam, model.config.sam_type)
-    return dataclasses.replace(model, params={**model.params, "sam": loaded.params},
-                               origin={**model.origin, "sam": str(Path(sam).absolute())},
-                               sam_file=str(sam) if Path(sam).is_file() else None)
+    config = run_dir.read_config(path)
+    _check(config.model.backbone, backbone, "backbone", path)
+    _check(config.model.sam_type, sam_type, "SAM", path)
+    return run_dir.restore(path, which, sam)[1]
 
 
 def _from_directory(path: Path, sam: str | Path | None, sam_type: str | None,
@@ -110,8 +106,9 @@ def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
         raise CheckpointError(
             f"{path}: VRP prompts are {weights.hidden_dim}-d but the SAM in {sam} "
             f"({loaded.model_type}) takes {loaded.config.prompt_embed_dim}-d prompts")
-    config = VRPSamConfig(weights.backbone, loaded.model_type, image_size, weights.num_queries,
-                          weights.num_heads)
+    config = VRPSamConfig(backbone=weights.backbone, sam_type=loaded.model_type,
+                          image_size=image_size, num_queries=weights.num_queries,
+                          num_heads=weights.num_heads)
     where = str(path.absolute())
     return LoadedModel(config, {**weights.params, "sam": loaded.params},
                        {"backbone": where, "encoder": where, "sam": str(Path(sam).absolute())},

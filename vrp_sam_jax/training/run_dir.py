@@ -7,8 +7,10 @@
   the end of each epoch, asynchronously (orbax `CheckpointManager`); a run resumes from the
   newest one.
 - `best/<step>/`: the trainable parameters with the best validation mIoU (one kept).
-- `frozen/`: the frozen parameters when they were randomly initialised (toy, tests); otherwise
-  they are the files `init.sam_checkpoint` and `init.backbone_checkpoint` name.
+- `frozen/`: the frozen parameters when they were randomly initialised (toy, tests).
+- `backbone/`: otherwise, a copy of the frozen backbone (`init.backbone_checkpoint`), so the
+  directory can be moved (to Drive, to GCS) without it; SAM stays in the official file
+  `init.sam_checkpoint` names (`model_io.load(..., sam=)` when that file moved).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
 from vrp_sam_jax.training import partition
-from vrp_sam_jax.weights.backbones import load_backbone
+from vrp_sam_jax.weights.backbones import META as BACKBONE_META
+from vrp_sam_jax.weights.backbones import load_backbone, save_backbone
 
 CONFIG = "config.json"
 FROZEN = "frozen"
 FROZEN_META = "frozen.json"
+BACKBONE = "backbone"  # the run's copy of its frozen backbone (a converted backbone dir)
 PARTS = ("backbone", "encoder", "sam")
 
 
@@ -155,31 +159,51 @@ class Checkpoints:
         self.best.close()
 
 
-def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig,
-                   workdir: Path) -> tuple[dict, dict]:
-    """(params, origin of each part) before training: random weights (`init.random`: toy,
-    tests; kept under `workdir/frozen` so a resumed run or an evaluation sees the same ones)
-    or SAM and the backbone from their checkpoints with a freshly initialised VRP encoder."""
-    frozen_dir = Path(workdir).absolute() / FROZEN
+def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workdir: Path,
+                   *, training: bool = False, sam: str | Path | None = None
+                   ) -> tuple[dict, dict]:
+    """(params, origin of each part) before training. Random weights (`init.random`: toy,
+    tests) are kept under `workdir/frozen`, so a resumed run or an evaluation sees the same
+    ones. Otherwise SAM comes from `init.sam_checkpoint` (or `sam`), the backbone from the
+    run's copy `workdir/backbone` (written at the start of training, so the work directory
+    travels without the backbone file), and the VRP encoder is freshly initialised. Only
+    `training` writes: reading a run never changes it."""
+    workdir = Path(workdir).absolute()
+    frozen_dir = workdir / FROZEN
     if config.init.random:
         origin = {part: f"{frozen_dir} (random, seed {config.init.seed})" for part in PARTS}
         if (frozen_dir / FROZEN_META).is_file():
-            return restore_params_dir(frozen_dir, abstract_params(model), "initial"), origin
-        params = init_params(model, config.init.seed)
-        if jax.process_index() == 0:
-            save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
+            params = restore_params_dir(frozen_dir, abstract_params(model), "initial")
+        elif not training:
+            raise InputError(f"{workdir}: no {FROZEN}/{FROZEN_META}: the run's random initial "
+                             "weights are missing")
+        else:
+            params = init_params(model, config.init.seed)
+            if jax.process_index() == 0:
+                save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
+        if sam is not None:
+            params = {**params, "sam": sam_port.load_sam(sam, model.sam_type).params}
+            origin["sam"] = str(Path(sam).absolute())
         return params, origin
     if not config.init.sam_checkpoint or not config.init.backbone_checkpoint:
         raise ConfigError("set config.init.sam_checkpoint and config.init.backbone_checkpoint "
                           "(official SAM .pth, backbone weights), or init.random=True")
-    sam = sam_port.load_sam(config.init.sam_checkpoint, model.sam_type)
-    _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
+    sam = sam if sam is not None else config.init.sam_checkpoint
+    copy = workdir / BACKBONE
+    if (copy / BACKBONE_META).is_file():
+        _, backbone = load_backbone(copy, model.backbone)
+        backbone_origin = f"{copy} (copy of {config.init.backbone_checkpoint})"
+    else:
+        _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
+        backbone_origin = str(config.init.backbone_checkpoint)
+        if training and jax.process_index() == 0:
+            save_backbone(model.backbone, backbone, copy)
     encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
         jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
-    origin = {"backbone": str(config.init.backbone_checkpoint),
-              "encoder": f"random (seed {config.init.seed})",
-              "sam": str(config.init.sam_checkpoint)}
-    return {"backbone": backbone, "encoder": encoder, "sam": sam.params}, origin
+    origin = {"backbone": backbone_origin, "encoder": f"random (seed {config.init.seed})",
+              "sam": str(Path(sam).absolute())}
+    return {"backbone": backbone, "encoder": encoder,
+            "sam": sam_port.load_sam(sam, model.sam_type).params}, origin
 
 
 def _trained_origin(part: str, prefixes: tuple[str, ...], before: str, checkpoint: str) -> str:
@@ -191,15 +215,15 @@ def _trained_origin(part: str, prefixes: tuple[str, ...], before: str, checkpoin
     return f"{before}, with {', '.join(touched)} from {checkpoint}"
 
 
-def restore(workdir: str | Path, which: str | int = "best"
+def restore(workdir: str | Path, which: str | int = "best", sam: str | Path | None = None
             ) -> tuple[ml_collections.ConfigDict, LoadedModel]:
     """A run's config and its model: the trained parameters of the best checkpoint (the
     latest when validation has not run yet), the latest, or the checkpoint of step `which`,
-    over the frozen parts."""
+    over the frozen parts; `sam` replaces the SAM the run names (an official file moved)."""
     workdir = Path(workdir).absolute()
     config = read_config(workdir)
     model = model_config(config)
-    params, origin = initial_params(config, model, workdir)
+    params, origin = initial_params(config, model, workdir, sam=sam)
     prefixes = tuple(config.train.trainable)
     abstract_trainable, _ = partition.split(abstract_params(model), prefixes)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -216,7 +240,7 @@ def restore(workdir: str | Path, which: str | int = "best"
     info = {"kind": "run", "workdir": str(workdir), **info, "trained": list(prefixes),
             "trained_on": {"benchmark": config.data.benchmark, "fold": config.data.fold,
                            "shots": config.data.shots, "condition": config.data.condition}}
-    sam_file = (None if config.init.random or trained_sam
-                or not Path(config.init.sam_checkpoint).is_file()
-                else str(config.init.sam_checkpoint))
+    sam_path = sam if sam is not None else config.init.sam_checkpoint
+    sam_file = (None if trained_sam or (config.init.random and sam is None)
+                or not Path(sam_path).is_file() else str(Path(sam_path).absolute()))
     return config, LoadedModel(model, partition.merge(trainable, params), origin, info, sam_file)

@@ -80,7 +80,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
     optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                         config.train.weight_decay, config.train.b1,
                                         config.train.b2)
-    params, _ = initial_params(config, model, workdir)
+    params, _ = initial_params(config, model, workdir, training=True)
     try:
         trainable, frozen = partition.split(params, tuple(config.train.trainable))
     except ValueError as e:
