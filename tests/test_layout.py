@@ -160,6 +160,22 @@ def test_configs_are_complete_data_files():
         load_config("pascall")
 
 
+def test_an_incomplete_config_file_is_refused(tmp_path):
+    from vrp_sam_jax.config import load_config
+    from vrp_sam_jax.errors import ConfigError
+
+    text = (REPO / "configs" / "toy.py").read_text()
+    incomplete = tmp_path / "mine.py"
+    incomplete.write_text(text.replace('"lr": 2e-3,', '').replace('"log": {', '"logs": {'))
+    with pytest.raises(ConfigError, match=r"mine.py: not a complete VRP-SAM config: unknown "
+                                          r"section 'logs'; missing train.lr; missing log"):
+        load_config(str(incomplete))
+    wrong = tmp_path / "wrong.py"
+    wrong.write_text(text.replace('"condition": "mask",', '"condition": "lasso",'))
+    with pytest.raises(ConfigError, match="data.condition='lasso' is not one of"):
+        load_config(str(wrong))
+
+
 def test_pyproject_lists_every_package():
     packages = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"]

@@ -81,12 +81,14 @@ def _from_run(path: Path, which: str | int, sam: str | Path | None, sam_type: st
 def _from_directory(path: Path, sam: str | Path | None, sam_type: str | None,
                     backbone: str | None) -> LoadedModel:
     converted = directory.read_directory(path, backbone)
-    recorded = (converted.sam or {}).get("model_type")
     info = {"kind": "converted", "path": str(path.absolute()),
             "exported_from": converted.origin}
+    if sam is not None:  # the user's SAM, of whatever type they ask
+        return _with_sam(converted.weights, converted.image_size, sam, None, sam_type, path,
+                         info)
     return _with_sam(converted.weights, converted.image_size,
-                     sam if sam is not None else directory.sam_location(path, converted),
-                     recorded, sam_type, path, info)
+                     directory.sam_location(path, converted),
+                     (converted.sam or {}).get("model_type"), sam_type, path, info)
 
 
 def _require_sam(sam: str | Path | None, path: Path) -> None:
@@ -109,11 +111,10 @@ def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
     config = VRPSamConfig(backbone=weights.backbone, sam_type=loaded.model_type,
                           image_size=image_size, num_queries=weights.num_queries,
                           num_heads=weights.num_heads)
-    where = str(path.absolute())
+    where, sam_path = str(path.absolute()), str(Path(sam).absolute())
     return LoadedModel(config, {**weights.params, "sam": loaded.params},
-                       {"backbone": where, "encoder": where, "sam": str(Path(sam).absolute())},
-                       info,
-                       str(sam) if Path(sam).is_file() else None)
+                       {"backbone": where, "encoder": where, "sam": sam_path}, info,
+                       sam_path if Path(sam).is_file() else None)
 
 
 def vrp_weights(model: LoadedModel) -> VRPWeights:
