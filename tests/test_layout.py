@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -182,3 +183,37 @@ def test_pyproject_lists_every_package():
     in_tree = {_module_name(p.parent / "__init__.py") for lib in LIBRARIES
                for p in (REPO / lib).rglob("__init__.py")}
     assert set(packages) == in_tree | {"vrp_sam_jax.configs"}
+
+
+def test_an_installed_package_has_its_configs_and_split_lists(tmp_path):
+    """A non-editable install (a wheel's layout, run from elsewhere) names the shipped configs
+    without a path and reads the split lists it carries."""
+    import importlib.metadata
+    import shutil
+
+    setuptools = importlib.metadata.version("setuptools")
+    if int(setuptools.split(".")[0]) < 68:
+        pytest.skip(f"setuptools {setuptools} cannot build this project without isolation")
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    for name in ("sam_port", "vrp_sam_jax", "configs"):
+        shutil.copytree(REPO / name, source / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(source)],
+                   check=True, capture_output=True, text=True)
+    code = ("import vrp_sam_jax, vrp_sam_jax.configs as c; "
+            "from vrp_sam_jax.config import load_config; "
+            "from vrp_sam_jax.data import protocols; "
+            "config = load_config('pascal:vgg16,box'); "
+            "print(vrp_sam_jax.__file__, c.__file__, config.model.backbone, "
+            "config.data.condition, len(protocols.episodes('pascal', 0, 1, 'hsnet', 3)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    package, configs, backbone, condition, episodes = out.stdout.split()
+    assert package.startswith(str(target)) and configs.startswith(str(target / "vrp_sam_jax"))
+    assert (backbone, condition, episodes) == ("vgg16", "box", "3")

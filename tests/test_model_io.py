@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +65,10 @@ def test_a_trained_run_flows_into_predict_evaluate_and_export(toy_run, tmp_path,
     assert main(["export", "--checkpoint", str(toy_run), "--output",
                  str(tmp_path / "exported")]) == 0
     assert _last_json(capsys)["format"] == "jax"
+    script = Path(__file__).resolve().parent / "scripts" / "load_without_torch.py"
+    loaded = subprocess.run([sys.executable, str(script), "vrp", str(tmp_path / "exported")],
+                            capture_output=True, text=True)
+    assert loaded.stdout.strip() == "ok", loaded.stderr[-2000:]  # no PyTorch needed
     from_export = _predict(tmp_path / "exported", paths, tmp_path / "export_out")
     capsys.readouterr()
     for name in ("t1", "t2"):
@@ -201,6 +207,8 @@ def test_resnet50_run_exported_for_the_release_loads_strictly_into_pytorch(tiny_
         want = TorchVRPSam(reference, torch_sam, image_size=64).eval()(
             tgt[None], ref[None, None], torch.from_numpy(prompt)[None, None]).numpy()[0]
     assert np.abs(want).max() > 1e-2
+    print(f"release export: max abs logit diff {np.abs(ours - want).max():.1e}, "
+          f"max |logit| {np.abs(want).max():.3f}")
     np.testing.assert_allclose(ours, want, rtol=0, atol=LOGIT_TOL)
 
     # the work directory moved (to Drive, say) without the files it was trained from: it
