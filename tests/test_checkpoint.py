@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -159,3 +160,62 @@ def test_image_embedding_reused_across_prompts(tiny_checkpoint):
         pred.predict(point_coords=np.array([[10.0 * x, 5.0]]), point_labels=np.array([1]))
     assert pred.get_image_embedding() is features
     assert jax.tree.leaves(features)[0].shape == (1, 8, 8, 32)
+
+
+def _crafted(path, size, stride, offset=0, numel=6, data_bytes=24, memo_index=None):
+    """A one-tensor checkpoint whose pickle declares the given view of a float storage."""
+    from sam_port import torch_save as ts
+
+    storage = ts._tuple([ts._text("storage"), ts._global("torch", "FloatStorage"),
+                         ts._text("0"), ts._text("cpu"), ts._int(numel)])
+    args = ts._tuple([storage + b"Q", ts._int(offset), ts._tuple([ts._int(d) for d in size]),
+                      ts._tuple([ts._int(s) for s in stride]), b"\x89", ts._ordered_dict()])
+    memo = b"" if memo_index is None else b"r" + memo_index.to_bytes(4, "little")
+    pkl = (b"\x80\x02" + ts._ordered_dict() + memo + b"(" + ts._text("w")
+           + ts._global("torch._utils", "_rebuild_tensor_v2") + args + b"Ru.")
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pkl)
+        z.writestr("archive/data/0", b"\x01" * data_bytes)
+    return path
+
+
+@pytest.mark.parametrize("case,message", [
+    ("past_end", "reaches past its storage"),
+    ("negative_stride", "is invalid"),
+    ("negative_offset", "is invalid"),
+    ("stride_zero_huge", "reaches past its storage"),
+    ("numel_beyond_data", "is truncated"),
+    ("memo_index", "memo index"),
+])
+def test_reader_checks_every_view_against_its_storage(tmp_path, case, message):
+    path = tmp_path / f"{case}.pth"
+    kwargs = {"past_end": dict(size=(3, 4), stride=(4, 1)),
+              "negative_stride": dict(size=(2,), stride=(-1,), offset=1),
+              "negative_offset": dict(size=(2,), stride=(1,), offset=-4),
+              "stride_zero_huge": dict(size=(1 << 20, 1 << 20), stride=(0, 0)),
+              "numel_beyond_data": dict(size=(6,), stride=(1,), numel=1 << 40),
+              "memo_index": dict(size=(6,), stride=(1,), memo_index=0xFFFFFFF0)}[case]
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_torch_file(_crafted(path, **kwargs))
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+    ok = load_torch_file(_crafted(tmp_path / "ok.pth", (2, 3), (3, 1)))
+    np.testing.assert_array_equal(ok["w"], np.frombuffer(b"\x01" * 24, np.float32)
+                                  .reshape(2, 3))
+
+
+def test_reader_survives_fuzzing_under_a_memory_limit(tmp_path):
+    """A few hundred random mutations of a small valid file: each loads or is refused with a
+    one-line CheckpointError; never a crash, a hang, a memory blow-up or another exception."""
+    base = torch.arange(12.0)
+    torch.save({"w": torch.randn(3, 4), "t": torch.randn(4, 3).t(), "v": base[2:7],
+                "i": torch.arange(5), "s": torch.tensor(2.5), "b": base[8:]},
+               tmp_path / "good.pth")
+    script = Path(__file__).resolve().parent / "scripts" / "fuzz_torch_reader.py"
+    for seed in (0, 1):
+        result = subprocess.run([sys.executable, str(script), str(tmp_path / "good.pth"),
+                                 str(tmp_path), "300", str(seed)], capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        report = json.loads(result.stdout.strip().splitlines()[-1])
+        assert report["other_count"] == 0, report
+        assert report["loaded"] > 0 and report["refused"] > 100, report
