@@ -83,7 +83,7 @@ def test_download_checks_hash_and_extracts(server, tmp_path):
     got = downloads.download(f"{url}/{name}", tmp_path / "out" / name, digest[:6],
                              progress=False)
     assert got.read_bytes() == payload
-    with pytest.raises(downloads.DownloadError, match="does not start with"):
+    with pytest.raises(downloads.DownloadError, match="does not match its published SHA-256"):
         downloads.download(f"{url}/{name}", tmp_path / "bad.pth", "ffffff", progress=False)
     assert not (tmp_path / "bad.pth").exists()
     with pytest.raises(downloads.DownloadError, match="download failed"):

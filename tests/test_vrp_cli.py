@@ -189,7 +189,8 @@ def test_convert_backbone(files, capsys):
     ("missing_ref", "no such image file"),
     ("corrupt_target", "corrupt.jpg: not a readable image"),
     ("empty_mask", "empty.png: empty reference annotation"),
-    ("box_outside", "empty reference annotation"),
+    ("box_outside", "ref.jpg (box): box (500.0, 500.0, 600.0, 600.0) lies outside the "
+                    "200x160 image"),
     ("mask_size", "small.png: annotation is 10x10 but reference"),
     ("count", "1 reference image(s) but 2 box annotation(s)"),
     ("sam_as_vrp", "not a VRP-SAM checkpoint"),

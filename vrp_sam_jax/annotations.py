@@ -32,11 +32,13 @@ def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
         label = str(annotation)
         out = (resize_mask_nearest(drawn, size).astype(np.float32) if kind == "mask"
                else conditions.rasterize_scribble(drawn, size))
-    elif kind == "box":
-        out, label = conditions.rasterize_boxes(annotation, image_shape, size), f"{reference} (box)"
     else:
-        out = conditions.rasterize_points(annotation, image_shape, size)
-        label = f"{reference} (points)"
+        label = f"{reference} ({kind})"
+        rasterize = conditions.rasterize_boxes if kind == "box" else conditions.rasterize_points
+        try:
+            out = rasterize(annotation, image_shape, size)
+        except ValueError as e:
+            raise InputError(f"{label}: {e}") from e
     if not out.any():
         raise InputError(f"{label}: empty reference annotation (no foreground pixel)")
     return out

@@ -159,26 +159,37 @@ def _scale(shape: tuple[int, int], size: int) -> tuple[float, float]:
 def rasterize_boxes(boxes: list[tuple[float, float, float, float]], image_shape: tuple[int, int],
                     size: int) -> np.ndarray:
     """Boxes x0,y0,x1,y1 (pixels of the original image) -> filled boxes on the size x size
-    grid (union of all boxes)."""
+    grid (union of all boxes, outward-rounded). A box is clipped to the image; one that lies
+    wholly outside it, or is empty or not finite, is refused (ValueError)."""
+    h, w = image_shape
     sx, sy = _scale(image_shape, size)
     out = np.zeros((size, size), np.float32)
-    for x0, y0, x1, y1 in boxes:
+    for box in boxes:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        if not all(np.isfinite((x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+            raise ValueError(f"box {box} is empty or not finite (need x0 < x1, y0 < y1)")
+        x0, x1, y0, y1 = max(x0, 0.0), min(x1, float(w)), max(y0, 0.0), min(y1, float(h))
+        if x1 <= x0 or y1 <= y0:
+            raise ValueError(f"box {box} lies outside the {w}x{h} image")
         c0, r0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
         c1, r1 = int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))
-        out[max(r0, 0) : min(max(r1, r0 + 1), size), max(c0, 0) : min(max(c1, c0 + 1), size)] = 1
+        out[r0 : min(max(r1, r0 + 1), size), c0 : min(max(c1, c0 + 1), size)] = 1
     return out
 
 
 def rasterize_points(points: list[tuple[float, float]], image_shape: tuple[int, int],
                      size: int) -> np.ndarray:
     """Points x,y (original pixels) -> one pixel each on the size x size grid, as the
-    release's point condition marks single pixels."""
+    release's point condition marks single pixels. A point outside the image (or not
+    finite) is refused (ValueError), not moved to the border."""
+    h, w = image_shape
     sx, sy = _scale(image_shape, size)
     out = np.zeros((size, size), np.float32)
-    for x, y in points:
-        c = min(max(int(np.floor(x * sx)), 0), size - 1)
-        r = min(max(int(np.floor(y * sy)), 0), size - 1)
-        out[r, c] = 1
+    for point in points:
+        x, y = (float(v) for v in point)
+        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
+            raise ValueError(f"point {point} lies outside the {w}x{h} image")
+        out[min(int(np.floor(y * sy)), size - 1), min(int(np.floor(x * sx)), size - 1)] = 1
     return out
 
 

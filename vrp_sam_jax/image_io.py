@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vrp_sam_jax.errors import InputError
 
@@ -18,16 +18,41 @@ def require_files(paths: Sequence[str | Path], what: str = "image") -> None:
             raise InputError(f"{p}: no such {what} file")
 
 
+_UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+               Image.DecompressionBombError)
+
+
+def _displayed(img: Image.Image) -> Image.Image:
+    """The image as people see it: EXIF orientation applied (phone photos)."""
+    return ImageOps.exif_transpose(img)
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: keep the high byte
+        high = np.clip(np.asarray(img, np.int64) >> 8, 0, 255).astype(np.uint8)
+        return np.repeat(high[..., None], 3, axis=-1)
+    return np.asarray(img.convert("RGB"))
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB image as an HxWx3 uint8 array."""
+    """An RGB image as an HxWx3 uint8 array, in its displayed orientation (EXIF applied;
+    16-bit images scaled, not clipped). Images larger than PIL's decompression-bomb limit are
+    refused. (Dataset readers, `data/sources.py`, read pixels as stored, as the benchmarks'
+    masks are aligned to them.)"""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
     try:
         with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            return _to_rgb(_displayed(img))
+    except _UNREADABLE as e:
         raise InputError(f"{path}: not a readable image ({e})") from e
+
+
+def require_images(paths: Sequence[str | Path]) -> None:
+    """Each path is a readable image (decoded once, before any long work starts)."""
+    for p in paths:
+        read_image(p)
 
 
 def write_mask(path: str | Path, mask: np.ndarray) -> None:
@@ -48,13 +73,15 @@ def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 40, 40), alpha: flo
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """A mask or scribble PNG as an HxW bool array: any non-zero pixel is foreground (for
-    RGB/RGBA files, any non-zero channel; a fully transparent pixel is background)."""
+    """A mask or scribble PNG as an HxW bool array, in its displayed orientation: any non-zero
+    pixel is foreground (for RGB/RGBA files, any non-zero channel; a fully transparent pixel
+    is background)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such mask file")
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as raw:
+            img = _displayed(raw)
             if img.mode in ("RGBA", "LA"):
                 arr = np.asarray(img.convert("RGBA"))
                 return np.any(arr[..., :3] > 0, axis=-1) & (arr[..., 3] > 0)
@@ -62,6 +89,6 @@ def read_mask(path: str | Path) -> np.ndarray:
                 return np.asarray(img) > 0  # palette index 0 is background (VOC style)
             arr = np.asarray(img.convert("RGB") if img.mode not in ("1", "L", "I", "I;16")
                              else img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+    except _UNREADABLE as e:
         raise InputError(f"{path}: not a readable mask image ({e})") from e
     return np.any(arr > 0, axis=-1) if arr.ndim == 3 else arr > 0

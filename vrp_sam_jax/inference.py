@@ -15,6 +15,7 @@ image files and writes each target's mask, overlay and (optionally) logits.
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
@@ -104,26 +105,55 @@ class VRPSamPredictor:
         return predict_logits(self.model.config, self.model.params, self.reference, batch)
 
 
-def unique_stems(paths: Sequence[str | Path]) -> list[str]:
-    """An output name per target: its file stem, numbered when stems clash (x, x_2, ...)."""
-    seen: dict[str, int] = {}
-    stems = []
+OUTPUTS = ("{}.png", "{}_overlay.png", "{}_logits.npy")
+
+
+def output_names(paths: Sequence[str | Path]) -> list[str]:
+    """An output name per target, its file stem, numbered (x_2, x_3, ...) where any of its
+    files (`OUTPUTS`) would be another target's: a/x.png and b/x.png, or a target named
+    x_overlay.png beside x.png, never overwrite each other."""
+    taken: set[str] = set()
+    names = []
     for p in paths:
-        stem = Path(p).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        stems.append(stem if seen[stem] == 1 else f"{stem}_{seen[stem]}")
-    return stems
+        stem, n, name = Path(p).stem, 1, Path(p).stem
+        while any(f.format(name) in taken for f in OUTPUTS):
+            n += 1
+            name = f"{stem}_{n}"
+        taken.update(f.format(name) for f in OUTPUTS)
+        names.append(name)
+    return names
+
+
+def output_dir(path: str | Path) -> Path:
+    """`path` as a writable directory (created), or an InputError saying why not."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path}: cannot create the output directory ({e.strerror})") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: the output directory is not writable")
+    return path
+
+
+def _write_atomic(path: Path, write) -> None:
+    """`write(temporary path)`, then rename: a killed run leaves no half-written file."""
+    partial = path.with_name(f".{path.name}.partial{path.suffix}")
+    write(partial)
+    os.replace(partial, path)
 
 
 def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
-                  output_dir: str | Path, batch_size: int = 8, save_logits: bool = False,
+                  output_dir_path: str | Path, batch_size: int = 8, save_logits: bool = False,
                   progress: bool = True) -> list[dict]:
     """Segment image files with the predictor's references: `NAME.png` (the mask at the
-    target's size), `NAME_overlay.png` and, with `save_logits`, `NAME_logits.npy` (model
-    grid) under `output_dir`. Targets are read lazily, at most two batches held."""
+    target's displayed size), `NAME_overlay.png` and, with `save_logits`, `NAME_logits.npy`
+    (model grid) under `output_dir_path`, each written whole or not at all. Targets are read
+    lazily, at most two batches held."""
     require_files(targets)  # fail before any work on a missing target
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(output_dir_path)
     read: collections.deque = collections.deque()  # images read, not yet written out
 
     def images():
@@ -134,14 +164,17 @@ def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
     # a batch never holds more targets than there are
     results = predictor.predict_many(images(), min(batch_size, len(targets)))
     written = []
-    for path, stem, (mask, logits) in tqdm(
-            zip(targets, unique_stems(targets), results, strict=True), total=len(targets),
+    for path, name, (mask, logits) in tqdm(
+            zip(targets, output_names(targets), results, strict=True), total=len(targets),
             desc="targets", unit="image", disable=not progress or None):
         image = read.popleft()
-        write_mask(out / f"{stem}.png", mask)
-        Image.fromarray(overlay(image, mask)).save(out / f"{stem}_overlay.png")
+        mask_path = out / OUTPUTS[0].format(name)
+        _write_atomic(mask_path, lambda p, m=mask: write_mask(p, m))
+        _write_atomic(out / OUTPUTS[1].format(name),
+                      lambda p, i=image, m=mask: Image.fromarray(overlay(i, m)).save(p))
         if save_logits:
-            np.save(out / f"{stem}_logits.npy", logits)
-        written.append({"target": str(path), "mask": str(out / f"{stem}.png"),
+            _write_atomic(out / OUTPUTS[2].format(name),
+                          lambda p, x=logits: np.save(p, x))
+        written.append({"target": str(path), "mask": str(mask_path),
                         "foreground": round(float(mask.mean()), 4)})
     return written

@@ -35,12 +35,13 @@ def _load(args: argparse.Namespace, **kwargs):
 
 def predict(args: argparse.Namespace) -> int:
     from vrp_sam_jax import annotations
-    from vrp_sam_jax.image_io import read_image, require_files
-    from vrp_sam_jax.inference import VRPSamPredictor, predict_files
+    from vrp_sam_jax.image_io import read_image, require_images
+    from vrp_sam_jax.inference import VRPSamPredictor, output_dir, predict_files
 
     kind, values = _annotation(args)
     refs = [read_image(p) for p in args.reference]
-    require_files(args.targets)  # before the model is loaded
+    require_images(args.targets)  # every target decodes, before any work or output
+    output_dir(args.output_dir)
     model = _load(args, compute_dtype=args.compute_dtype)
     predictor = VRPSamPredictor(model)
     predictor.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from vrp_sam_jax import names
 
@@ -17,19 +18,24 @@ def positive_int(text: str) -> int:
     return value
 
 
-def point(text: str) -> tuple[float, float]:
+def _numbers(text: str, count: int, what: str) -> list[float]:
     try:
-        x, y = (float(v) for v in text.split(","))
+        values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a point 'x,y', got {text!r}") from None
+        values = []
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected a {what} of {count} finite numbers, got "
+                                         f"{text!r}")
+    return values
+
+
+def point(text: str) -> tuple[float, float]:
+    x, y = _numbers(text, 2, "point 'x,y'")
     return x, y
 
 
 def box(text: str) -> tuple[float, float, float, float]:
-    try:
-        x0, y0, x1, y1 = (float(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a box 'x0,y0,x1,y1', got {text!r}") from None
+    x0, y0, x1, y1 = _numbers(text, 4, "box 'x0,y0,x1,y1'")
     if x1 <= x0 or y1 <= y0:
         raise argparse.ArgumentTypeError(f"box {text!r} is empty (need x0 < x1 and y0 < y1)")
     return x0, y0, x1, y1

@@ -1,0 +1,111 @@
+"""Downloads against a local HTTP server (127.0.0.1) that supports range requests and, on
+purpose, misbehaves: cut-short transfers, resumed replies at the wrong offset, a complete
+partial file left by a kill before the rename."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import re
+import threading
+
+import pytest
+
+from vrp_sam_jax import downloads
+
+PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
+DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    """/file: the payload with Range support; /short: announces the whole payload, sends
+    half; /bad-offset: answers a range with 206 from byte 0; /no-length: the payload without
+    a Content-Length."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        if match:
+            start = int(match.group(1))
+        if self.path == "/short":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(PAYLOAD)))
+            self.end_headers()
+            self.wfile.write(PAYLOAD[: len(PAYLOAD) // 2])
+            return
+        if self.path == "/no-length":
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(PAYLOAD)
+            return
+        if match and start >= len(PAYLOAD):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        if match:
+            offset = 0 if self.path == "/bad-offset" else start
+            body = PAYLOAD[offset:]
+            self.send_response(206)
+            self.send_header("Content-Range",
+                             f"bytes {offset}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        else:
+            body = PAYLOAD
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.fixture()
+def url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_a_transfer_cut_short_is_not_the_file(url, tmp_path):
+    dest = tmp_path / "weights.pth"
+    with pytest.raises(downloads.DownloadError, match="cut short") as info:
+        downloads.download(f"{url}/short", dest, progress=False)
+    assert "\n" not in str(info.value)
+    assert not dest.exists()  # only the .part, to resume
+    assert (tmp_path / "weights.pth.part").stat().st_size == len(PAYLOAD) // 2
+
+
+def test_a_partial_file_is_resumed_with_and_without_a_hash(url, tmp_path):
+    for sha in (None, DIGEST[:8]):
+        dest = tmp_path / f"resume_{sha}.bin"
+        dest.with_name(dest.name + ".part").write_bytes(PAYLOAD[:1000])
+        assert downloads.download(f"{url}/file", dest, sha, progress=False).read_bytes() \
+            == PAYLOAD
+
+
+def test_a_complete_part_left_by_a_kill_is_finished(url, tmp_path):
+    dest = tmp_path / "done.bin"
+    dest.with_name(dest.name + ".part").write_bytes(PAYLOAD)  # the server answers 416
+    assert downloads.download(f"{url}/file", dest, DIGEST[:6], progress=False).read_bytes() \
+        == PAYLOAD
+    assert not dest.with_name(dest.name + ".part").exists()
+
+
+def test_a_resume_at_the_wrong_offset_starts_again(url, tmp_path):
+    dest = tmp_path / "offset.bin"
+    dest.with_name(dest.name + ".part").write_bytes(PAYLOAD[:5000])
+    assert downloads.download(f"{url}/bad-offset", dest, progress=False).read_bytes() == PAYLOAD
+
+
+def test_checksums_are_checked_before_the_file_appears(url, tmp_path):
+    dest = tmp_path / "voc.tar"
+    with pytest.raises(downloads.DownloadError, match="MD5"):
+        downloads.download(f"{url}/no-length", dest, md5="0" * 32, progress=False)
+    assert not dest.exists() and not dest.with_name("voc.tar.part").exists()
+    md5 = hashlib.md5(PAYLOAD).hexdigest()
+    assert downloads.download(f"{url}/no-length", dest, md5=md5, progress=False).is_file()
+    assert len(downloads.VOC2012_MD5) == 32
