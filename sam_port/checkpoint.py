@@ -89,8 +89,12 @@ def _load_directory(directory: Path, model_type: str | None) -> LoadedSam:
     try:
         config = SamConfig.from_dict(meta["config"])
         stored = meta["model_type"]
-    except (KeyError, TypeError) as e:
+        known = get_config(stored)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{directory / _META}: unreadable SAM metadata ({e})") from e
+    if config != known:  # written by save_sam, always one of the known architectures
+        raise CheckpointError(f"{directory / _META}: its architecture is not the {stored} "
+                              "SAM's (the file was edited or damaged)")
     aliases = {stored, "default"} if stored == "vit_h" else {stored}
     if model_type is not None and model_type not in aliases:
         raise CheckpointError(

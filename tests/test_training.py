@@ -91,7 +91,9 @@ def test_config_files_arguments_and_overrides():
     saved = json.loads(config_lib.to_json(coco))
     changed = config_lib.apply_overrides(config_lib.load_config(str(REPO / "configs/coco.py")),
                                          ["data.fold=3", "train.lr=1.0"])
-    assert config_lib.resume_mismatches(saved, changed) == ["data.fold: checkpoint 0, config 3"]
+    assert config_lib.resume_mismatches(saved, changed) == ["data.fold: checkpoint 0, config 3",
+                                                            "train.lr: checkpoint 0.0001, "
+                                                            "config 1.0"]
 
 
 def test_partition_trains_only_what_is_named():
@@ -237,3 +239,30 @@ def test_demo_interface_small(tmp_path, capsys):
     assert {"miou_trained", "miou_untrained", "episodes", "seconds"} <= set(result)
     assert result["episodes"] == 8 and result["train_steps"] == 3
     assert (tmp_path / "episodes.png").is_file()
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+    """A checkpoint damaged after it was written (not by a kill) is set aside with a warning;
+    training resumes from the one before and ends where an undamaged run ends."""
+    from vrp_sam_jax.training.run_dir import restore
+
+    workdir = tmp_path / "run"
+    args = ["train", "--workdir", str(workdir), "--config", "toy", "--quiet",
+            "--config.model.image_size=64", "--config.train.epochs=1",
+            "--config.train.steps_per_epoch=4", "--config.checkpoint.every_steps=2",
+            "--config.data.val_episodes=4", "--config.checkpoint.async_save=False"]
+    assert main(args) == 0
+    _, model = restore(workdir, "latest")
+    undamaged = [np.asarray(x) for x in jax.tree.leaves(model.params)]
+    for f in (workdir / "checkpoints" / "4").rglob("*"):
+        if f.is_file() and "state" in f.parts:
+            f.write_bytes(b"\x00garbage" * 7)
+    capsys.readouterr()
+    assert main(args) == 0  # resumes from step 2, trains 3 and 4 again
+    err = capsys.readouterr().err
+    assert "warning:" in err and "checkpoints/4 is damaged" in err
+    assert (workdir / "damaged_checkpoints" / "4").is_dir()
+    _, again = restore(workdir, "latest")
+    assert again.info["step"] == 4
+    for a, b in zip(undamaged, jax.tree.leaves(again.params), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b))

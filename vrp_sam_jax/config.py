@@ -20,6 +20,7 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -44,12 +45,17 @@ FIELDS = {
     "checkpoint": ("every_steps", "async_save"),
     "log": ("every_steps", "val_every_epochs"),
 }
+PATH_FIELDS = ("init.sam_checkpoint", "init.backbone_checkpoint", "data.root", "cache.dir")
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
 # Fields that must match between a run and the checkpoint it resumes from.
+# Fields that must match between a run and the checkpoint it resumes from: everything that
+# shapes the parameters, the data stream or the optimizer (not the compute dtype, the
+# attention path, the paths, the logging).
 RESUME_KEYS = ("model.backbone", "model.sam_type", "model.image_size", "model.num_queries",
-               "model.num_heads", "data.benchmark", "data.fold", "data.shots", "data.condition",
-               "train.seed", "train.global_batch", "train.trainable", "train.epochs",
-               "train.steps_per_epoch")
+               "model.num_heads", "init.random", "init.seed", "data.benchmark", "data.fold",
+               "data.shots", "data.condition", "train.seed", "train.global_batch",
+               "train.trainable", "train.epochs", "train.steps_per_epoch", "train.lr",
+               "train.weight_decay", "train.b1", "train.b2")
 
 
 def model_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
@@ -92,16 +98,68 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     return check_values(apply_overrides(config, overrides), label)
 
 
+def _number(value, low: float, high: float = float("inf"), *, integer: bool = False,
+            low_open: bool = False, high_open: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        return False
+    return ((value > low) if low_open else (value >= low)) and \
+        ((value < high) if high_open else (value <= high))
+
+
+# field -> (check, what the field must be)
+_RULES = {
+    "init.seed": (lambda v: _number(v, 0, integer=True), "an integer >= 0"),
+    "init.random": (lambda v: isinstance(v, bool), "true or false"),
+    "data.fold": (lambda v: _number(v, 0, 3, integer=True), "a fold, 0 to 3"),
+    "data.shots": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "data.workers": (lambda v: _number(v, 0, integer=True), "an integer >= 0 (0: automatic)"),
+    "data.prefetch_batches": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "data.val_episodes": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "train.seed": (lambda v: _number(v, 0, integer=True), "an integer >= 0"),
+    "train.epochs": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "train.steps_per_epoch": (lambda v: _number(v, 0, integer=True),
+                              "an integer >= 0 (0: one pass over the episodes)"),
+    "train.global_batch": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "train.lr": (lambda v: _number(v, 0, 1, low_open=True), "a learning rate in (0, 1]"),
+    "train.weight_decay": (lambda v: _number(v, 0, 1), "a number in [0, 1]"),
+    "train.b1": (lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)"),
+    "train.b2": (lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)"),
+    "train.trainable": (lambda v: isinstance(v, tuple) and len(v) > 0
+                        and all(isinstance(x, str) and x for x in v),
+                        "a non-empty tuple of parameter paths"),
+    "mesh.data": (lambda v: v == -1 or _number(v, 1, integer=True), "-1 or an integer >= 1"),
+    "mesh.model": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "cache.embeddings": (lambda v: isinstance(v, bool), "true or false"),
+    "cache.dtype": (lambda v: v in ("float16", "float32"), "float16 or float32"),
+    "checkpoint.every_steps": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "checkpoint.async_save": (lambda v: isinstance(v, bool), "true or false"),
+    "log.every_steps": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+    "log.val_every_epochs": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
+}
+_RULES.update({field: (lambda v: isinstance(v, str), "a path (a string; empty: none)")
+               for field in PATH_FIELDS})
+
+
 def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collections.ConfigDict:
-    """The names a config holds are ones the library knows (model, benchmark, condition,
-    protocol); returns the config."""
-    model_config(config)
+    """Every field of a config holds a value a run can use (names the library knows, numbers
+    in range), checked before any work; returns the config. All problems are listed."""
+    try:
+        model_config(config)
+    except ConfigError as e:
+        raise ConfigError(f"{label}: {e}") from e
+    problems = []
     for field, allowed in (("data.benchmark", names.BENCHMARKS),
                            ("data.condition", names.CONDITIONS),
                            ("data.val_protocol", names.PROTOCOLS)):
         if _get(config, field) not in allowed:
-            raise ConfigError(f"{label}: {field}={_get(config, field)!r} is not one of "
-                              f"{', '.join(allowed)}")
+            problems.append(f"{field}={_get(config, field)!r} is not one of "
+                            f"{', '.join(allowed)}")
+    for field, (check, what) in _RULES.items():
+        if not check(_get(config, field)):
+            problems.append(f"{field}={_get(config, field)!r} must be {what}")
+    if problems:
+        raise ConfigError(f"{label}: " + "; ".join(problems))
     return config
 
 
@@ -140,10 +198,10 @@ def apply_overrides(config: ml_collections.ConfigDict,
         *parents, leaf = key.split(".")
         node = config
         for p in parents:
-            if p not in node:
+            if not isinstance(node, ml_collections.ConfigDict) or p not in node:
                 raise ConfigError(f"config override {item!r}: no field {key!r}")
             node = node[p]
-        if leaf not in node:
+        if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
             raise ConfigError(f"config override {item!r}: no field {key!r}")
         value = _parse_value(text)
         if isinstance(node[leaf], str):
@@ -155,9 +213,6 @@ def apply_overrides(config: ml_collections.ConfigDict,
         except TypeError as e:
             raise ConfigError(f"config override {item!r}: {e}") from e
     return config
-
-
-PATH_FIELDS = ("init.sam_checkpoint", "init.backbone_checkpoint", "data.root", "cache.dir")
 
 
 def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -124,17 +124,21 @@ def output_names(paths: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def output_dir(path: str | Path) -> Path:
-    """`path` as a writable directory (created), or an InputError saying why not."""
+def output_dir(path: str | Path, create: bool = True) -> Path:
+    """`path` as a writable directory (created when `create`), or an InputError saying why
+    not; `create=False` only checks, writing nothing."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{path}: exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{path}: cannot create the output directory ({e.strerror})") from e
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: the output directory is not writable")
+    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: the output directory is not writable ({existing})")
+    if create:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{path}: cannot create the output directory ({e.strerror})"
+                             ) from e
     return path
 
 

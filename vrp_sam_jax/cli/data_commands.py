@@ -43,14 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("episodes", help="print a benchmark fold's evaluation episodes")
     p.add_argument("--benchmark", choices=names.BENCHMARKS, required=True)
     p.add_argument("--fold", type=int, default=0, help="0-3 (ignored for fss)")
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--protocol", default="hsnet",
+    p.add_argument("--shots", type=options.positive_int, default=1)
+    p.add_argument("--protocol", default="hsnet", choices=names.PROTOCOLS,
                    help=f"episode sampler: HSNet's (seed {names.HSNET_SEED}) or the VRP-SAM "
                         f"release's (seed {names.VRP_SEED})")
     p.add_argument("--data-root", default=None,
                    help="dataset root: the vrp PASCAL sampler then reads each query's classes "
                         "from its mask, as the release does (default: from the split lists)")
-    p.add_argument("--num", type=int, default=None,
+    p.add_argument("--num", type=options.positive_int, default=None,
                    help="number of episodes (default 1000; fss: every test image once)")
     p.add_argument("--json", action="store_true", help="JSON list instead of lines")
     p.set_defaults(func=episodes)

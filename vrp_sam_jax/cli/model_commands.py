@@ -41,7 +41,7 @@ def predict(args: argparse.Namespace) -> int:
     kind, values = _annotation(args)
     refs = [read_image(p) for p in args.reference]
     require_images(args.targets)  # every target decodes, before any work or output
-    output_dir(args.output_dir)
+    output_dir(args.output_dir, create=False)
     model = _load(args, compute_dtype=args.compute_dtype)
     predictor = VRPSamPredictor(model)
     predictor.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,

@@ -29,6 +29,17 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
     return values
 
 
+def count(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def point(text: str) -> tuple[float, float]:
     x, y = _numbers(text, 2, "point 'x,y'")
     return x, y

@@ -114,8 +114,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sam-checkpoint", default=None,
                    help="SAM for a checkpoint without one (default: init.sam_checkpoint)")
     p.add_argument("--fold", type=int, default=None, help="fold (default: config.data.fold)")
-    p.add_argument("--shots", type=int, default=None, help="default: config.data.shots")
-    p.add_argument("--protocol", default="hsnet", help="episode sampler: hsnet or vrp")
+    p.add_argument("--shots", type=options.positive_int, default=None,
+                   help="default: config.data.shots")
+    p.add_argument("--protocol", default="hsnet", choices=names.PROTOCOLS,
+                   help="episode sampler: hsnet (HSNet's lists) or vrp (the release's)")
     p.add_argument("--condition", default=None, choices=names.CONDITIONS,
                    help="reference annotation (default: config.data.condition)")
     p.add_argument("--benchmark", default=None, choices=names.BENCHMARKS,
@@ -124,9 +126,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="COCO-20i-trained model on PASCAL, COCO-unseen classes (Table 4)")
     p.add_argument("--original-size", action="store_true",
                    help="measure at each target's original size instead of the model grid")
-    p.add_argument("--num-episodes", type=int, default=None, help="default 1000")
+    p.add_argument("--num-episodes", type=options.positive_int, default=None,
+                   help="default 1000")
     p.add_argument("--all-folds", action="store_true", help="the four folds and their table")
-    p.add_argument("--figures", type=int, default=8,
+    p.add_argument("--figures", type=options.count, default=8,
                    help="episodes drawn into the PNG report (0: none)")
     p.add_argument("--output-dir", default="eval_out")
     options.add_quiet(p)

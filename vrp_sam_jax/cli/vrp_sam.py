@@ -13,11 +13,17 @@ from vrp_sam_jax.errors import EXPECTED_ERRORS
 GROUPS = (model_commands, run_commands, data_commands, sam_commands)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (`vrp-sam CMD: error: ...`, exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vrp-sam",
-                                     description="VRP-SAM (SAM with Visual Reference Prompt) "
-                                                 "in JAX/Flax")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="vrp-sam",
+                    description="VRP-SAM (SAM with Visual Reference Prompt) in JAX/Flax")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for group in GROUPS:
         group.register(sub)
     return parser

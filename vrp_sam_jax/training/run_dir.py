@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import jax
@@ -36,6 +38,7 @@ from vrp_sam_jax.weights.backbones import load_backbone, save_backbone
 CONFIG = "config.json"
 FROZEN = "frozen"
 FROZEN_META = "frozen.json"
+DAMAGED = "damaged_checkpoints"  # checkpoints found damaged, kept for inspection
 BACKBONE = "backbone"  # the run's copy of its frozen backbone (a converted backbone dir)
 PARTS = ("backbone", "encoder", "sam")
 
@@ -45,15 +48,17 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
-    """Store the run's config, or check it against the stored one when resuming."""
+    """Store the run's config (atomically), or check it against the stored one when
+    resuming."""
     path = workdir / CONFIG
-    if path.is_file():
+    if path.is_file():  # resuming: the stored config stays as it is
         saved = json.loads(to_json(read_config(workdir)))
         problems = resume_mismatches(saved, config)
         if problems:
             raise CheckpointMismatchError(
                 f"{workdir}: its checkpoints come from a different config; use a new "
-                "--workdir or the same settings:\n  " + "\n  ".join(problems))
+                "--workdir or the same settings: " + "; ".join(problems))
+        return
     if jax.process_index() == 0:
         workdir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, to_json(config))
@@ -92,19 +97,44 @@ class Checkpoints:
             force=force)
 
     def restore(self, abstract_state) -> tuple[object, dict]:
-        """The newest checkpoint, shaped and sharded like `abstract_state`."""
-        step = self.latest.latest_step()
-        try:
-            restored = self.latest.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state), position=ocp.args.JsonRestore()))
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointMismatchError(
-                f"{self.workdir / 'checkpoints' / str(step)}: does not match the model and "
-                f"trainable parts of this config ({e})") from e
-        return restored["state"], dict(restored["position"])
+        """The newest intact checkpoint, shaped and sharded like `abstract_state`. A damaged
+        newer one (not a kill: orbax never finalises those) is set aside under
+        `damaged_checkpoints/`, with a warning, and the one before it is used."""
+        steps = sorted(self.latest.all_steps(), reverse=True)
+        first_error = None
+        for step in steps:
+            try:
+                restored = self.latest.restore(step, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    position=ocp.args.JsonRestore()))
+            except Exception as e:  # damage shows as many exception types
+                first_error = first_error or e
+                if step == steps[-1]:
+                    break
+                self._set_aside(step, e)
+                continue
+            return restored["state"], dict(restored["position"])
+        raise CheckpointMismatchError(
+            f"{self.workdir / 'checkpoints'}: no checkpoint matches the model and trainable "
+            f"parts of this config, or all are damaged ({str(first_error)[:300]})"
+        ) from first_error
+
+    def _set_aside(self, step: int, error: Exception) -> None:
+        damaged = self.workdir / "checkpoints" / str(step)
+        kept = self.workdir / DAMAGED / str(step)
+        print(f"vrp-sam: warning: {damaged} is damaged ({type(error).__name__}: "
+              f"{str(error)[:200]}); resuming from an earlier checkpoint, the damaged one "
+              f"is kept as {kept}", file=sys.stderr, flush=True)
+        if jax.process_index() == 0:
+            kept.parent.mkdir(exist_ok=True)
+            os.replace(damaged, kept)
+        self.latest.reload()
 
     def save_best(self, step: int, trainable: dict, metrics: dict) -> bool:
-        """Keep `trainable` if `metrics["miou"]` is the best so far."""
+        """Keep `trainable` if `metrics["miou"]` is the best so far. A step validated before
+        (trained again after falling back from a damaged checkpoint) is kept as it was."""
+        if step in self.best.all_steps():
+            return False
         scalar = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         return self.best.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(trainable), metrics=ocp.args.JsonSave(scalar)),

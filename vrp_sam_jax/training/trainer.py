@@ -19,14 +19,15 @@ import numpy as np
 from tqdm import tqdm
 
 from vrp_sam_jax import sharding
-from vrp_sam_jax.config import absolute_paths, model_config
+from vrp_sam_jax.config import absolute_paths, check_values, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import make_source
-from vrp_sam_jax.errors import ConfigError, InputError
+from vrp_sam_jax.errors import ConfigError
 from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
 from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
+from vrp_sam_jax.models.vrp_sam import abstract_params
 from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger
@@ -50,11 +51,11 @@ def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
     batch = config.train.global_batch
     full = available // batch
     if full < 1:
-        raise InputError(f"an epoch has {available} episodes, fewer than one global batch "
+        raise ConfigError(f"an epoch has {available} episodes, fewer than one global batch "
                          f"({batch})")
     wanted = config.train.steps_per_epoch or full
     if wanted > full:
-        raise InputError(f"train.steps_per_epoch={wanted} needs {wanted * batch} episodes per "
+        raise ConfigError(f"train.steps_per_epoch={wanted} needs {wanted * batch} episodes per "
                          f"epoch; the stream has {available}")
     return wanted
 
@@ -63,11 +64,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
           progress: bool = True) -> dict:
     """Train (or resume) in `workdir`; returns the last validation metrics and timings."""
     workdir = Path(workdir).absolute()
-    config = absolute_paths(config)
+    config = check_values(absolute_paths(config), "config")
     model = model_config(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     sharding.check_batch(config.train.global_batch, mesh)
-    write_config(workdir, config)
     data = config.data
     source = make_source(data.benchmark, data.root or None)
 
@@ -76,15 +76,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
                                            config.train.seed)
 
     steps_per_epoch = _steps_per_epoch(config, len(epoch_episodes(0)))
+    _check_trainable(config, model)
+    write_config(workdir, config)  # the whole config checked: nothing written before
     total_steps = steps_per_epoch * config.train.epochs
     optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                         config.train.weight_decay, config.train.b1,
                                         config.train.b2)
     params, _ = initial_params(config, model, workdir, training=True)
-    try:
-        trainable, frozen = partition.split(params, tuple(config.train.trainable))
-    except ValueError as e:
-        raise ConfigError(f"train.trainable: {e}") from e
+    trainable, frozen = partition.split(params, tuple(config.train.trainable))
     replicated = sharding.replicated(mesh)
     frozen_sharding = sharding.param_shardings(mesh, frozen)
     state = jax.device_put(step_lib.init_state(trainable, optimizer), replicated)
@@ -111,15 +110,25 @@ def validation_episodes(config: ml_collections.ConfigDict) -> list[protocols.Epi
     return protocols.episodes(d.benchmark, d.fold, d.shots, d.val_protocol, d.val_episodes)
 
 
+def _check_trainable(config: ml_collections.ConfigDict, model: VRPSamConfig) -> None:
+    """`train.trainable` names parameters of the model, and cached SAM embeddings are only
+    asked for with SAM's image encoder frozen."""
+    try:
+        partition.split(abstract_params(model), tuple(config.train.trainable))
+    except ValueError as e:
+        raise ConfigError(f"train.trainable: {e}") from e
+    if config.cache.embeddings and any(
+            p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
+            for p in config.train.trainable):
+        raise ConfigError("cache.embeddings=True, but SAM's image encoder is trained "
+                          f"(train.trainable={tuple(config.train.trainable)}): set "
+                          "cache.embeddings=False or freeze it")
+
+
 def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bool):
     config = run.config
     if not config.cache.embeddings:
         return None
-    if any(p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
-           for p in config.train.trainable):
-        raise ConfigError("cache.embeddings=True, but SAM's image encoder is trained "
-                         f"(train.trainable={tuple(config.train.trainable)}): set "
-                         "cache.embeddings=False or freeze it")
     names = (set(protocols.training_images(config.data.benchmark, config.data.fold))
              | {e.query for e in validation_episodes(config)})
     root = Path(config.cache.dir) if config.cache.dir else (

@@ -78,6 +78,12 @@ def read_meta(directory: str | Path) -> dict:
                "origin": dict(meta.get("origin", {}))}
         if out["backbone"] not in BACKBONES:
             raise ValueError(f"unknown backbone {out['backbone']!r}")
+        for field, high in (("hidden_dim", 4096), ("num_queries", 4096), ("num_heads", 64),
+                            ("image_size", 4096)):
+            if not 1 <= out[field] <= high:
+                raise ValueError(f"{field}={out[field]} is outside 1..{high}")
+        if out["hidden_dim"] % out["num_heads"] or out["image_size"] % 8:
+            raise ValueError("hidden_dim must divide by num_heads, image_size by 8")
         if out["sam"] is not None and not isinstance(out["sam"], dict):
             raise ValueError("'sam' must be an object")
     except (KeyError, TypeError, ValueError) as e:

@@ -1,0 +1,258 @@
+"""Careless and hostile input: every case ends with exit status 2 and one line naming the file
+or the argument and the problem, no traceback, and nothing written half (or at all)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch_sam import build_torch_sam
+from torch_vrp import TorchVRPEncoder, randomize_
+
+import sam_port
+from vrp_sam_jax.cli import main
+from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.image_io import read_image, read_mask
+
+TOY = ["--config", "toy", "--quiet", "--config.model.image_size=64",
+       "--config.train.epochs=1", "--config.train.steps_per_epoch=2",
+       "--config.data.val_episodes=4"]
+
+
+def _fails(capsys, argv: list[str], *fragments: str) -> str:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # a usage error, from the argument parser
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    return err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("hostile")
+    encoder = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=31)
+    torch.save({k: torch.from_numpy(v) for k, v in encoder.state_dict_release().items()},
+               d / "best_model.pt")
+    torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=32).state_dict(),
+               d / "sam.pth")
+    rng = np.random.default_rng(3)
+    for name, (w, h) in {"ref": (120, 80), "t1": (64, 48), "t2": (50, 70)}.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(d / f"{name}.png")
+    (d / "corrupt.png").write_bytes(b"\x89PNG not really")
+    return d
+
+
+def _predict(d: Path, out: Path, *args: str) -> list[str]:
+    return ["predict", "--vrp-checkpoint", str(d / "best_model.pt"), "--sam-checkpoint",
+            str(d / "sam.pth"), "--output-dir", str(out), *args]
+
+
+@pytest.mark.parametrize("annotation,fragments", [
+    (["--reference-box=-50,10,-10,40"], ["ref.png (box)", "lies outside the 120x80 image"]),
+    (["--reference-box=10,-90,60,-20"], ["lies outside the 120x80 image"]),
+    (["--reference-points", "500,10"], ["ref.png (points)", "lies outside"]),
+    (["--reference-points", "nan,5"], ["--reference-points", "finite"]),
+    (["--reference-box", "1,2,inf,4"], ["--reference-box", "finite"]),
+])
+def test_annotations_outside_the_reference_are_refused(files, tmp_path, capsys, annotation,
+                                                       fragments):
+    out = tmp_path / "out"
+    _fails(capsys, _predict(files, out, "--reference", str(files / "ref.png"), *annotation,
+                            str(files / "t1.png")), *fragments)
+    assert not out.exists()
+
+
+def test_a_corrupt_target_stops_everything_before_any_output(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    _fails(capsys, _predict(files, out, "--reference", str(files / "ref.png"),
+                            "--reference-box", "10,10,60,60", str(files / "t1.png"),
+                            str(files / "t2.png"), str(files / "corrupt.png")),
+           "corrupt.png: not a readable image")
+    assert not out.exists()
+
+
+def test_an_output_directory_that_is_a_file(files, tmp_path, capsys):
+    (tmp_path / "taken").write_text("x")
+    _fails(capsys, _predict(files, tmp_path / "taken", "--reference", str(files / "ref.png"),
+                            "--reference-box", "10,10,60,60", str(files / "t1.png")),
+           "taken: exists and is not a directory")
+
+
+def test_clashing_target_names_never_overwrite(files, tmp_path, capsys):
+    sizes = {"a/x.png": (30, 20), "b/x.png": (40, 25), "x_overlay.png": (50, 35),
+             "x.png": (20, 45)}
+    rng = np.random.default_rng(4)
+    for name, (w, h) in sizes.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(tmp_path / name)
+    out = tmp_path / "out"
+    assert main(_predict(files, out, "--reference", str(files / "ref.png"), "--reference-box",
+                         "10,10,60,60", *(str(tmp_path / n) for n in sizes))) == 0
+    written = json.loads(capsys.readouterr().out)["outputs"]
+    masks = [Path(o["mask"]) for o in written]
+    assert len(set(masks)) == 4 and len(list(out.iterdir())) == 8  # masks and overlays
+    for (w, h), mask in zip(sizes.values(), masks, strict=True):
+        assert Image.open(mask).size == (w, h)
+        assert Image.open(mask.with_name(mask.stem + "_overlay.png")).size == (w, h)
+    assert not [p for p in out.iterdir() if "partial" in p.name]
+
+
+def _exif_jpeg(path: Path, image: np.ndarray, orientation: int) -> None:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(image).save(path, exif=exif.tobytes())
+
+
+def test_phone_photos_are_read_as_people_see_them(files, tmp_path, capsys):
+    """EXIF orientation 6 (rotate 90): the stored 60x40 pixels are a 40x60 photo."""
+    rng = np.random.default_rng(5)
+    _exif_jpeg(tmp_path / "ref.jpg", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), 6)
+    _exif_jpeg(tmp_path / "target.jpg", rng.integers(0, 255, (40, 60, 3), dtype=np.uint8), 6)
+    assert read_image(tmp_path / "ref.jpg").shape == (60, 40, 3)
+    drawn = np.zeros((60, 40), np.uint8)  # a mask drawn on the photo as displayed
+    drawn[10:50, 5:30] = 255
+    Image.fromarray(drawn).save(tmp_path / "ref_mask.png")
+    out = tmp_path / "out"
+    assert main(_predict(files, out, "--reference", str(tmp_path / "ref.jpg"),
+                         "--reference-mask", str(tmp_path / "ref_mask.png"),
+                         str(tmp_path / "target.jpg"))) == 0
+    capsys.readouterr()
+    assert Image.open(out / "target.png").size == (40, 60)  # the displayed orientation
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 256, 30000], [65535, 128, 4096]], np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    image = read_image(tmp_path / "deep.png")
+    np.testing.assert_array_equal(image[..., 0], values >> 8)
+    assert read_mask(tmp_path / "deep.png").tolist() == [[False, True, True], [True, True, True]]
+
+
+def test_a_decompression_bomb_is_refused(files, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the 64x48 target is "too large"
+    _fails(capsys, _predict(files, tmp_path / "out", "--reference-box", "1,1,5,5",
+                            "--reference", str(files / "t1.png"), str(files / "t1.png")),
+           "t1.png: not a readable image")
+
+
+def test_tampered_metadata_is_refused(files, tmp_path, capsys):
+    assert main(["export", "--checkpoint", str(files / "best_model.pt"), "--sam-checkpoint",
+                 str(files / "sam.pth"), "--output", str(tmp_path / "exp")]) == 0
+    capsys.readouterr()
+    meta_path = tmp_path / "exp" / "vrp.json"
+    good = json.loads(meta_path.read_text())
+    args = ["--reference", str(files / "ref.png"), "--reference-box", "10,10,60,60",
+            str(files / "t1.png")]
+    for field, value in (("hidden_dim", "abc"), ("num_queries", 10**9), ("sam", [1])):
+        meta_path.write_text(json.dumps({**good, field: value}))
+        _fails(capsys, ["predict", "--vrp-checkpoint", str(tmp_path / "exp"), "--output-dir",
+                        str(tmp_path / "o"), *args], "vrp.json: unreadable VRP-SAM metadata")
+    meta_path.write_text(json.dumps(good))
+    sam_meta = tmp_path / "exp" / "sam" / "sam.json"
+    sam = json.loads(sam_meta.read_text())
+    sam["config"]["image_encoder"]["depth"] = 10**6
+    sam_meta.write_text(json.dumps(sam))
+    _fails(capsys, ["predict", "--vrp-checkpoint", str(tmp_path / "exp"), "--output-dir",
+                    str(tmp_path / "o"), *args], "sam.json: its architecture is not")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_legacy_pickle_gets_one_line(tmp_path, capsys):
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.ones(2), "m": torch.nn.ReLU()}, path,
+               _use_new_zipfile_serialization=False)
+    _fails(capsys, ["convert-sam", "--checkpoint", str(path), "--output", str(tmp_path / "o")],
+           "legacy.pth: cannot read as a PyTorch checkpoint")
+    cut = tmp_path / "cut.pth"
+    torch.save({"w": torch.ones(1000)}, cut)
+    cut.write_bytes(cut.read_bytes()[-300:])  # the end of a zip, without its start
+    _fails(capsys, ["convert-sam", "--checkpoint", str(cut), "--output", str(tmp_path / "o")],
+           "cut.pth: corrupt or truncated")
+
+
+def test_the_readme_flow_with_relative_paths(files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("sam.pth", "best_model.pt", "ref.png", "t1.png"):
+        (tmp_path / name).write_bytes((files / name).read_bytes())
+    assert main(["convert-sam", "--checkpoint", "sam.pth", "--output", "sam_tiny"]) == 0
+    assert main(["sam-predict", "--checkpoint", "sam_tiny", "--image", "t1.png", "--point",
+                 "10,10", "--output", "out/mask.png"]) == 0
+    assert main(["export", "--checkpoint", "best_model.pt", "--sam-checkpoint", "sam_tiny",
+                 "--output", "vrp"]) == 0
+    assert main(["predict", "--vrp-checkpoint", "vrp", "--reference", "ref.png",
+                 "--reference-box", "10,10,60,60", "t1.png", "--output-dir", "pred"]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "pred" / "t1.png").is_file() and (tmp_path / "out/mask.png").is_file()
+    sam = sam_port.load_sam("sam_tiny")
+    assert sam.model_type == "tiny"
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("--config.train.lr=-0.001", "train.lr=-0.001 must be a learning rate"),
+    ("--config.data.fold=7", "data.fold=7 must be a fold"),
+    ("--config.model.backbone=resnet18", "unknown backbone 'resnet18'"),
+    ("--config.model.sam_type=vit_x", "unknown SAM model type 'vit_x'"),
+    ("--config.model.compute_dtype=float8", "unknown compute dtype 'float8'"),
+    ("--config.train.global_batch=0", "train.global_batch=0 must be"),
+    ("--config.mesh.data=2", "mesh 2x1 does not match the 1 devices"),
+    ("--config.train.lr.x=1", "no field 'train.lr.x'"),
+    ("--config.data.condition=lasso", "data.condition='lasso' is not one of"),
+    ("--config.train.trainable=sam/nothing", "train.trainable"),
+])
+def test_a_bad_training_config_writes_nothing(tmp_path, capsys, override, fragment):
+    workdir = tmp_path / "run"
+    _fails(capsys, ["train", *TOY, "--workdir", str(workdir), override], fragment)
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--shots", "0"], "--shots: expected a positive integer"),
+    (["--num-episodes", "0"], "--num-episodes: expected a positive integer"),
+    (["--protocol", "bogus"], "--protocol: invalid choice"),
+    (["--fold", "7"], "data.fold=7 must be a fold"),
+])
+def test_bad_evaluation_arguments(toy_run, tmp_path, capsys, args, fragment):
+    _fails(capsys, ["evaluate", "--checkpoint", str(toy_run), "--quiet", "--output-dir",
+                    str(tmp_path / "e"), *args], fragment)
+    assert not (tmp_path / "e").exists()
+
+
+def test_resuming_with_another_learning_rate_is_refused(toy_run, capsys):
+    before = (toy_run / "config.json").read_bytes()
+    _fails(capsys, ["train", "--config", "toy", "--workdir", str(toy_run), "--quiet",
+                    "--config.model.image_size=64", "--config.train.epochs=1",
+                    "--config.train.steps_per_epoch=4", "--config.data.val_episodes=8",
+                    "--config.train.lr=0.01"], "train.lr: checkpoint 0.002, config 0.01")
+    assert (toy_run / "config.json").read_bytes() == before
+
+
+def test_config_json_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    path = tmp_path / "config.json"
+    path.write_text('{"complete": true}')
+
+    def killed(_fd):
+        raise OSError("killed")
+
+    monkeypatch.setattr(os, "fsync", killed)
+    with pytest.raises(OSError, match="killed"):
+        write_text_atomic(path, '{"new": ' + "1" * 10000 + "}")
+    assert json.loads(path.read_text()) == {"complete": True}
+
+
+def test_an_image_named_like_a_flag_or_unreadable_mask(files, tmp_path, capsys):
+    (tmp_path / "mask.png").write_bytes(io.BytesIO(b"GIF89a broken").getvalue())
+    _fails(capsys, _predict(files, tmp_path / "out", "--reference", str(files / "ref.png"),
+                            "--reference-mask", str(tmp_path / "mask.png"),
+                            str(files / "t1.png")), "mask.png: not a readable mask image")
