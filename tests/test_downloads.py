@@ -70,10 +70,12 @@ def url():
     server.shutdown()
 
 
-def test_a_transfer_cut_short_is_not_the_file(url, tmp_path):
+@pytest.mark.parametrize("sha", [None, DIGEST[:8]])
+def test_a_transfer_cut_short_is_not_the_file(url, tmp_path, sha):
+    """With or without a hash: an error, and the partial file kept to resume from."""
     dest = tmp_path / "weights.pth"
     with pytest.raises(downloads.DownloadError, match="cut short") as info:
-        downloads.download(f"{url}/short", dest, progress=False)
+        downloads.download(f"{url}/short", dest, sha, progress=False)
     assert "\n" not in str(info.value)
     assert not dest.exists()  # only the .part, to resume
     assert (tmp_path / "weights.pth.part").stat().st_size == len(PAYLOAD) // 2
