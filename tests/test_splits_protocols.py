@@ -95,5 +95,8 @@ def test_episodes_cli_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out[0] == {"query": "2007_000033", "supports": ["2010_001174"], "class0": 0}
     assert len(out) == 4
-    assert main(["episodes", "--benchmark", "pascal", "--protocol", "pfenet"]) == 2
-    assert "unknown protocol" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # a usage error: one line, status 2
+        main(["episodes", "--benchmark", "pascal", "--protocol", "pfenet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1
+    assert "--protocol: invalid choice: 'pfenet' (choose from 'hsnet', 'vrp')" in err
