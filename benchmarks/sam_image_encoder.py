@@ -36,7 +36,7 @@ from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
 
 import sam_port  # noqa: E402
 from sam_port.checkpoint import convert_sam_state_dict  # noqa: E402
-from sam_port.predictor import embed_images  # noqa: E402
+from sam_port.compute import embed_images  # noqa: E402
 
 
 def measure(model_type: str, repeats: int = 3, batch: int = 1,

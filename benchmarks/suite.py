@@ -5,13 +5,14 @@ reference on the same device with the same random weights:
   (b) VRP-SAM train steps per second with cached SAM embeddings (`train_step.measure`),
   (c) evaluation episodes per second (`evaluation.measure`),
 
-plus batched inference per target (`vrp_sam_inference.measure`), the embedding-cache
+plus SAM's automatic mask generator (`automatic_mask_generator.measure`), batched inference
+per target (`vrp_sam_inference.measure`), the embedding-cache
 pre-pass against the bare encoder (`embedding_cache.measure`), the cost of bf16 compute on
 the logits (max and mean abs difference vs float32) and, on an accelerator, the image
 encoder's achieved TFLOP/s against the measured bf16 matmul peak.
 
     python benchmarks/suite.py                 # the preset for the device found (cpu / gpu)
-    python benchmarks/suite.py --preset cpu --only a,b,c,predict,cache,bf16
+    python benchmarks/suite.py --preset cpu --only a,b,c,amg,predict,cache,bf16
 
 Prints one JSON line per measurement as it goes, then a Markdown table of the ratios (ours /
 torch, above 1: ours faster) for docs/PERFORMANCE.md. Needs the test extra.
@@ -29,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import automatic_mask_generator  # noqa: E402
 import embedding_cache  # noqa: E402
 import evaluation  # noqa: E402
 import jax  # noqa: E402
@@ -43,13 +45,15 @@ from vrp_sam_jax.models import VRPSam, VRPSamConfig, init_params  # noqa: E402
 
 # a: (model_type, batch, compute dtypes, timed repeats: more for millisecond calls);
 # b: (backbone, sam_type, size, batch); c: (backbone, sam_type, size, episodes, batch);
-# predict: (backbone, sam_type, size, targets, batch); cache: (sam_type, size, images,
-# batch); bf16: (backbone, sam_type, size)
+# amg: (model_type, points_per_side, height, width, repeats); predict: (backbone, sam_type,
+# size, targets, batch); cache: (sam_type, size, images, batch); bf16: (backbone, sam_type,
+# size)
 PRESETS = {
     "cpu": {
         "a": [("tiny", 4, ("float32",), 20), ("vit_b", 1, ("float32",), 3)],
         "b": [("resnet_tiny", "tiny", 128, 8), ("resnet50", "tiny", 256, 4)],
         "c": [("resnet_tiny", "tiny", 128, 96, 8), ("resnet50", "tiny", 256, 32, 4)],
+        "amg": [("tiny", 32, 96, 128, 3), ("vit_b", 16, 480, 640, 2)],
         "predict": [("resnet_tiny", "tiny", 128, 32, 8), ("resnet50", "tiny", 256, 8, 8)],
         "cache": [("tiny", 128, 2048, 8)],
         "bf16": [("resnet50", "tiny", 256), ("resnet50", "vit_b", 512)],
@@ -58,12 +62,13 @@ PRESETS = {
         "a": [(m, 8, ("float32", "bfloat16"), 10) for m in ("vit_b", "vit_l", "vit_h")],
         "b": [("resnet50", "vit_h", 512, 8)],
         "c": [("resnet50", "vit_h", 512, 256, 8)],
+        "amg": [("vit_h", 32, 768, 1024, 3)],
         "predict": [("resnet50", "vit_h", 512, 32, 8)],
         "cache": [("vit_h", 512, 128, 8)],
         "bf16": [("resnet50", "vit_h", 512)],
     },
 }
-PARTS = ("a", "b", "c", "predict", "cache", "bf16")
+PARTS = ("a", "b", "c", "amg", "predict", "cache", "bf16")
 
 
 def bf16_logit_cost(backbone: str, sam_type: str, image_size: int, seed: int = 0) -> dict:
@@ -109,6 +114,8 @@ def run(preset: dict, only: set[str], emit) -> list[dict]:
         record(train_step.measure(backbone, sam_type, size, batch, 5, cached_embeddings=True))
     for backbone, sam_type, size, episodes, batch in preset["c"] if "c" in only else []:
         record(evaluation.measure(backbone, sam_type, size, episodes, batch))
+    for model_type, points, height, width, repeats in preset["amg"] if "amg" in only else []:
+        record(automatic_mask_generator.measure(model_type, points, height, width, repeats))
     for backbone, sam_type, size, targets, batch in (preset["predict"] if "predict" in only
                                                      else []):
         record(vrp_sam_inference.measure(backbone, sam_type, size, targets, batch))
@@ -146,6 +153,11 @@ def markdown(results: list[dict]) -> str:
                         f"episodes/s | {r['torch_episodes_per_second']} | "
                         f"{r['ours_episodes_per_second']} | {r['ratio']} | mIoU "
                         f"{r['miou']['torch']:.4f} vs {r['miou']['ours']:.4f} |")
+        elif kind == "automatic_mask_generator":
+            rows.append(f"| SAM automatic mask generator | {r['model_type']}, {r['image']}, "
+                        f"{r['points_per_side']}x{r['points_per_side']} points | images/s | "
+                        f"{r['torch_images_per_second']} | {r['ours_images_per_second']} | "
+                        f"{r['ratio']} | masks {r['masks']['torch']} vs {r['masks']['ours']} |")
         elif kind == "vrp_sam_inference":
             rows.append(f"| inference per target | {r['backbone']} + {r['sam_type']} SAM, "
                         f"{r['image']}, {r['targets']} targets of mixed sizes | targets/s | "

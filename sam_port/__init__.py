@@ -11,12 +11,19 @@ _EXPORTS = {
     "SamConfig": "sam_port.config",
     "get_config": "sam_port.config",
     "CheckpointError": "sam_port.torch_pickle",
-    "LoadedSam": "sam_port.checkpoint",
+    "LoadedSam": "sam_port.loaded",
     "load_sam": "sam_port.checkpoint",
     "save_sam": "sam_port.checkpoint",
     "Sam": "sam_port.modeling",
     "init_params": "sam_port.modeling.sam",
     "SamPredictor": "sam_port.predictor",
+    "SamAutomaticMaskGenerator": "sam_port.automatic_mask_generator",
+    "HostArray": "sam_port.host_array",
+    "sam_model_registry": "sam_port.build_sam",
+    "build_sam": "sam_port.build_sam",
+    "build_sam_vit_h": "sam_port.build_sam",
+    "build_sam_vit_l": "sam_port.build_sam",
+    "build_sam_vit_b": "sam_port.build_sam",
 }
 
 __all__ = sorted(_EXPORTS)

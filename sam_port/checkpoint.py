@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from sam_port.config import SAM_CONFIGS, SamConfig, get_config
 from sam_port.convert import state_dict_to_params
-from sam_port.modeling.sam import Sam, abstract_params
+from sam_port.loaded import LoadedSam
+from sam_port.modeling.sam import abstract_params
 from sam_port.params_dir import read_meta, restore_params_dir, save_params_dir
 from sam_port.torch_pickle import CheckpointError, load_state_dict
 
 FORMAT = "sam_port.sam/1"
 _META = "sam.json"
 _PATCH_KEY = "image_encoder.patch_embed.proj.weight"
-
-
-@dataclasses.dataclass
-class LoadedSam:
-    """A SAM ready to run: its architecture, the Flax module and the parameters."""
-
-    model_type: str
-    config: SamConfig
-    params: dict
-
-    @property
-    def module(self) -> Sam:
-        return Sam(self.config)
-
-    @property
-    def variables(self) -> dict:
-        return {"params": self.params}
 
 
 def infer_model_type(state_dict: dict[str, np.ndarray], source: str | Path) -> str:

@@ -37,17 +37,43 @@ def linear_weights(in_size: int, out_size: int, align_corners: bool) -> np.ndarr
     return weights
 
 
+@lru_cache(maxsize=64)
+def antialiased_linear_weights(in_size: int, out_size: int) -> np.ndarray:
+    """(out_size, in_size) weights of `F.interpolate(mode="bilinear", antialias=True,
+    align_corners=False)` (PIL's triangle filter, widened by the scale when shrinking)."""
+    scale = in_size / out_size
+    support = scale if scale >= 1.0 else 1.0
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    weights = np.zeros((out_size, in_size), np.float64)
+    for i in range(out_size):
+        center = scale * (i + 0.5)
+        lo = max(int(center - support + 0.5), 0)
+        hi = min(int(center + support + 0.5), in_size)
+        taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - center + 0.5) * invscale))
+        total = taps.sum()
+        weights[i, lo:hi] = taps / total if total != 0.0 else taps
+    return weights.astype(np.float32)
+
+
 def resize_bilinear(
-    x: jax.Array, size: tuple[int, int], *, align_corners: bool, axes: tuple[int, int] = (-3, -2)
+    x: jax.Array, size: tuple[int, int], *, align_corners: bool, axes: tuple[int, int] = (-3, -2),
+    antialias: bool = False,
 ) -> jax.Array:
     """Bilinear resize of the two spatial `axes` of `x` (default NHWC) to `size` = (H, W).
 
-    Matches `F.interpolate(mode="bilinear", align_corners=...)` without antialiasing.
+    Matches `F.interpolate(mode="bilinear", align_corners=..., antialias=...)`
+    (`antialias=True` only with `align_corners=False`).
     """
     h_axis, w_axis = (a % x.ndim for a in axes)
     out_h, out_w = size
-    wy = jnp.asarray(linear_weights(x.shape[h_axis], out_h, align_corners), x.dtype)
-    wx = jnp.asarray(linear_weights(x.shape[w_axis], out_w, align_corners), x.dtype)
+    if antialias:
+        if align_corners:
+            raise ValueError("antialias=True needs align_corners=False")
+        wy = jnp.asarray(antialiased_linear_weights(x.shape[h_axis], out_h), x.dtype)
+        wx = jnp.asarray(antialiased_linear_weights(x.shape[w_axis], out_w), x.dtype)
+    else:
+        wy = jnp.asarray(linear_weights(x.shape[h_axis], out_h, align_corners), x.dtype)
+        wx = jnp.asarray(linear_weights(x.shape[w_axis], out_w, align_corners), x.dtype)
     hp = jax.lax.Precision.HIGHEST
     x = jnp.moveaxis(jnp.tensordot(wy, x, axes=((1,), (h_axis,)), precision=hp), 0, h_axis)
     x = jnp.moveaxis(jnp.tensordot(wx, x, axes=((1,), (w_axis,)), precision=hp), 0, w_axis)

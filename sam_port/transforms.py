@@ -3,12 +3,17 @@ processing of `Sam`), with the same numbers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
 from sam_port.config import SamConfig
 from sam_port.interpolate import resize_bilinear
+
+ArrayLike = Any  # numpy or jax arrays, or anything np.asarray takes (a CPU torch tensor)
 
 
 def get_preprocess_shape(oldh: int, oldw: int, long_side_length: int) -> tuple[int, int]:
@@ -42,16 +47,50 @@ class ResizeLongestSide:
         """(B, 4) xyxy boxes of the original image -> the resized frame."""
         return self.apply_coords(np.asarray(boxes).reshape(-1, 2, 2), original_size).reshape(-1, 4)
 
+    # The official names for tensors, on any array (numpy, jax, a CPU torch tensor).
+
+    def apply_image_torch(self, image: ArrayLike) -> jax.Array:
+        """(B, 3, H, W) -> resized (B, 3, h, w) float32, bilinear with antialiasing
+        (`F.interpolate(..., antialias=True)`; may differ slightly from `apply_image`). The
+        official sizes its output from the input's B and C by mistake; this uses H and W."""
+        image = jnp.asarray(np.asarray(image), jnp.float32)
+        if image.ndim != 4:
+            raise ValueError(f"apply_image_torch expects (B, C, H, W), got shape {image.shape}")
+        size = get_preprocess_shape(image.shape[2], image.shape[3], self.target_length)
+        return resize_bilinear(image, size, align_corners=False, axes=(-2, -1), antialias=True)
+
+    def apply_coords_torch(self, coords: ArrayLike, original_size: tuple[int, int]) -> np.ndarray:
+        """`apply_coords` returning float32, as the official tensor version does."""
+        return self.apply_coords(np.asarray(coords), original_size).astype(np.float32)
+
+    def apply_boxes_torch(self, boxes: ArrayLike, original_size: tuple[int, int]) -> np.ndarray:
+        """`apply_boxes` returning float32 (B, 4)."""
+        return self.apply_boxes(np.asarray(boxes), original_size).astype(np.float32)
+
+    get_preprocess_shape = staticmethod(get_preprocess_shape)
+
+
+def preprocess_nchw(images: np.ndarray, config: SamConfig) -> np.ndarray:
+    """`Sam.preprocess` on (B, 3, h, w) resized images (any real dtype): (x - mean) / std,
+    zero-padded bottom/right to the model's square, returned NHWC float32 (B, S, S, 3)."""
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected (B, 3, H, W) images, got shape {images.shape}")
+    size = config.img_size
+    if max(images.shape[2:]) > size:
+        raise ValueError(f"images of size {images.shape[2:]} exceed the model's {size}x{size} "
+                         "input; resize them with ResizeLongestSide first")
+    mean = np.asarray(config.pixel_mean, np.float32)
+    std = np.asarray(config.pixel_std, np.float32)
+    x = (images.transpose(0, 2, 3, 1) - mean) / std
+    out = np.zeros((images.shape[0], size, size, 3), np.float32)
+    out[:, : x.shape[1], : x.shape[2]] = x
+    return out
+
 
 def normalize_and_pad(image: np.ndarray, config: SamConfig) -> np.ndarray:
     """Resized uint8 HxWx3 -> (1, S, S, 3) float32: (x - mean) / std, zero-padded bottom/right."""
-    mean = np.asarray(config.pixel_mean, np.float32)
-    std = np.asarray(config.pixel_std, np.float32)
-    x = (image.astype(np.float32) - mean) / std
-    size = config.img_size
-    out = np.zeros((1, size, size, 3), np.float32)
-    out[0, : x.shape[0], : x.shape[1]] = x
-    return out
+    return preprocess_nchw(np.asarray(image).transpose(2, 0, 1)[None], config)
 
 
 def postprocess_masks(

@@ -8,7 +8,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 import torch
@@ -155,11 +154,15 @@ def test_image_embedding_reused_across_prompts(tiny_checkpoint):
     sam = sam_port.load_sam(tiny_checkpoint[0])
     pred = sam_port.SamPredictor(sam)
     pred.set_image(np.random.default_rng(0).integers(1, 255, (50, 70, 3), dtype=np.uint8))
-    features = pred.get_image_embedding()
+    embedding = pred.embedding_nhwc
     for x in range(3):
         pred.predict(point_coords=np.array([[10.0 * x, 5.0]]), point_labels=np.array([1]))
-    assert pred.get_image_embedding() is features
-    assert jax.tree.leaves(features)[0].shape == (1, 8, 8, 32)
+    assert pred.embedding_nhwc is embedding
+    features = pred.get_image_embedding()
+    assert features.shape == (1, 32, 8, 8)  # the official layout, (1, C, h, w)
+    assert pred.embedding_nhwc.shape == (1, 8, 8, 32)
+    np.testing.assert_array_equal(np.asarray(features).transpose(0, 2, 3, 1),
+                                  np.asarray(pred.embedding_nhwc))
 
 
 def _crafted(path, size, stride, offset=0, numel=6, data_bytes=24, memo_index=None):

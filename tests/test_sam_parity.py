@@ -15,7 +15,7 @@ from segment_anything import SamPredictor as TorchSamPredictor
 from torch_sam import build_torch_sam
 
 import sam_port
-from sam_port.predictor import embed_images
+from sam_port.compute import embed_images
 
 EMBED_TOL = 1e-4
 LOGIT_TOL = 1e-3

@@ -58,7 +58,7 @@ def run(model_type: str | None, checkpoint: str | None, output_dir: Path, seed: 
     predictor = sam_port.SamPredictor(loaded)
     t0 = time.perf_counter()
     predictor.set_image(image)
-    jax.block_until_ready(predictor.features)
+    jax.block_until_ready(predictor.embedding_nhwc)
     t1 = time.perf_counter()
     masks, scores, _ = predictor.predict(point_coords=point, point_labels=np.array([1]),
                                          multimask_output=True)

@@ -1,4 +1,4 @@
-"""SAM alone: `convert-sam`, `sam-predict`, `sam-demo`."""
+"""SAM alone: `convert-sam`, `sam-predict`, `sam-everything`, `sam-demo`."""
 
 from __future__ import annotations
 
@@ -52,6 +52,40 @@ def sam_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# sam-everything's generator options: (flag, type, official default, help)
+GENERATOR_OPTIONS = [
+    ("points_per_side", int, 32, "points sampled along each side of the image"),
+    ("points_per_batch", int, 64, "points run through the decoder at once"),
+    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU is above this"),
+    ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
+    ("stability_score_offset", float, 1.0, "logit offset of the stability score"),
+    ("box_nms_thresh", float, 0.7, "box IoU above which duplicate masks are removed"),
+    ("crop_n_layers", int, 0, "layers of image crops to run again (layer i: 4**i crops)"),
+    ("crop_nms_thresh", float, 0.7, "box NMS threshold between crops"),
+    ("crop_overlap_ratio", float, 512 / 1500, "overlap of the crops in the first layer"),
+    ("crop_n_points_downscale_factor", int, 1, "points per side shrink by this per layer"),
+    ("min_mask_region_area", int, 0, "fill holes and drop islands smaller than this"),
+]
+
+
+def sam_everything(args: argparse.Namespace) -> int:
+    import sam_port
+    from vrp_sam_jax.errors import InputError
+    from vrp_sam_jax.segment_everything import segment_files
+
+    sam = sam_port.load_sam(args.checkpoint, args.model_type)
+    try:
+        generator = sam_port.SamAutomaticMaskGenerator(
+            sam, output_mode="uncompressed_rle", progress=not args.quiet,
+            **{name: getattr(args, name) for name, *_ in GENERATOR_OPTIONS},
+        )
+    except ValueError as e:
+        raise InputError(f"sam-everything: {e}") from e
+    for line in segment_files(generator, args.image, args.output_dir, args.format):
+        print(json.dumps(line))
+    return 0
+
+
 def sam_demo(args: argparse.Namespace) -> int:
     from vrp_sam_jax import sam_demo as demo
 
@@ -79,6 +113,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="predict 3 masks and keep the best-scored (good for a single point)")
     p.add_argument("--output", required=True, help="mask PNG to write")
     p.set_defaults(func=sam_predict)
+
+    p = sub.add_parser("sam-everything", help="segment everything in images with SAM's "
+                                              "automatic mask generator")
+    p.add_argument("--checkpoint", required=True, help="official .pth or converted directory")
+    p.add_argument("--model-type", choices=names.SAM_TYPES, default=None)
+    p.add_argument("--image", required=True, action="append",
+                   help="image file (repeatable)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--format", choices=("png", "coco-rle"), default="png",
+                   help="png: NAME/{0,1,...}.png + metadata.csv + overlay.png; coco-rle: "
+                        "NAME.json + NAME_overlay.png")
+    for name, kind, default, text in GENERATOR_OPTIONS:
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
+                       help=f"{text} (default {default:.4g})")
+    options.add_quiet(p)
+    p.set_defaults(func=sam_everything)
 
     p = sub.add_parser("sam-demo", help="SAM alone: checkpoint round trip and one point prompt "
                                         "on a generated image")

@@ -1,0 +1,80 @@
+"""SAM's compiled computations, shared by the predictor, the end-to-end call and the automatic
+mask generator: one jit-compiled function per stage."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sam_port.config import SamConfig
+from sam_port.modeling.sam import Sam
+from sam_port.transforms import postprocess_masks
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def embed_images(config: SamConfig, params: dict, images: jax.Array,
+                 compute_dtype: str = "float32", attention: str = "auto") -> jax.Array:
+    """(B, S, S, 3) normalised padded images -> (B, S/16, S/16, C) float32 image embeddings,
+    the encoder computing in `compute_dtype` (float32 parameters either way)."""
+    model = Sam(config, jnp.dtype(compute_dtype), attention)
+    return model.apply({"params": params}, images, method=Sam.embed_images)
+
+
+@partial(jax.jit, static_argnames=("config", "multimask_output", "input_size", "original_size"))
+def predict_masks(
+    config: SamConfig,
+    params: dict,
+    image_embeddings: jax.Array,
+    points: tuple[jax.Array, jax.Array] | None,
+    boxes: jax.Array | None,
+    mask_input: jax.Array | None,
+    *,
+    multimask_output: bool,
+    input_size: tuple[int, int],
+    original_size: tuple[int, int],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Prompts in the input frame -> (logits at the original size, IoU, low-res logits)."""
+    low_res, iou = Sam(config).apply(
+        {"params": params}, image_embeddings, points, boxes, mask_input, multimask_output,
+        method=Sam.predict_from_embeddings,
+    )
+    masks = postprocess_masks(low_res, input_size, original_size, config.img_size)
+    return masks, iou, low_res
+
+
+
+def batched_prompts(
+    point_coords: Any, point_labels: Any, boxes: Any, mask_input: Any, low_res_size: int
+) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None, np.ndarray | None]:
+    """The official batched prompt layout (points (B, N, 2) with labels (B, N), boxes (B, 4),
+    mask_input (B, 1, 256, 256)), in the input frame, checked -> our model's arguments
+    (mask input NHWC). Any array type np.asarray takes is accepted."""
+    points = box_array = mask = None
+    sizes = {}
+    if point_coords is not None:
+        if point_labels is None:
+            raise ValueError("point_labels must be supplied if point_coords is supplied.")
+        coords = np.asarray(point_coords, np.float32)
+        labels = np.asarray(point_labels, np.int32)
+        if coords.ndim != 3 or coords.shape[2] != 2 or labels.shape != coords.shape[:2]:
+            raise ValueError(f"point_coords must be (B, N, 2) with point_labels (B, N), got "
+                             f"{coords.shape} and {labels.shape}")
+        points, sizes["point_coords"] = (coords, labels), coords.shape[0]
+    if boxes is not None:
+        box_array = np.asarray(boxes, np.float32)
+        if box_array.ndim != 2 or box_array.shape[1] != 4:
+            raise ValueError(f"boxes must be (B, 4) x0,y0,x1,y1, got shape {box_array.shape}")
+        sizes["boxes"] = box_array.shape[0]
+    if mask_input is not None:
+        mask = np.asarray(mask_input, np.float32)
+        if mask.ndim != 4 or mask.shape[1:] != (1, low_res_size, low_res_size):
+            raise ValueError(f"mask_input must be (B, 1, {low_res_size}, {low_res_size}), got "
+                             f"shape {mask.shape}")
+        mask, sizes["mask_input"] = mask.transpose(0, 2, 3, 1), mask.shape[0]
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"prompts of different batch sizes: {sizes}")
+    return points, box_array, mask
