@@ -74,6 +74,14 @@ def resize_bilinear(
     else:
         wy = jnp.asarray(linear_weights(x.shape[h_axis], out_h, align_corners), x.dtype)
         wx = jnp.asarray(linear_weights(x.shape[w_axis], out_w, align_corners), x.dtype)
+    return apply_separable(x, wy, wx, axes)
+
+
+def apply_separable(x: jax.Array, wy: jax.Array, wx: jax.Array,
+                    axes: tuple[int, int] = (-3, -2)) -> jax.Array:
+    """`wy` (out_h, in_h) along the first of `axes` and `wx` (out_w, in_w) along the second,
+    as exact (HIGHEST precision) matmuls."""
+    h_axis, w_axis = (a % x.ndim for a in axes)
     hp = jax.lax.Precision.HIGHEST
     x = jnp.moveaxis(jnp.tensordot(wy, x, axes=((1,), (h_axis,)), precision=hp), 0, h_axis)
     x = jnp.moveaxis(jnp.tensordot(wx, x, axes=((1,), (w_axis,)), precision=hp), 0, w_axis)

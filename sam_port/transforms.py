@@ -3,6 +3,7 @@ processing of `Sam`), with the same numbers."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from sam_port.config import SamConfig
-from sam_port.interpolate import resize_bilinear
+from sam_port.interpolate import apply_separable, linear_weights, resize_bilinear
 
 ArrayLike = Any  # numpy or jax arrays, or anything np.asarray takes (a CPU torch tensor)
 
@@ -93,11 +94,26 @@ def normalize_and_pad(image: np.ndarray, config: SamConfig) -> np.ndarray:
     return preprocess_nchw(np.asarray(image).transpose(2, 0, 1)[None], config)
 
 
+@lru_cache(maxsize=64)
+def postprocess_weights(low_res: int, img_size: int, crop: int, out: int) -> np.ndarray:
+    """(out, low_res): upscaling to the padded input, cropping to `crop` and resizing to `out`
+    (bilinear, align_corners=False, PyTorch's weights) composed into one linear map, in
+    float64 before the cast."""
+    up = linear_weights(low_res, img_size, False).astype(np.float64)[:crop]
+    down = linear_weights(crop, out, False).astype(np.float64)
+    return (down @ up).astype(np.float32)
+
+
 def postprocess_masks(
     masks: jax.Array, input_size: tuple[int, int], original_size: tuple[int, int], img_size: int
 ) -> jax.Array:
-    """Low-res logits (B, M, h, w) -> (B, M, H, W) at the original size: upscale to the padded
-    input, crop the padding, resize to the original (bilinear, align_corners=False)."""
-    masks = resize_bilinear(masks, (img_size, img_size), align_corners=False, axes=(-2, -1))
-    masks = masks[..., : input_size[0], : input_size[1]]
-    return resize_bilinear(masks, original_size, align_corners=False, axes=(-2, -1))
+    """Low-res logits (B, M, h, w) -> (B, M, H, W) at the original size: `Sam.postprocess_masks`
+    (upscale to the padded input, crop the padding, resize to the original; bilinear,
+    align_corners=False). The three steps are linear per axis, so they run as one composed
+    matrix per axis: H x h and W x w multiply-adds per mask instead of passing through the
+    1024 x 1024 padded frame (equal to the sequential form within float32 rounding)."""
+    h, w = masks.shape[-2:]
+    wy = postprocess_weights(h, img_size, input_size[0], original_size[0])
+    wx = postprocess_weights(w, img_size, input_size[1], original_size[1])
+    return apply_separable(masks, jnp.asarray(wy, masks.dtype), jnp.asarray(wx, masks.dtype),
+                           axes=(-2, -1))

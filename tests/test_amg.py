@@ -10,6 +10,9 @@ within 8 pixels, box edges within 1 pixel, predicted IoU and stability score wit
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -114,9 +117,41 @@ def test_generator_parity(models, crop_n_layers):
         assert len(reference) < 8 * 8 * 3 * (1 + 4 * crop_n_layers)  # the filters acted
 
 
-def test_generator_output_modes_and_small_regions(models):
-    """coco_rle and uncompressed_rle decode to the binary masks; min_mask_region_area gives
-    the official's result (whose OpenCV call is replaced by scipy on both sides here)."""
+@pytest.mark.full_size
+def test_generator_parity_vit_b(tmp_path):
+    """Full-size ViT-B (random weights) on a 240x320 picture, 6x6 points: the masks all span
+    the image, so NMS is off and the score filters select."""
+    torch_model = build_torch_sam(sam_port.get_config("vit_b"), seed=7)
+    path = tmp_path / "sam_vit_b.pth"
+    torch.save(torch_model.state_dict(), path)
+    kwargs = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
+                  box_nms_thresh=1.0)
+    image = _scene(240, 320)
+    reference = TorchGenerator(torch_model, **kwargs).generate(image)
+    _match(reference, SamAutomaticMaskGenerator(sam_port.load_sam(path), **kwargs)
+           .generate(image))
+    assert sum(r["area"] > 0 for r in reference) >= 10
+
+
+def test_generator_notebook_settings(models, monkeypatch):
+    """The official example notebook's tuned generator (crop layer, points downscaled per
+    layer, small regions removed; its points per side scaled to the tiny picture), with the
+    official's OpenCV call served by ours."""
+    import segment_anything.automatic_mask_generator as official
+
+    kind, torch_model, ours = models
+    monkeypatch.setattr(official, "remove_small_regions", amg.remove_small_regions)
+    monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))  # imported, not used
+    kwargs = dict(points_per_side=8, pred_iou_thresh=-0.2, stability_score_thresh=0.1,
+                  crop_n_layers=1, crop_n_points_downscale_factor=2, min_mask_region_area=30)
+    image = _scene()
+    reference = TorchGenerator(model=torch_model, **kwargs).generate(image)
+    _match(reference, SamAutomaticMaskGenerator(model=ours, **kwargs).generate(image))
+    assert reference
+
+
+def test_generator_output_modes(models):
+    """coco_rle and uncompressed_rle decode to the binary masks."""
     _, torch_model, ours = models
     from pycocotools import mask as mask_utils
 
