@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import conftest  # noqa: E402,F401  (torchvision stand-in for segment_anything's import)
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from segment_anything import SamAutomaticMaskGenerator as TorchGenerator  # noqa: E402
 from timing import interleaved_medians, torch_device, torch_synced  # noqa: E402
 from torch_sam import build_torch_sam, state_dict_numpy  # noqa: E402
