@@ -57,12 +57,23 @@ def _torch_model(seed: int, blocky: bool) -> torch.nn.Module:
     return model
 
 
+def _models(kind: str, directory):
+    torch_model = _torch_model(4, blocky=kind == "blocky")
+    path = directory / "sam_tiny.pth"
+    torch.save(torch_model.state_dict(), path)
+    return kind, torch_model, sam_port.load_sam(path, "tiny")
+
+
 @pytest.fixture(scope="module", params=["blocky", "scattered"])
 def models(request, tmp_path_factory):
-    torch_model = _torch_model(4, blocky=request.param == "blocky")
-    path = tmp_path_factory.mktemp("amg") / "sam_tiny.pth"
-    torch.save(torch_model.state_dict(), path)
-    return request.param, torch_model, sam_port.load_sam(path, "tiny")
+    """Both weight draws, for the parity tests."""
+    return _models(request.param, tmp_path_factory.mktemp("amg"))
+
+
+@pytest.fixture(scope="module")
+def blocky(tmp_path_factory):
+    """The draw with varied masks, for the tests of one path each."""
+    return _models("blocky", tmp_path_factory.mktemp("amg_blocky"))
 
 
 def _mask_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -133,13 +144,13 @@ def test_generator_parity_vit_b(tmp_path):
     assert sum(r["area"] > 0 for r in reference) >= 10
 
 
-def test_generator_notebook_settings(models, monkeypatch):
+def test_generator_notebook_settings(blocky, monkeypatch):
     """The official example notebook's tuned generator (crop layer, points downscaled per
     layer, small regions removed; its points per side scaled to the tiny picture), with the
     official's OpenCV call served by ours."""
     import segment_anything.automatic_mask_generator as official
 
-    kind, torch_model, ours = models
+    kind, torch_model, ours = blocky
     monkeypatch.setattr(official, "remove_small_regions", amg.remove_small_regions)
     monkeypatch.setitem(sys.modules, "cv2", types.ModuleType("cv2"))  # imported, not used
     kwargs = dict(points_per_side=8, pred_iou_thresh=-0.2, stability_score_thresh=0.1,
@@ -150,9 +161,9 @@ def test_generator_notebook_settings(models, monkeypatch):
     assert reference
 
 
-def test_generator_output_modes(models):
+def test_generator_output_modes(blocky):
     """coco_rle and uncompressed_rle decode to the binary masks."""
-    _, torch_model, ours = models
+    _, torch_model, ours = blocky
     from pycocotools import mask as mask_utils
 
     image = _scene()
@@ -169,9 +180,9 @@ def test_generator_output_modes(models):
         assert b["area"] == c["area"] == int(mask_utils.area(c["segmentation"]))
 
 
-def test_small_regions_match_official(models, monkeypatch):
+def test_small_regions_match_official(blocky, monkeypatch):
     """`postprocess_small_regions` as the official, with its OpenCV call served by ours."""
-    _, torch_model, ours = models
+    _, torch_model, ours = blocky
     import segment_anything.automatic_mask_generator as official
 
     monkeypatch.setattr(official, "remove_small_regions", amg.remove_small_regions)
@@ -318,7 +329,7 @@ def test_remove_small_regions():
     assert changed and kept.sum() == 4 and kept[5:7, 5:7].all()
 
 
-def test_sam_everything_command(models, tmp_path, capsys):
+def test_sam_everything_command(blocky, tmp_path, capsys):
     """`vrp-sam sam-everything`: PNG masks + metadata.csv + overlay, or one COCO-RLE JSON;
     both hold the generator's masks; a bad image fails before anything is written."""
     import json
@@ -328,7 +339,7 @@ def test_sam_everything_command(models, tmp_path, capsys):
 
     from vrp_sam_jax.cli import main
 
-    _, torch_model, _ = models
+    _, torch_model, _ = blocky
     checkpoint = tmp_path / "sam_tiny.pth"
     torch.save(torch_model.state_dict(), checkpoint)
     Image.fromarray(_scene()).save(tmp_path / "scene.png")
