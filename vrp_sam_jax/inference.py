@@ -142,7 +142,7 @@ def output_dir(path: str | Path, create: bool = True) -> Path:
     return path
 
 
-def _write_atomic(path: Path, write) -> None:
+def write_atomic(path: Path, write) -> None:
     """`write(temporary path)`, then rename: a killed run leaves no half-written file."""
     partial = path.with_name(f".{path.name}.partial{path.suffix}")
     write(partial)
@@ -173,11 +173,11 @@ def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
             desc="targets", unit="image", disable=not progress or None):
         image = read.popleft()
         mask_path = out / OUTPUTS[0].format(name)
-        _write_atomic(mask_path, lambda p, m=mask: write_mask(p, m))
-        _write_atomic(out / OUTPUTS[1].format(name),
+        write_atomic(mask_path, lambda p, m=mask: write_mask(p, m))
+        write_atomic(out / OUTPUTS[1].format(name),
                       lambda p, i=image, m=mask: Image.fromarray(overlay(i, m)).save(p))
         if save_logits:
-            _write_atomic(out / OUTPUTS[2].format(name),
+            write_atomic(out / OUTPUTS[2].format(name),
                           lambda p, x=logits: np.save(p, x))
         written.append({"target": str(path), "mask": str(mask_path),
                         "foreground": round(float(mask.mean()), 4)})

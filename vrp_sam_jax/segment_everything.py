@@ -20,8 +20,9 @@ import numpy as np
 from PIL import Image
 
 from sam_port.amg import coco_encode_rle, rle_to_mask
+from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.image_io import read_image, require_images, write_mask
-from vrp_sam_jax.inference import output_dir, output_names
+from vrp_sam_jax.inference import output_dir, output_names, write_atomic
 
 FORMATS = ("png", "coco-rle")
 METADATA_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
@@ -72,12 +73,8 @@ def write_outputs(image: np.ndarray, records: list[dict[str, Any]], out: Path, n
         return final
     coco = [{**r, "segmentation": coco_encode_rle(r["segmentation"])} for r in records]
     final = out / f"{name}.json"
-    partial = out / f".{name}.json.partial"
-    partial.write_text(json.dumps(coco))
-    overlay_partial = out / f".{name}_overlay.partial.png"
-    picture.save(overlay_partial)
-    os.replace(overlay_partial, out / f"{name}_overlay.png")
-    os.replace(partial, final)
+    write_atomic(out / f"{name}_overlay.png", picture.save)
+    write_text_atomic(final, json.dumps(coco))
     return final
 
 
