@@ -7,8 +7,10 @@ batch 8, 100 epochs, seed 321, BCE + Dice; only the VRP encoder trains).
         --config.init.sam_checkpoint=sam_vit_h_4b8939.pth \\
         --config.init.backbone_checkpoint=resnet50_v2.pth
 
-`arg` = "<backbone>,<condition>": backbone resnet50 | resnet101 | vgg16, condition mask | box |
-scribble | point (either may be left out). Every field below can be overridden with
+`arg` = "<backbone>,<condition>": backbone resnet50 | resnet101 | vgg16 | dinov2_vits14 |
+dinov2_vitb14 | dinov2_vitl14 (the paper's DINOv2 row is ViT-L: `init.backbone_checkpoint=
+dinov2_vitl14_pretrain.pth`), condition mask | box | scribble | point (either may be left
+out). Every field below can be overridden with
 `--config.<section>.<field>=<value>`.
 """
 
@@ -19,11 +21,12 @@ def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
     backbone, _, condition = arg.partition(",")
     return ml_collections.ConfigDict({
         "model": {
-            "backbone": backbone or "resnet50",  # PSPNet ResNet-50/101 or VGG-16-BN
+            "backbone": backbone or "resnet50",  # PSPNet ResNet-50/101, VGG-16-BN or DINOv2
             "sam_type": "vit_h",  # vit_b | vit_l | vit_h: must match init.sam_checkpoint
             "image_size": 512,  # the grid of images, prompt masks and logits
             "num_queries": 50,  # learnable queries per reference (prompt embeddings)
             "num_heads": 4,  # attention heads of the VRP encoder
+            "query_init": "random",  # random | foreground | background | half (Table 6)
             # frozen backbone and SAM image encoder in bfloat16 | float16 (parameters, VRP
             # encoder, decoder, loss and logits stay float32)
             "compute_dtype": "float32",
@@ -31,7 +34,8 @@ def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
         },
         "init": {
             "sam_checkpoint": "",  # official SAM .pth or `vrp-sam convert-sam` directory
-            "backbone_checkpoint": "",  # resnet{50,101}_v2.pth, vgg16_bn, or converted dir
+            # resnet{50,101}_v2.pth, vgg16_bn, dinov2_vit*14_pretrain.pth, or a converted dir
+            "backbone_checkpoint": "",
             "random": False,  # random frozen weights instead (tests): nothing to load
             "seed": 0,  # initialisation of the VRP encoder
         },
@@ -55,6 +59,7 @@ def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
             "weight_decay": 1e-6,
             "b1": 0.9,
             "b2": 0.999,
+            "loss": "bce+dice",  # bce+dice (the release) | bce | dice (Table 5)
             # parameter paths trained ("part/module/..."); BatchNorm statistics never train
             "trainable": ("encoder",),
         },

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
             "image_size": 128,
             "num_queries": 16,
             "num_heads": 4,
+            "query_init": "random",  # random | foreground | background | half (Table 6)
             "compute_dtype": "float32",
             "attention": "auto",
         },
@@ -50,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
             "weight_decay": 1e-4,
             "b1": 0.9,
             "b2": 0.999,
+            "loss": "bce+dice",  # bce+dice (the release) | bce | dice (Table 5)
             "trainable": ("encoder", "backbone", "sam"),
         },
         "mesh": {"data": -1, "model": 1},

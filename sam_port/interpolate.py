@@ -55,6 +55,52 @@ def antialiased_linear_weights(in_size: int, out_size: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
+CUBIC_A = -0.75  # PyTorch's bicubic convolution coefficient
+
+
+def _cubic_taps(t: np.ndarray) -> np.ndarray:
+    """The four weights of PyTorch's cubic convolution at fractions `t` (n,) -> (n, 4), for
+    source offsets -1, 0, 1, 2 (`upsample_bicubic2d`'s `get_cubic_upsample_coefficients`)."""
+    a = np.float64(CUBIC_A)
+
+    def near(x):  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
+
+
+@lru_cache(maxsize=64)
+def cubic_weights(in_size: int, out_size: int, scale_factor: float | None = None) -> np.ndarray:
+    """(out_size, in_size) matrix of `F.interpolate(mode="bicubic", align_corners=False)`;
+    `scale_factor` is the factor given to `F.interpolate` (PyTorch then maps coordinates with
+    1 / scale_factor, not in / out). Taps beyond the edge read the edge pixel."""
+    ratio = 1.0 / scale_factor if scale_factor else in_size / out_size
+    f32 = np.float32
+    src = f32(ratio) * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5)  # no clamp
+    lo = np.floor(src).astype(np.int64)
+    taps = _cubic_taps((src - lo.astype(f32)).astype(np.float64))
+    weights = np.zeros((out_size, in_size), np.float64)
+    rows = np.arange(out_size)
+    for k in range(4):
+        np.add.at(weights, (rows, np.clip(lo - 1 + k, 0, in_size - 1)), taps[:, k])
+    return weights.astype(np.float32)
+
+
+def resize_bicubic(x: jax.Array, size: tuple[int, int], *,
+                   scale_factor: tuple[float, float] | None = None,
+                   axes: tuple[int, int] = (-3, -2)) -> jax.Array:
+    """`F.interpolate(mode="bicubic", align_corners=False)` of the two spatial `axes` to
+    `size`, with the `scale_factor` PyTorch was given when it was given one."""
+    h_axis, w_axis = (a % x.ndim for a in axes)
+    sy, sx = scale_factor or (None, None)
+    wy = jnp.asarray(cubic_weights(x.shape[h_axis], size[0], sy), x.dtype)
+    wx = jnp.asarray(cubic_weights(x.shape[w_axis], size[1], sx), x.dtype)
+    return apply_separable(x, wy, wx, axes)
+
+
 def resize_bilinear(
     x: jax.Array, size: tuple[int, int], *, align_corners: bool, axes: tuple[int, int] = (-3, -2),
     antialias: bool = False,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch_sam import build_torch_sam, state_dict_numpy
-from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
+from torch_vrp import TorchVRPEncoder, TorchVRPSam, nchw, nhwc, randomize_, rel_err
 
 import sam_port
 from sam_port.checkpoint import convert_sam_state_dict
@@ -31,18 +31,6 @@ PROMPT_TOL = 1e-3
 LOGIT_TOL = 1e-3
 
 
-def _nchw(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))
-
-
-def _nhwc(x: torch.Tensor) -> np.ndarray:
-    return np.moveaxis(x.detach().numpy(), -3, -1)
-
-
-def _rel_err(got, ref) -> float:
-    return float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max())
-
-
 @pytest.mark.parametrize("backbone,size", [("resnet50", 96), ("resnet101", 64), ("vgg16", 96),
                                            ("resnet_tiny", 96)])
 def test_backbone_features(backbone, size, tmp_path):
@@ -55,16 +43,16 @@ def test_backbone_features(backbone, size, tmp_path):
     assert name == backbone
     image = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype(np.float32)
     with torch.no_grad():
-        f_ref, l3_ref = ref.features(_nchw(image))
+        f_ref, l3_ref = ref.features(nchw(image))
         l4_ref = ref.layer4(l3_ref)
     module = make_backbone(backbone)
     f, l3 = module.apply({"params": params}, image, method=module.features)
     l4 = module.apply({"params": params}, l3, method=module.final_stage)
     for got, want in [(f, f_ref), (l4, l4_ref)]:
-        want = _nhwc(want)
+        want = nhwc(want)
         assert got.shape == want.shape
         assert np.abs(want).max() > 0.1
-        assert _rel_err(got, want) < FEATURE_RTOL
+        assert rel_err(got, want) < FEATURE_RTOL
 
 
 def _episode(size: int, shots: int, condition: str, seed: int):
@@ -111,10 +99,10 @@ def test_prompts_and_logits(release_models, condition, shots):
     embeddings = np.random.default_rng(9).normal(size=(1, 64, 64, 256)).astype(np.float32)
     with torch.no_grad():
         want_prompts = torch.cat([
-            torch_model.encoder(torch.from_numpy(masks[:, k]), _nchw(target), _nchw(refs[:, k]))
+            torch_model.encoder(torch.from_numpy(masks[:, k]), nchw(target), nchw(refs[:, k]))
             for k in range(shots)], dim=1).numpy()
-        want_logits = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks),
-                                  embeddings=_nchw(embeddings)).numpy()
+        want_logits = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks),
+                                  embeddings=nchw(embeddings)).numpy()
     model = VRPSam(config)
     variables = {"params": params}
     reference = model.apply(variables, refs, masks, method=model.encode_reference)
@@ -149,7 +137,7 @@ def test_end_to_end_tiny_with_sam_encoder(tiny_models):
     eps = [_episode(96, 2, "mask", seed=s) for s in (11, 12)]
     refs, masks, target = (np.concatenate(parts) for parts in zip(*eps, strict=True))
     with torch.no_grad():
-        want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
+        want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
     got = jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
@@ -168,7 +156,7 @@ def test_bfloat16_compute_and_fused_attention(tiny_models):
     torch_model, _, params = tiny_models
     refs, masks, target = _episode(96, 1, "mask", seed=13)
     with torch.no_grad():
-        want = torch_model(_nchw(target), _nchw(refs), torch.from_numpy(masks)).numpy()
+        want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
 
     def logits(**compute):
         config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96, **compute)
@@ -216,7 +204,7 @@ def test_geometric_prompts_combine_with_vrp_prompts():
                            boxes=None, masks=None)
         sparse = torch.cat([sparse, torch.from_numpy(prompts)], dim=1)
         low, _ = torch_sam.mask_decoder(
-            image_embeddings=_nchw(embeddings), image_pe=pe.get_dense_pe(),
+            image_embeddings=nchw(embeddings), image_pe=pe.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
             multimask_output=False)
         want = torch.nn.functional.interpolate(low, (96, 96), mode="bilinear",

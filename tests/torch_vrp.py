@@ -3,7 +3,9 @@
 reference in parity tests and benchmarks. Attribute names are the release's, so
 `state_dict()` of `TorchVRPEncoder` wrapped as `module.` is a `best_model.pt` in the release's
 layout, and `TorchPSPResNet` / `TorchVGG16BN` state dicts are in the layouts of the PSPNet
-`resnet50_v2.pth` files and torchvision's `vgg16_bn`."""
+`resnet50_v2.pth` files and torchvision's `vgg16_bn`. DINOv2 backbones are the official
+`dinov2.models.vision_transformer` (PyPI `dinov2`), cut into stages as the release's author
+describes (`vrp_sam_jax/models/dinov2.py` states the choices this reference shares)."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vrp_sam_jax.models.backbones import ResNetSpec, VGGSpec, get_backbone_spec
+from vrp_sam_jax.models.backbones import DinoSpec, ResNetSpec, VGGSpec, get_backbone_spec
 
 
 class TorchBottleneck(nn.Module):
@@ -93,9 +95,49 @@ class TorchVGG16BN(nn.Module):
         self.features = nn.Sequential(*layers)
 
 
+def official_dinov2(spec: DinoSpec) -> nn.Module:
+    """The official DinoVisionTransformer as `torch.hub`'s `dinov2_vit*14` builds it."""
+    from dinov2.models.vision_transformer import DinoVisionTransformer
+
+    return DinoVisionTransformer(
+        img_size=spec.patch_size * spec.pretrain_grid, patch_size=spec.patch_size,
+        embed_dim=spec.embed_dim, depth=spec.depth, num_heads=spec.num_heads,
+        mlp_ratio=spec.mlp_ratio, init_values=1.0, ffn_layer="mlp", block_chunks=0)
+
+
+class DinoTokens(nn.Module):
+    """layer0 of a DINOv2 backbone: resize to a multiple of the patch (bilinear,
+    align_corners=True), then the official `prepare_tokens_with_masks` (patch embedding, class
+    token, bicubic-interpolated position embedding). Registers the parameters it uses."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        self.__dict__["vit"] = vit
+        self.patch_embed, self.cls_token, self.pos_embed = (vit.patch_embed, vit.cls_token,
+                                                            vit.pos_embed)
+
+    def forward(self, img):
+        p = self.vit.patch_size
+        size = (img.shape[-1] // p) * p
+        img = F.interpolate(img, (size, size), mode="bilinear", align_corners=True)
+        return self.vit.prepare_tokens_with_masks(img)
+
+
+def token_grid(tokens):
+    """(B, 1 + g*g, C) tokens -> (B, C, g, g) patch-token map."""
+    b, n, c = tokens.shape
+    g = math.isqrt(n - 1)
+    return tokens[:, 1:].transpose(1, 2).reshape(b, c, g, g)
+
+
 def backbone_stages(name: str) -> tuple[nn.Module, list[nn.Sequential]]:
     """(backbone in its own file layout, [layer0..layer4] sharing its modules)."""
     spec = get_backbone_spec(name)
+    if isinstance(spec, DinoSpec):
+        vit = official_dinov2(spec)
+        cuts = (0, *spec.splits, spec.depth)
+        return vit, [DinoTokens(vit), *(nn.Sequential(*vit.blocks[lo:hi])
+                                         for lo, hi in zip(cuts[:-1], cuts[1:], strict=True))]
     if isinstance(spec, VGGSpec):
         net = TorchVGG16BN(spec)
         return net, [nn.Sequential(*net.features[lo:hi])
@@ -180,6 +222,7 @@ class TorchVRPEncoder(nn.Module):
         net, stages = backbone_stages(backbone)
         self.__dict__["backbone_net"] = net
         self.is_vgg = isinstance(get_backbone_spec(backbone), VGGSpec)
+        self.is_vit = isinstance(get_backbone_spec(backbone), DinoSpec)
         self.layer0, self.layer1, self.layer2, self.layer3, self.layer4 = stages
         fea_dim = get_backbone_spec(backbone).feature_dim
         self.downsample_query = nn.Sequential(
@@ -195,6 +238,8 @@ class TorchVRPEncoder(nn.Module):
     def features(self, img):
         f2 = self.layer2(self.layer1(self.layer0(img)))
         f3 = self.layer3(f2)
+        if self.is_vit:  # layer3 stays tokens: layer4 needs the class token
+            return torch.cat([token_grid(f2), token_grid(f3)], 1), f3
         if self.is_vgg:
             f2 = F.interpolate(f2, size=f3.shape[-2:], mode="bilinear", align_corners=True)
         return torch.cat([f2, f3], 1), f3
@@ -208,14 +253,23 @@ class TorchVRPEncoder(nn.Module):
         b, _, h, w = q4.shape
         return sim.max(1)[0].reshape(b, 1, h, w)
 
+    def final_stage(self, layer3, mask=None):
+        """layer4 of layer3 (masked by `mask` on the feature grid when given)."""
+        if not self.is_vit:
+            return self.layer4(layer3 if mask is None else layer3 * mask)
+        if mask is not None:  # patch tokens masked, the class token kept
+            keep = torch.cat([torch.ones_like(mask.flatten(1)[:, :1]), mask.flatten(1)], 1)
+            layer3 = layer3 * keep[:, :, None]
+        return token_grid(self.layer4(layer3))
+
     def forward(self, prompt_mask, query_img, support_img):
         with torch.no_grad():
             q_feat, q3 = self.features(query_img)
-            q4 = self.layer4(q3)
+            q4 = self.final_stage(q3)
             s_feat, s3 = self.features(support_img)
-            mask = F.interpolate(prompt_mask.unsqueeze(1).float(), size=s3.shape[-2:],
+            mask = F.interpolate(prompt_mask.unsqueeze(1).float(), size=s_feat.shape[-2:],
                                  mode="nearest")
-            s4 = self.layer4(s3 * mask)
+            s4 = self.final_stage(s3, mask)
             prior = self.pseudo_mask(s4, q4, mask)
         q_feat = self.downsample_query(q_feat)
         s_feat = self.downsample_query(s_feat)
@@ -261,6 +315,20 @@ class TorchVRPSam(nn.Module):
         return F.interpolate(low, (s, s), mode="bilinear", align_corners=True)[:, 0]
 
 
+def nchw(x: np.ndarray) -> torch.Tensor:
+    """An NHWC array as an NCHW tensor."""
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))
+
+
+def nhwc(x: torch.Tensor) -> np.ndarray:
+    return np.moveaxis(x.detach().numpy(), -3, -1)
+
+
+def rel_err(got, ref) -> float:
+    """max |got - ref| / max |ref|."""
+    return float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max())
+
+
 def randomize_(module: nn.Module, seed: int) -> nn.Module:
     """Random values for every parameter and BatchNorm statistic (none left at 0 or 1), in
     ranges that keep activations of deep nets finite and non-trivial."""
@@ -270,7 +338,7 @@ def randomize_(module: nn.Module, seed: int) -> nn.Module:
             if p.ndim >= 2:
                 fan_in = p[0].numel()
                 p.copy_(torch.randn(p.shape, generator=gen) * math.sqrt(2.0 / fan_in))
-            elif name.endswith("weight"):  # norm scales
+            elif name.endswith(("weight", "gamma")):  # norm and layer scales
                 p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))

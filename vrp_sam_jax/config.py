@@ -39,7 +39,7 @@ FIELDS = {
     "data": ("benchmark", "fold", "shots", "condition", "root", "workers", "prefetch_batches",
              "val_protocol", "val_episodes"),
     "train": ("seed", "epochs", "steps_per_epoch", "global_batch", "lr", "weight_decay", "b1",
-              "b2", "trainable"),
+              "b2", "loss", "trainable"),
     "mesh": ("data", "model"),
     "cache": ("embeddings", "dir", "dtype"),
     "checkpoint": ("every_steps", "async_save"),
@@ -47,15 +47,18 @@ FIELDS = {
 }
 PATH_FIELDS = ("init.sam_checkpoint", "init.backbone_checkpoint", "data.root", "cache.dir")
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
-# Fields that must match between a run and the checkpoint it resumes from.
+# Fields added after runs were first written, with the value every earlier run had: a stored
+# `config.json` without them reads as that value.
+ADDED_FIELDS = {"model.query_init": "random", "train.loss": "bce+dice"}
 # Fields that must match between a run and the checkpoint it resumes from: everything that
 # shapes the parameters, the data stream or the optimizer (not the compute dtype, the
 # attention path, the paths, the logging).
 RESUME_KEYS = ("model.backbone", "model.sam_type", "model.image_size", "model.num_queries",
-               "model.num_heads", "init.random", "init.seed", "data.benchmark", "data.fold",
-               "data.shots", "data.condition", "train.seed", "train.global_batch",
+               "model.num_heads", "model.query_init", "init.random", "init.seed",
+               "data.benchmark", "data.fold", "data.shots", "data.condition", "train.seed",
+               "train.global_batch",
                "train.trainable", "train.epochs", "train.steps_per_epoch", "train.lr",
-               "train.weight_decay", "train.b1", "train.b2")
+               "train.weight_decay", "train.b1", "train.b2", "train.loss")
 
 
 def model_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
@@ -149,7 +152,8 @@ def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collection
     except ConfigError as e:
         raise ConfigError(f"{label}: {e}") from e
     problems = []
-    for field, allowed in (("data.benchmark", names.BENCHMARKS),
+    for field, allowed in (("train.loss", names.LOSSES),
+                           ("data.benchmark", names.BENCHMARKS),
                            ("data.condition", names.CONDITIONS),
                            ("data.val_protocol", names.PROTOCOLS)):
         if _get(config, field) not in allowed:
@@ -235,6 +239,9 @@ def from_json(text: str, label: str) -> ml_collections.ConfigDict:
     try:
         data = json.loads(text)
         data["train"]["trainable"] = tuple(data["train"]["trainable"])
+        for field, value in ADDED_FIELDS.items():
+            section, leaf = field.split(".")
+            data[section].setdefault(leaf, value)
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ConfigError(f"{label}: not a readable run config ({e})") from e
     config = ml_collections.ConfigDict(data)

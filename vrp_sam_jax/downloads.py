@@ -24,6 +24,10 @@ SAM_URLS = {
     "vit_l": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_l_0b3195.pth",
     "vit_b": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth",
 }
+# The DINOv2 hub checkpoints (facebookresearch/dinov2 `hubconf.py`'s URLs; no checksum is
+# published for them).
+DINOV2_URLS = {name: f"https://dl.fbaipublicfiles.com/dinov2/{name}/{name}_pretrain.pth"
+               for name in ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14")}
 VOC2012_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"
 VOC2012_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"  # the published checksum (as torchvision's)
 

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.image_io import overlay, read_image, require_files, write_mask
-from vrp_sam_jax.models import LoadedModel, Reference, VRPSam, VRPSamConfig
+from vrp_sam_jax.models import LoadedModel, Reference, VRPSam, VRPSamConfig, gp_sam
+from vrp_sam_jax.names import METHODS
 from vrp_sam_jax.preprocess import logits_to_size, prepare_image
 from vrp_sam_jax.sharding import one_in_flight, pad_rows
 
@@ -54,11 +55,18 @@ def predict_logits(config: VRPSamConfig, params: dict, reference: Reference,
 
 class VRPSamPredictor:
     """Encode k reference images with their prompt masks once; segment any number of
-    targets with them."""
+    targets with them. `method="gp-sam"` prompts SAM with GP-SAM's points and/or box
+    (`models.gp_sam`; the model needs no trained encoder), drawn with a key per target
+    (`seed`, the target's number in this predictor's stream)."""
 
-    def __init__(self, model: LoadedModel):
-        self.model = model
-        self.reference: Reference | None = None
+    def __init__(self, model: LoadedModel, method: str = "vrp", gp_prompts: str = "box+point",
+                 gp_threshold: float = gp_sam.THRESHOLD, seed: int = 0):
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+        self.model, self.method, self.seed = model, method, seed
+        self.gp = (gp_prompts, float(gp_threshold))
+        self.reference: Reference | tuple | None = None
+        self._targets_seen = 0
 
     @property
     def size(self) -> int:
@@ -77,7 +85,9 @@ class VRPSamPredictor:
                 raise InputError(f"reference {i}: empty reference annotation")
         batch = np.stack([prepare_image(im, self.size) for im in images])[None]
         masks = np.stack(prompt_masks).astype(np.float32)[None]
-        self.reference = encode_reference(self.model.config, self.model.params, batch, masks)
+        encode = gp_sam.encode_reference if self.method == "gp-sam" else encode_reference
+        self.reference = encode(self.model.config, self.model.params, batch, masks)
+        self._targets_seen = 0
 
     def predict(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """HxWx3 uint8 target -> (bool mask (H, W), logits (S, S))."""
@@ -102,7 +112,12 @@ class VRPSamPredictor:
     def _dispatch(self, chunk: list[np.ndarray], batch_size: int) -> jax.Array:
         """Start the logits of `chunk` padded to `batch_size` rows (asynchronously)."""
         batch = pad_rows(np.stack([prepare_image(im, self.size) for im in chunk]), batch_size)
-        return predict_logits(self.model.config, self.model.params, self.reference, batch)
+        if self.method == "vrp":
+            return predict_logits(self.model.config, self.model.params, self.reference, batch)
+        index = np.arange(self._targets_seen, self._targets_seen + batch_size, dtype=np.int32)
+        self._targets_seen += len(chunk)
+        return gp_sam.gp_sam_logits(self.model.config, *self.gp, self.model.params,
+                                    self.reference, batch, gp_sam.row_keys(index, self.seed))
 
 
 OUTPUTS = ("{}.png", "{}_overlay.png", "{}_logits.npy")

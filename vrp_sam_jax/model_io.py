@@ -21,10 +21,11 @@ from pathlib import Path
 
 import sam_port
 from vrp_sam_jax.errors import CheckpointError, InputError
-from vrp_sam_jax.models import LoadedModel, VRPSamConfig
+from vrp_sam_jax.models import LoadedModel, VRPSamConfig, init_params
 from vrp_sam_jax.names import EXPORT_FORMATS
 from vrp_sam_jax.training import run_dir
 from vrp_sam_jax.weights import directory, release
+from vrp_sam_jax.weights.backbones import load_backbone
 from vrp_sam_jax.weights.release import VRPWeights
 
 
@@ -49,6 +50,33 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
                           {"kind": "release", "path": str(path.absolute())})
     config = dataclasses.replace(model.config, compute_dtype=compute_dtype, attention=attention)
     return dataclasses.replace(model, config=config)
+
+
+def load_frozen(sam: str | Path | None, backbone: str | Path | None, *, image_size: int = 512,
+                backbone_name: str | None = None, sam_type: str | None = None,
+                compute_dtype: str = "float32", attention: str = "auto") -> LoadedModel:
+    """A backbone and SAM without a trained VRP encoder (GP-SAM needs none): SAM from `sam`
+    (an official `.pth` or converted directory), the backbone from `backbone` (any file or
+    directory `vrp-sam convert-backbone` reads; `backbone_name` is checked against it)."""
+    if sam is None or backbone is None:
+        raise CheckpointError("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
+                              "(--sam-checkpoint, or init.sam_checkpoint) and backbone weights "
+                              "(--backbone-checkpoint, or init.backbone_checkpoint)")
+    name, backbone_params = load_backbone(backbone, backbone_name)
+    loaded = sam_port.load_sam(sam, sam_type)
+    config = VRPSamConfig(backbone=name, sam_type=loaded.model_type, image_size=image_size,
+                          compute_dtype=compute_dtype, attention=attention)
+    return LoadedModel(config, {"backbone": backbone_params, "sam": loaded.params},
+                       {"backbone": str(Path(backbone).absolute()),
+                        "sam": str(Path(sam).absolute())}, {"kind": "frozen"},
+                       str(Path(sam).absolute()) if Path(sam).is_file() else None)
+
+
+def random_model(config: VRPSamConfig, seed: int) -> LoadedModel:
+    """Random weights of `config` (tests, the toy benchmark)."""
+    origin = f"random (seed {seed})"
+    return LoadedModel(config, init_params(config, seed),
+                       dict.fromkeys(("backbone", "encoder", "sam"), origin), {"kind": "random"})
 
 
 def needs_sam(source: str | Path) -> bool:
@@ -110,7 +138,7 @@ def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
             f"({loaded.model_type}) takes {loaded.config.prompt_embed_dim}-d prompts")
     config = VRPSamConfig(backbone=weights.backbone, sam_type=loaded.model_type,
                           image_size=image_size, num_queries=weights.num_queries,
-                          num_heads=weights.num_heads)
+                          num_heads=weights.num_heads, query_init=weights.query_init)
     where, sam_path = str(path.absolute()), str(Path(sam).absolute())
     return LoadedModel(config, {**weights.params, "sam": loaded.params},
                        {"backbone": where, "encoder": where, "sam": sam_path}, info,
@@ -122,7 +150,7 @@ def vrp_weights(model: LoadedModel) -> VRPWeights:
     c = model.config
     return VRPWeights(c.backbone, c.hidden_dim, c.num_queries,
                       {"backbone": model.params["backbone"], "encoder": model.params["encoder"]},
-                      c.num_heads)
+                      c.num_heads, c.query_init)
 
 
 def _trained_sam(model: LoadedModel) -> list[str]:

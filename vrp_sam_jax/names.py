@@ -3,13 +3,19 @@
 
 from __future__ import annotations
 
-BACKBONES = ("resnet50", "resnet101", "vgg16", "resnet_tiny")  # resnet_tiny: tests, toy
-PAPER_BACKBONES = ("resnet50", "resnet101", "vgg16")
+# *_tiny: tests, toy
+BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vits14", "dinov2_vitb14",
+             "dinov2_vitl14", "resnet_tiny", "dinov2_tiny")
+PAPER_BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitl14")
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # tiny: tests, toy
 CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation kinds
 BENCHMARKS = ("pascal", "coco", "fss", "toy")
 CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes
 PROTOCOLS = ("hsnet", "vrp")  # evaluation episode samplers
+LOSSES = ("bce+dice", "bce", "dice")  # `train.loss` (the paper's Table 5)
+QUERY_INITS = ("random", "foreground", "background", "half")  # `model.query_init` (Table 6)
+METHODS = ("vrp", "gp-sam")  # what `evaluate` / `predict` prompt SAM with
+GP_PROMPTS = ("point", "box", "box+point")  # GP-SAM's geometric prompts (Table 3)
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16")
 ATTENTION = ("auto", "blocked", "xla", "cudnn")  # SAM image-encoder attention paths
 CHECKPOINTS = ("best", "latest")  # which checkpoint of a training run (or a step number)

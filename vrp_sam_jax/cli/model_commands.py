@@ -33,6 +33,20 @@ def _load(args: argparse.Namespace, **kwargs):
                          sam_type=args.sam_type, backbone=args.backbone, **kwargs)
 
 
+def _predict_model(args: argparse.Namespace):
+    from vrp_sam_jax import model_io
+    from vrp_sam_jax.errors import InputError
+
+    if args.source is not None:
+        return _load(args, compute_dtype=args.compute_dtype)
+    if args.method != "gp-sam":
+        raise InputError("--vrp-checkpoint is needed (only --method gp-sam runs without a "
+                         "trained model: give --sam-checkpoint and --backbone-checkpoint)")
+    return model_io.load_frozen(args.sam_checkpoint, args.backbone_checkpoint,
+                                backbone_name=args.backbone, sam_type=args.sam_type,
+                                compute_dtype=args.compute_dtype)
+
+
 def predict(args: argparse.Namespace) -> int:
     from vrp_sam_jax import annotations
     from vrp_sam_jax.image_io import read_image, require_images
@@ -42,13 +56,14 @@ def predict(args: argparse.Namespace) -> int:
     refs = [read_image(p) for p in args.reference]
     require_images(args.targets)  # every target decodes, before any work or output
     output_dir(args.output_dir, create=False)
-    model = _load(args, compute_dtype=args.compute_dtype)
-    predictor = VRPSamPredictor(model)
+    model = _predict_model(args)
+    predictor = VRPSamPredictor(model, args.method, args.gp_prompts, args.gp_threshold)
     predictor.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,
                                                             predictor.size))
     written = predict_files(predictor, args.targets, args.output_dir, args.batch_size,
                             args.save_logits)
-    print(json.dumps({"shots": len(refs), "backbone": model.config.backbone,
+    print(json.dumps({"shots": len(refs), "method": args.method,
+                      "backbone": model.config.backbone,
                       "sam_type": model.config.sam_type, "model": model.origin,
                       "outputs": written}))
     return 0
@@ -98,7 +113,8 @@ def summary(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment targets like the annotated reference(s)")
-    options.add_model_source(p, "--vrp-checkpoint")
+    options.add_model_source(p, "--vrp-checkpoint", required=False)
+    options.add_gp_sam(p)
     p.add_argument("--reference", action="append", required=True,
                    help="reference image (repeat for k-shot)")
     p.add_argument("--reference-mask", action="append", default=[],

@@ -76,9 +76,9 @@ def which(text: str) -> str | int:
 
 
 def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
-                     sam_required: bool = False) -> None:
+                     sam_required: bool = False, required: bool = True) -> None:
     """The options of a command that reads a model (`model_io.load`)."""
-    p.add_argument(flag, required=True, dest="source",
+    p.add_argument(flag, required=required, default=None, dest="source",
                    help="training work directory, converted directory (vrp-sam export), or "
                         "the release's best_model.pt")
     p.add_argument("--which", type=which, default="best",
@@ -94,3 +94,28 @@ def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def unit_interval(text: str) -> float:
+    """A number in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def add_gp_sam(p: argparse.ArgumentParser) -> None:
+    """`--method` and GP-SAM's options (the geometric-prompt baseline, no trained encoder)."""
+    p.add_argument("--method", choices=names.METHODS, default="vrp",
+                   help="vrp: the model's VRP prompts; gp-sam: SAM prompted with points and/or "
+                        "a box from the training-free pseudo mask (needs no trained encoder)")
+    p.add_argument("--gp-prompts", choices=names.GP_PROMPTS, default="box+point",
+                   help="GP-SAM's prompts: 5 points in the pseudo mask, its box, or both")
+    p.add_argument("--gp-threshold", type=unit_interval, default=0.5,
+                   help="GP-SAM: pseudo-mask threshold on the min-max normalised prior")
+    p.add_argument("--backbone-checkpoint", default=None,
+                   help="GP-SAM without a VRP checkpoint: backbone weights (evaluate's "
+                        "default: init.backbone_checkpoint)")

@@ -37,6 +37,8 @@ def _evaluation_config(args: argparse.Namespace):
     overrides = [*args.overrides, *([f"data.fold={args.fold}"] if args.fold is not None else [])]
     if args.config:
         return load_config(args.config, overrides)
+    if args.source is None:
+        raise InputError("give --checkpoint, or --config (GP-SAM from the config's init)")
     first = args.source.format(fold=args.fold or 0)
     if not is_run_dir(first):
         raise InputError(f"{first}: not a training work directory, so give --config (the "
@@ -52,17 +54,32 @@ def evaluate(args: argparse.Namespace) -> int:
     from vrp_sam_jax.evaluation.report import write_results
     from vrp_sam_jax.training.run_dir import is_run_dir
 
+    if args.source is None and args.method == "vrp":
+        raise InputError("--checkpoint is needed (only --method gp-sam runs without a trained "
+                         "model)")
     config = _evaluation_config(args)
     benchmark = names.CROSS_DOMAIN if args.cross_domain else (args.benchmark
                                                                or config.data.benchmark)
     settings = folds.EvalSettings(
         benchmark, args.shots or config.data.shots, args.protocol,
         args.condition or config.data.condition, args.num_episodes, args.original_size,
-        args.figures, config.train.global_batch, config.data.workers or None)
+        args.figures, config.train.global_batch, config.data.workers or None, args.method,
+        args.gp_prompts, args.gp_threshold)
     source = make_source(settings.dataset, config.data.root or None)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
 
     def model_for_fold(fold: int):
+        if args.source is None:  # GP-SAM from the config's frozen weights
+            from vrp_sam_jax.config import model_config
+
+            if config.init.random:
+                return model_io.random_model(model_config(config), config.init.seed)
+            m = config.model
+            return model_io.load_frozen(
+                args.sam_checkpoint or config.init.sam_checkpoint or None,
+                args.backbone_checkpoint or config.init.backbone_checkpoint or None,
+                image_size=m.image_size, backbone_name=m.backbone, sam_type=m.sam_type,
+                compute_dtype=m.compute_dtype, attention=m.attention)
         return model_io.load(args.source.format(fold=fold), which=args.which,
                              sam=args.sam_checkpoint or config.init.sam_checkpoint or None,
                              sam_type=config.model.sam_type, backbone=config.model.backbone,
@@ -71,7 +88,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
     progress = not args.quiet
     if args.all_folds:
-        if "{fold}" not in args.source and not is_run_dir(args.source):
+        if args.source is not None and "{fold}" not in args.source and not is_run_dir(
+                args.source):
             raise InputError(f"{args.source}: --all-folds needs one checkpoint per fold; put "
                              "{fold} in the path (runs/pascal_f{fold})")
         result = folds.evaluate_all_folds(model_for_fold, source, settings, mesh,
@@ -83,7 +101,8 @@ def evaluate(args: argparse.Namespace) -> int:
                                  args.output_dir, progress)
     write_results(args.output_dir, f"fold{fold}", result, folds.fold_markdown(result, settings))
     print(json.dumps({k: result[k] for k in ("benchmark", "fold", "shots", "condition",
-                                             "protocol", "miou", "fb_iou", "episodes")}))
+                                             "protocol", "method", "miou", "fb_iou",
+                                             "episodes")}))
     return 0
 
 
@@ -106,9 +125,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="mIoU / FB-IoU of a model on a fold's episodes")
     p.add_argument("--config", default=None,
                    help=CONFIG_HELP + "; default: the work directory's own config")
-    p.add_argument("--checkpoint", required=True, dest="source",
+    p.add_argument("--checkpoint", default=None, dest="source",
                    help="training work directory, converted directory or the release's "
-                        "best_model.pt ({fold} is replaced with --all-folds)")
+                        "best_model.pt ({fold} is replaced with --all-folds); GP-SAM uses "
+                        "its backbone and SAM, or the config's init without it")
     p.add_argument("--which", type=options.which, default="best",
                    help="checkpoint of a work directory: best (default), latest, or a step")
     p.add_argument("--sam-checkpoint", default=None,
@@ -132,6 +152,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--figures", type=options.count, default=8,
                    help="episodes drawn into the PNG report (0: none)")
     p.add_argument("--output-dir", default="eval_out")
+    options.add_gp_sam(p)
     options.add_quiet(p)
     p.set_defaults(func=evaluate, overrides_allowed=True)
 

@@ -47,13 +47,20 @@ def config_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> list[
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, `--config.*` overrides collected in `overrides`
+    (nothing runs: tests check documented commands with it)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if getattr(args, "overrides_allowed", False):
         args.overrides = config_overrides(parser, extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse(argv)
     try:
         return args.func(args)
     except EXPECTED_ERRORS as e:

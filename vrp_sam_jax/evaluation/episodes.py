@@ -61,9 +61,11 @@ def run_episodes(step: EvalStep, params: dict, source: EpisodeSource,
 
 def evaluate_params(model: VRPSamConfig, params: dict, source: EpisodeSource,
                     episodes: Sequence[Episode], class_ids: Sequence[int], condition: str,
-                    mesh, global_batch: int, **kwargs) -> IoUMeter:
-    """`run_episodes` with the jitted evaluation step of `model` on `mesh` (compiled once per
-    model, mesh and batch shape) and the evaluation seed."""
-    return run_episodes(jit_eval_step(model, mesh), params, source, episodes, class_ids,
+                    mesh, global_batch: int, step: EvalStep | None = None,
+                    **kwargs) -> IoUMeter:
+    """`run_episodes` with `step` (default: the jitted evaluation step of `model` on `mesh`,
+    compiled once per model, mesh and batch shape) and the evaluation seed."""
+    step = step or jit_eval_step(model, mesh)
+    return run_episodes(step, params, source, episodes, class_ids,
                         evaluation_options(model.image_size, condition), mesh, global_batch,
                         **kwargs)

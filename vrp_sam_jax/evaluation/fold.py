@@ -26,6 +26,7 @@ from vrp_sam_jax.evaluation.report import (
     write_figure,
     write_results,
 )
+from vrp_sam_jax.evaluation.step import EvalStep, jit_eval_step, jit_gp_sam_step
 from vrp_sam_jax.models import LoadedModel
 from vrp_sam_jax.names import CROSS_DOMAIN
 from vrp_sam_jax.preprocess import logits_to_size
@@ -45,6 +46,9 @@ class EvalSettings:
     figures: int = 8
     global_batch: int = 8
     workers: int | None = None
+    method: str = "vrp"  # vrp (the model's VRP prompts) | gp-sam (the geometric baseline)
+    gp_prompts: str = "box+point"  # GP-SAM's prompts (models.gp_sam.GP_PROMPTS)
+    gp_threshold: float = 0.5  # GP-SAM's pseudo-mask threshold
 
     @property
     def dataset(self) -> str:
@@ -53,7 +57,15 @@ class EvalSettings:
 
     def title(self, fold: int | None = None) -> str:
         where = self.benchmark if fold is None else f"{self.benchmark} fold {fold}"
-        return f"{where}, {self.shots}-shot, {self.condition}, protocol {self.protocol}"
+        method = f", GP-SAM ({self.gp_prompts})" if self.method == "gp-sam" else ""
+        return (f"{where}, {self.shots}-shot, {self.condition}, protocol {self.protocol}"
+                f"{method}")
+
+    def step(self, model: LoadedModel, mesh) -> EvalStep:
+        """The evaluation step of the method measured."""
+        if self.method == "gp-sam":
+            return jit_gp_sam_step(model.config, mesh, self.gp_prompts, self.gp_threshold)
+        return jit_eval_step(model.config, mesh)
 
 
 def _original_size_areas(source: EpisodeSource, episodes: list[protocols.Episode]):
@@ -90,7 +102,8 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
     rows: list[np.ndarray] = []
     meter = evaluate_params(
         model.config, model.params, source, episodes, classes, settings.condition, mesh,
-        settings.global_batch, workers=settings.workers, progress=progress,
+        settings.global_batch, step=settings.step(model, mesh), workers=settings.workers,
+        progress=progress,
         desc=f"fold {fold}",
         on_batch=(lambda b, logits: episode_rows(b, logits, rows, settings.figures))
         if settings.figures else None,
@@ -98,6 +111,9 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
     result = {**meter.summary(), "fold": fold, "benchmark": benchmark,
               "shots": settings.shots, "protocol": settings.protocol,
               "condition": settings.condition, "original_size": settings.original_size,
+              "method": settings.method,
+              **({"gp_prompts": settings.gp_prompts, "gp_threshold": settings.gp_threshold}
+                 if settings.method == "gp-sam" else {}),
               "model": {"origin": model.origin, **model.info},
               "class_names": {c: splits.class_name(settings.dataset, c) for c in classes
                               if benchmark != "fss"},

@@ -1,6 +1,6 @@
 """The forward pass of a batch of episodes and the jitted evaluation step, written once: the
 trainer differentiates `forward` and validates with `jit_eval_step`, the evaluator runs the
-same step."""
+same step (or GP-SAM's, `jit_gp_sam_step`, for the baseline)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from vrp_sam_jax import sharding
 from vrp_sam_jax.evaluation import metric
-from vrp_sam_jax.models import VRPSam, VRPSamConfig
+from vrp_sam_jax.models import VRPSam, VRPSamConfig, gp_sam
+from vrp_sam_jax.names import VRP_SEED
 from vrp_sam_jax.preprocess import normalize_image
 
 EvalStep = Callable[[dict, dict], tuple[jax.Array, jax.Array]]  # (params, batch) -> out
@@ -51,3 +52,25 @@ def jit_eval_step(config: VRPSamConfig, mesh: jax.sharding.Mesh) -> EvalStep:
     batch = sharding.batch_sharding(mesh)
     return jax.jit(functools.partial(eval_step, config), in_shardings=(None, batch),
                    out_shardings=(batch, batch))
+
+
+def gp_sam_step(config: VRPSamConfig, kind: str, threshold: float, params: dict, batch: dict
+                ) -> tuple[jax.Array, jax.Array]:
+    """GP-SAM's logits and areas of a batch of episodes (`models.gp_sam`)."""
+    embeddings = batch.get("embeddings")
+    reference = gp_sam.encode_reference(config, params, normalize_image(batch["support_images"]),
+                                        batch["support_masks"])
+    logits = gp_sam.gp_sam_logits(
+        config, kind, threshold, params, reference, normalize_image(batch["query_image"]),
+        gp_sam.row_keys(batch["index"], VRP_SEED),
+        None if embeddings is None else embeddings.astype(jnp.float32))
+    return logits, episode_areas(logits, batch["query_mask"], batch["query_ignore"])
+
+
+@functools.lru_cache(maxsize=8)
+def jit_gp_sam_step(config: VRPSamConfig, mesh: jax.sharding.Mesh, kind: str,
+                    threshold: float) -> EvalStep:
+    """`gp_sam_step` jitted over `mesh`, as `jit_eval_step`."""
+    batch = sharding.batch_sharding(mesh)
+    return jax.jit(functools.partial(gp_sam_step, config, kind, threshold),
+                   in_shardings=(None, batch), out_shardings=(batch, batch))

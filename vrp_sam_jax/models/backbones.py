@@ -1,11 +1,12 @@
-"""Frozen CNN backbones of VRP-SAM: the PSPNet deep-stem dilated ResNet and VGG-16-BN.
+"""Frozen backbones of VRP-SAM: the PSPNet deep-stem dilated ResNet, VGG-16-BN and DINOv2.
 
 Module names follow the release's PyTorch attributes (`layer0.0` is written `layer0_0`), so
 `sam_port.convert` maps every parameter to the release's state-dict key. Both backbones expose
-the same two stages the VRP encoder needs:
+the same stages the VRP encoder needs (DINOv2, in `dinov2.py`, too):
 
   `features(x)` -> (concat(layer2, layer3) along channels, layer3)
-  `layer4(layer3)` -> layer4
+  `final_stage(layer3)` -> layer4
+  `masked_final_stage(layer3, mask)` -> layer4 of layer3 masked by `mask` on the feature grid
 
 BatchNorm always runs in inference mode (running statistics), as in the release.
 """
@@ -20,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from sam_port.interpolate import resize_bilinear
+from vrp_sam_jax.models.dinov2 import DinoSpec, DinoV2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,16 +52,23 @@ class VGGSpec:
         return 256 + 512
 
 
-BACKBONES: dict[str, ResNetSpec | VGGSpec] = {
+BackboneSpec = ResNetSpec | VGGSpec | DinoSpec
+
+BACKBONES: dict[str, BackboneSpec] = {
     "resnet50": ResNetSpec((3, 4, 6, 3)),
     "resnet101": ResNetSpec((3, 4, 23, 3)),
     "vgg16": VGGSpec(),
-    # Same architecture family, small enough to train on a CPU (demo and tests only).
+    # DINOv2 hub models (`dinov2_vit{s,b,l}14`); ViT-L's stages are the release author's.
+    "dinov2_vits14": DinoSpec(384, 12, 6, splits=(4, 6, 10)),
+    "dinov2_vitb14": DinoSpec(768, 12, 12, splits=(4, 6, 10)),
+    "dinov2_vitl14": DinoSpec(1024, 24, 16, splits=(8, 12, 21)),
+    # Same architecture families, small enough to train on a CPU (demo and tests only).
     "resnet_tiny": ResNetSpec((1, 1, 1, 1), stem=(8, 8, 16), planes=(8, 16, 32, 64)),
+    "dinov2_tiny": DinoSpec(32, 4, 2, splits=(1, 2, 3), pretrain_grid=4),
 }
 
 
-def get_backbone_spec(name: str) -> ResNetSpec | VGGSpec:
+def get_backbone_spec(name: str) -> BackboneSpec:
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose from {', '.join(BACKBONES)}")
     return BACKBONES[name]
@@ -195,6 +204,9 @@ class PSPResNet(nn.Module):
     def final_stage(self, layer3: jax.Array) -> jax.Array:
         return self._run(self.layer4, layer3)
 
+    def masked_final_stage(self, layer3: jax.Array, mask: jax.Array) -> jax.Array:
+        return self.final_stage(layer3 * mask.astype(layer3.dtype))
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.final_stage(self.features(x)[1])
 
@@ -252,11 +264,16 @@ class VGG16BN(nn.Module):
     def final_stage(self, layer3: jax.Array) -> jax.Array:
         return self.layer4(layer3)
 
+    def masked_final_stage(self, layer3: jax.Array, mask: jax.Array) -> jax.Array:
+        return self.final_stage(layer3 * mask.astype(layer3.dtype))
+
     def __call__(self, x: jax.Array) -> jax.Array:
         return self.final_stage(self.features(x)[1])
 
 
-def make_backbone(name: str, dtype: Any = None) -> PSPResNet | VGG16BN:
+def make_backbone(name: str, dtype: Any = None) -> PSPResNet | VGG16BN | DinoV2:
     """The backbone `name`, computing in `dtype` (None: its inputs' dtype)."""
     spec = get_backbone_spec(name)
+    if isinstance(spec, DinoSpec):
+        return DinoV2(spec, dtype)
     return VGG16BN(spec, dtype) if isinstance(spec, VGGSpec) else PSPResNet(spec, dtype)

@@ -106,8 +106,11 @@ class PromptGenerator(nn.Module):
         self.transformer_cross_attention_layers = [CrossAttentionLayer(c, h)]
         self.transformer_self_attention_layers = [SelfAttentionLayer(c, h)]
 
-    def __call__(self, reference: jax.Array, target: jax.Array) -> jax.Array:
-        """reference, target: (B, h, w, C) merged features -> (B, num_queries, C) prompts."""
+    def __call__(self, reference: jax.Array, target: jax.Array,
+                 query_offset: jax.Array | None = None) -> jax.Array:
+        """reference, target: (B, h, w, C) merged features -> (B, num_queries, C) prompts.
+        `query_offset` (B, num_queries, C), when given, is added to the learned queries (the
+        prototype initialisations of the paper's Table 6)."""
         b = reference.shape[0]
 
         def tokens(x):
@@ -119,6 +122,8 @@ class PromptGenerator(nn.Module):
         mem_q, pos_q = tokens(target)
         queries = self.supp_q_feat().astype(reference.dtype)
         out = jnp.broadcast_to(queries, (b, *queries.shape))
+        if query_offset is not None:
+            out = out + query_offset.astype(out.dtype)
         out = self.transformer_cross_attention_layers_0[0](out, mem_s, pos_s)
         out = self.transformer_self_attention_layers_0[0](out)
         out = self.transformer_cross_attention_layers[0](out, mem_q, pos_q)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from sam_port.interpolate import resize_bilinear
 from vrp_sam_jax.models.prompt_generator import PromptGenerator
+from vrp_sam_jax.names import QUERY_INITS
 
 MASK_CHANNEL_SCALE = 10.0
 PROTOTYPE_EPS = 0.0005
@@ -43,6 +44,28 @@ def pseudo_mask(ref_layer4: jax.Array, target_layer4: jax.Array, mask: jax.Array
     return similarity.reshape(b, h, w, 1)
 
 
+def query_offset(query_init: str, num_queries: int, foreground: jax.Array,
+                 background: jax.Array) -> jax.Array | None:
+    """How the queries start (`names.QUERY_INITS`, the paper's Table 6): (B, C) prototypes ->
+    (B, num_queries, C) added to the learned table, or None for the table alone (`random`,
+    the release). `foreground` / `background` add that prototype to every query, `half` the
+    foreground to the first half and the background to the rest. The table stays in every
+    variant: a prototype alone would start every query equal."""
+    if query_init == "random":
+        return None
+    if query_init not in QUERY_INITS:
+        raise ValueError(f"unknown query_init {query_init!r}; choose from "
+                         f"{', '.join(QUERY_INITS)}")
+    b, c = foreground.shape
+    if query_init == "half":
+        first = num_queries // 2 + num_queries % 2
+        return jnp.concatenate([
+            jnp.broadcast_to(foreground[:, None], (b, first, c)),
+            jnp.broadcast_to(background[:, None], (b, num_queries - first, c))], axis=1)
+    proto = foreground if query_init == "foreground" else background
+    return jnp.broadcast_to(proto[:, None], (b, num_queries, c))
+
+
 def _conv1x1(features: int) -> nn.Conv:
     # PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
     init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
@@ -57,6 +80,7 @@ class VRPEncoder(nn.Module):
     num_queries: int = 50
     num_heads: int = 4
     dropout_rate: float = 0.5
+    query_init: str = "random"  # QUERY_INITS
 
     def setup(self) -> None:
         self.downsample_query_0 = _conv1x1(self.hidden_dim)
@@ -76,12 +100,14 @@ class VRPEncoder(nn.Module):
         return nn.relu(self.merge_1_0(x))
 
     def encode_reference(self, features: jax.Array, mask: jax.Array,
-                         deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+                         deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
         """concat(layer2, layer3) of the reference and its prompt mask on that grid ->
-        (merged reference features (B, h, w, C), prototype (B, C))."""
+        (merged reference features (B, h, w, C), prototype (B, C), background prototype
+        (B, C): the masked average outside the mask, used by `query_init` only)."""
         reduced = self._reduce(features, deterministic)
         prototype = masked_average_pooling(reduced, mask)
-        return self._merge(reduced, prototype, mask), prototype
+        background = masked_average_pooling(reduced, 1 - mask)
+        return self._merge(reduced, prototype, mask), prototype, background
 
     def encode_target(self, features: jax.Array, prototype: jax.Array, prior: jax.Array,
                       deterministic: bool = True) -> jax.Array:
@@ -89,11 +115,14 @@ class VRPEncoder(nn.Module):
         merged target features (B, h, w, C)."""
         return self._merge(self._reduce(features, deterministic), prototype, prior)
 
-    def generate(self, reference: jax.Array, target: jax.Array) -> jax.Array:
-        return self.transformer_decoder(reference, target)
+    def generate(self, reference: jax.Array, target: jax.Array, prototype: jax.Array,
+                 background: jax.Array) -> jax.Array:
+        offset = query_offset(self.query_init, self.num_queries, prototype, background)
+        return self.transformer_decoder(reference, target, offset)
 
     def __call__(self, ref_features: jax.Array, mask: jax.Array, target_features: jax.Array,
                  prior: jax.Array, deterministic: bool = True) -> jax.Array:
-        reference, prototype = self.encode_reference(ref_features, mask, deterministic)
+        reference, prototype, background = self.encode_reference(ref_features, mask,
+                                                                 deterministic)
         target = self.encode_target(target_features, prototype, prior, deterministic)
-        return self.generate(reference, target)
+        return self.generate(reference, target, prototype, background)

@@ -11,6 +11,7 @@ Array conventions: images are normalised NHWC float (`preprocess.normalize_image
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -23,7 +24,7 @@ from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
 from sam_port.modeling.sam import Sam
 from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
-from vrp_sam_jax.names import COMPUTE_DTYPES
+from vrp_sam_jax.names import COMPUTE_DTYPES, QUERY_INITS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,7 @@ class VRPSamConfig:
     image_size: int = 512
     num_queries: int = 50
     num_heads: int = 4
+    query_init: str = "random"  # QUERY_INITS: how the queries start (the paper's Table 6)
     # Compute dtype of the frozen parts (backbone, SAM image encoder); their parameters, the
     # VRP encoder, SAM's prompt encoder and mask decoder, the loss and the logits stay float32.
     compute_dtype: str = "float32"
@@ -42,6 +44,11 @@ class VRPSamConfig:
 
     def __post_init__(self) -> None:
         get_backbone_spec(self.backbone)  # validates the name
+        if self.query_init not in QUERY_INITS:
+            raise ValueError(f"unknown query_init {self.query_init!r}; choose from "
+                             f"{', '.join(QUERY_INITS)}")
+        if self.num_queries < 1:
+            raise ValueError(f"num_queries must be >= 1, not {self.num_queries}")
         get_config(self.sam_type)
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"unknown compute dtype {self.compute_dtype!r}; choose from "
@@ -90,11 +97,19 @@ class Reference(NamedTuple):
     prototype: jax.Array  # (B, K, C)
     layer4: jax.Array  # (B, K, h4, w4, C4) layer4 of the masked layer3
     mask: jax.Array  # (B, K, h, w, 1) prompt mask on the feature grid
+    background: jax.Array  # (B, K, C) prototype outside the mask (query_init only)
 
 
 class Target(NamedTuple):
     features: jax.Array  # (B, h, w, F) concat(layer2, layer3)
     layer4: jax.Array  # (B, h4, w4, C4)
+
+
+def _per_shot(b: int):
+    """(B_ref, K, ...) -> (b*K, ...), a reference batch of 1 broadcast to b targets."""
+    def per_shot(x: jax.Array) -> jax.Array:
+        return jnp.broadcast_to(x, (b, *x.shape[1:])).reshape(b * x.shape[1], *x.shape[2:])
+    return per_shot
 
 
 class VRPSam(nn.Module):
@@ -103,7 +118,8 @@ class VRPSam(nn.Module):
     def setup(self) -> None:
         cfg = self.config
         self.backbone = make_backbone(cfg.backbone, cfg.dtype)
-        self.encoder = VRPEncoder(cfg.hidden_dim, cfg.num_queries, cfg.num_heads)
+        self.encoder = VRPEncoder(cfg.hidden_dim, cfg.num_queries, cfg.num_heads,
+                                  query_init=cfg.query_init)
         self.sam = Sam(cfg.sam, cfg.dtype, cfg.attention)
 
     def _backbone_features(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -112,19 +128,27 @@ class VRPSam(nn.Module):
         return features.astype(jnp.float32), layer3
 
     # --- reference and target features -------------------------------------------------
-    def encode_reference(self, images: jax.Array, prompt_masks: jax.Array,
-                         deterministic: bool = True) -> Reference:
-        """images (B, K, S, S, 3), prompt masks (B, K, S, S) -> Reference."""
+    def _reference_backbone(self, images: jax.Array, prompt_masks: jax.Array
+                            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """images (B, K, S, S, 3), prompt masks (B, K, S, S) -> (features, prompt mask on the
+        feature grid, layer4 of the masked layer3), with B*K rows."""
         b, k = images.shape[:2]
         flat = images.reshape(b * k, *images.shape[2:])
         masks = prompt_masks.reshape(b * k, *prompt_masks.shape[2:], 1).astype(flat.dtype)
         features, layer3 = self._backbone_features(flat)
-        mask = resize_nearest(masks, layer3.shape[1:3])
-        layer4 = self.backbone.final_stage(layer3 * mask.astype(layer3.dtype))
-        layer4 = layer4.astype(jnp.float32)
-        merged, prototype = self.encoder.encode_reference(features, mask, deterministic)
+        mask = resize_nearest(masks, features.shape[1:3])  # layer3's grid
+        layer4 = self.backbone.masked_final_stage(layer3, mask).astype(jnp.float32)
+        return features, mask, layer4
+
+    def encode_reference(self, images: jax.Array, prompt_masks: jax.Array,
+                         deterministic: bool = True) -> Reference:
+        """images (B, K, S, S, 3), prompt masks (B, K, S, S) -> Reference."""
+        b, k = images.shape[:2]
+        features, mask, layer4 = self._reference_backbone(images, prompt_masks)
+        merged, prototype, background = self.encoder.encode_reference(features, mask,
+                                                                      deterministic)
         return Reference(*(x.reshape(b, k, *x.shape[1:])
-                           for x in (merged, prototype, layer4, mask)))
+                           for x in (merged, prototype, layer4, mask, background)))
 
     def encode_target(self, images: jax.Array) -> Target:
         """images (B, S, S, 3) -> Target (backbone features of the targets)."""
@@ -136,20 +160,35 @@ class VRPSam(nn.Module):
         """Prompt embeddings (B, K * num_queries, C). A reference with batch 1 serves a batch
         of targets."""
         b, k = target.features.shape[0], reference.merged.shape[1]
-
-        def per_shot(x):  # (B_ref, K, ...) -> (B*K, ...)
-            return jnp.broadcast_to(x, (b, *x.shape[1:])).reshape(b * k, *x.shape[2:])
-
-        def repeat(x):  # (B, ...) -> (B*K, ...), shot-major within each batch element
-            return jnp.repeat(x, k, axis=0)
-
+        per_shot, repeat = _per_shot(b), partial(jnp.repeat, repeats=k, axis=0)
         prior = pseudo_mask(per_shot(reference.layer4), repeat(target.layer4),
                             per_shot(reference.mask))
         merged_target = self.encoder.encode_target(
             repeat(target.features), per_shot(reference.prototype), prior, deterministic
         )
-        out = self.encoder.generate(per_shot(reference.merged), merged_target)
+        out = self.encoder.generate(per_shot(reference.merged), merged_target,
+                                    per_shot(reference.prototype),
+                                    per_shot(reference.background))
         return out.reshape(b, k * out.shape[1], out.shape[2])
+
+    # --- the training-free prior alone (GP-SAM needs no VRP encoder) ----------------------
+    def reference_prior(self, images: jax.Array, prompt_masks: jax.Array
+                        ) -> tuple[jax.Array, jax.Array]:
+        """images (B, K, S, S, 3), prompt masks (B, K, S, S) -> (layer4 of the masked
+        layer3 (B, K, h4, w4, C4), prompt mask on the feature grid (B, K, h, w, 1))."""
+        b, k = images.shape[:2]
+        _, mask, layer4 = self._reference_backbone(images, prompt_masks)
+        return layer4.reshape(b, k, *layer4.shape[1:]), mask.reshape(b, k, *mask.shape[1:])
+
+    def target_prior(self, ref_layer4: jax.Array, ref_mask: jax.Array,
+                     target_images: jax.Array) -> jax.Array:
+        """`reference_prior`'s outputs and targets (B, S, S, 3) -> the pseudo mask of each
+        target (B, h, w, 1), the mean over its K references (a reference with batch 1 serves
+        a batch of targets)."""
+        b, k = target_images.shape[0], ref_layer4.shape[1]
+        target4 = jnp.repeat(self.encode_target(target_images).layer4, k, axis=0)
+        prior = pseudo_mask(_per_shot(b)(ref_layer4), target4, _per_shot(b)(ref_mask))
+        return prior.reshape(b, k, *prior.shape[1:]).mean(axis=1)
 
     # --- SAM -----------------------------------------------------------------------------
     def embed_targets(self, images: jax.Array) -> jax.Array:

@@ -1,5 +1,5 @@
 """The jitted train step over the mesh: the shared forward pass (`evaluation.step.forward`),
-the release's loss, AdamW on the trainable subtree."""
+the release's loss (or an ablation's, `train.loss`), AdamW on the trainable subtree."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import optax
 from vrp_sam_jax.evaluation.step import episode_areas, forward
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.training import partition
-from vrp_sam_jax.training.loss import bce_dice_loss
+from vrp_sam_jax.training.loss import segmentation_loss
 
 
 @flax.struct.dataclass
@@ -40,16 +40,16 @@ def init_state(trainable: dict, optimizer: optax.GradientTransformation) -> Trai
     return TrainState(jnp.zeros((), jnp.int32), trainable, optimizer.init(trainable))
 
 
-def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
+def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation, loss: str,
                state: TrainState, frozen: dict, batch: dict, rng: jax.Array
                ) -> tuple[TrainState, dict]:
-    """One optimizer step on the trainable subtree; gradients of frozen parameters are never
-    formed (they are not differentiated inputs)."""
+    """One optimizer step on the trainable subtree with the `loss` of `training.loss.LOSSES`;
+    gradients of frozen parameters are never formed (they are not differentiated inputs)."""
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(trainable):
         logits = forward(config, partition.merge(trainable, frozen), batch, False, step_rng)
-        return bce_dice_loss(logits, batch["query_mask"], batch["valid"]), logits
+        return segmentation_loss(loss, logits, batch["query_mask"], batch["valid"]), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
@@ -60,8 +60,9 @@ def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
 
 
 def jit_train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
-                   state_sharding, frozen_sharding, batch_sharding, replicated) -> Callable:
-    return jax.jit(partial(train_step, config, optimizer),
+                   state_sharding, frozen_sharding, batch_sharding, replicated,
+                   loss: str = "bce+dice") -> Callable:
+    return jax.jit(partial(train_step, config, optimizer, loss),
                    in_shardings=(state_sharding, frozen_sharding, batch_sharding, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 

@@ -150,7 +150,8 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
     replicated = sharding.replicated(mesh)
     frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
     train_fn = step_lib.jit_train_step(run.model, optimizer, replicated, frozen_sharding,
-                                       sharding.batch_sharding(mesh), replicated)
+                                       sharding.batch_sharding(mesh), replicated,
+                                       loss=config.train.loss)
     eval_step = jit_eval_step(run.model, mesh)
     schedule = step_lib.make_schedule(config.train.lr, run.total_steps)
     rng = jax.random.key(config.train.seed)

@@ -1,11 +1,15 @@
 """Backbone weights: PSPNet/PFENet `resnet{50,101}_v2.pth`, torchvision `vgg16_bn`, the
-backbone inside the release's `best_model.pt`, and converted backbone directories.
+official DINOv2 `dinov2_vit{s,b,l}14_pretrain.pth`, the backbone inside the release's
+`best_model.pt`, and converted backbone directories.
 
 Layouts (docs/COMPUTATION.md §2 and §7):
   - release: `layer0.0.weight` ... `layer4.*` (`module.` optional).
   - PSPNet/PFENet: `conv1`/`bn1`/`conv2`/`bn2`/`conv3`/`bn3` stem and `layerN.M.*` blocks
     (`fc.*` ignored).
   - torchvision `vgg16_bn`: `features.N.*` (`classifier.*` ignored).
+  - DINOv2 (hub checkpoints, `module.` or `backbone.` prefixes stripped): `cls_token`,
+    `pos_embed`, `patch_embed.proj.*`, `blocks.N.*` (`mask_token` and the final `norm.*`,
+    unused by VRP-SAM's stages, ignored).
 """
 
 from __future__ import annotations
@@ -21,11 +25,18 @@ from sam_port.convert import state_dict_to_params
 from sam_port.params_dir import read_meta, restore_params_dir, save_params_dir
 from sam_port.torch_pickle import load_state_dict
 from vrp_sam_jax.errors import CheckpointError
-from vrp_sam_jax.models.backbones import BACKBONES, VGGSpec, get_backbone_spec, make_backbone
+from vrp_sam_jax.models.backbones import (
+    BACKBONES,
+    ResNetSpec,
+    get_backbone_spec,
+    make_backbone,
+)
+from vrp_sam_jax.models.dinov2 import DinoSpec
 
 FORMAT = "vrp_sam_jax.backbone/1"
 META = "backbone.json"
 IGNORED = (r"num_batches_tracked$",)  # BatchNorm's step counter: no part of inference
+DINO_IGNORED = (r"^mask_token$", r"^norm\.")  # DINOv2 parts the VRP stages do not use
 _PSP_STEM = {"conv1": "layer0.0", "bn1": "layer0.1", "conv2": "layer0.3", "bn2": "layer0.4",
              "conv3": "layer0.6", "bn3": "layer0.7"}
 
@@ -62,8 +73,26 @@ def _layer3_blocks(state_dict: dict) -> int:
     return len({k.split(".")[1] for k in state_dict if k.startswith("layer3.")})
 
 
+def is_dinov2(state_dict: dict) -> bool:
+    return "cls_token" in state_dict and "blocks.0.attn.qkv.weight" in state_dict
+
+
+def _infer_dinov2(state_dict: dict, source: str | Path) -> str:
+    width = state_dict["cls_token"].shape[-1]
+    depth = len({k.split(".")[1] for k in state_dict if k.startswith("blocks.")})
+    for name, spec in BACKBONES.items():
+        if isinstance(spec, DinoSpec) and (spec.embed_dim, spec.depth) == (width, depth):
+            return name
+    raise CheckpointError(
+        f"{source}: DINOv2 with width {width} and {depth} blocks matches no known backbone "
+        f"({', '.join(n for n, s in BACKBONES.items() if isinstance(s, DinoSpec))})")
+
+
 def infer_backbone(state_dict: dict, source: str | Path) -> str:
-    """The backbone of a state dict in the release layout (`layer0.*`..`layer4.*`)."""
+    """The backbone of a state dict in the release layout (`layer0.*`..`layer4.*`) or the
+    official DINOv2 layout."""
+    if is_dinov2(state_dict):
+        return _infer_dinov2(state_dict, source)
     if "layer0.0.weight" not in state_dict:
         raise CheckpointError(f"{source}: no backbone weights ('layer0.0.weight' missing)")
     if "layer0.0.bias" in state_dict:
@@ -71,7 +100,7 @@ def infer_backbone(state_dict: dict, source: str | Path) -> str:
     stem = state_dict["layer0.0.weight"].shape[0]
     blocks = _layer3_blocks(state_dict)
     for name, spec in BACKBONES.items():
-        if not isinstance(spec, VGGSpec) and (spec.stem[0], spec.blocks[2]) == (stem, blocks):
+        if isinstance(spec, ResNetSpec) and (spec.stem[0], spec.blocks[2]) == (stem, blocks):
             return name
     raise CheckpointError(
         f"{source}: backbone with stem width {stem} and {blocks} layer3 blocks matches no "
@@ -97,7 +126,12 @@ def is_release_backbone_key(key: str) -> bool:
 
 def backbone_to_release_layout(state_dict: dict, source: str | Path) -> dict:
     """A PSPNet ResNet, torchvision vgg16_bn or release state dict -> release backbone keys."""
-    sd = strip_prefix(state_dict)
+    sd = strip_prefix(strip_prefix(state_dict), "backbone.")
+    if is_dinov2(sd):
+        if any(k.startswith("register_tokens") for k in sd):
+            raise CheckpointError(f"{source}: DINOv2 with registers (`*_reg4_pretrain.pth`) "
+                                  "is not supported; use the plain `dinov2_vit*14_pretrain.pth`")
+        return sd
     if "layer0.0.weight" in sd:
         return {k: v for k, v in sd.items() if is_release_backbone_key(k)}
     if "features.0.weight" in sd:  # torchvision vgg16_bn
@@ -126,7 +160,7 @@ def backbone_to_release_layout(state_dict: dict, source: str | Path) -> dict:
             f"{source}: a torchvision-style ResNet (single 7x7 stem conv); VRP-SAM uses the "
             "PSPNet deep-stem ResNet (resnet50_v2.pth / resnet101_v2.pth from PSPNet/PFENet)")
     raise CheckpointError(f"{source}: not a backbone checkpoint (no 'conv1.weight', "
-                          "'features.0.weight' or 'layer0.0.weight')")
+                          "'features.0.weight', 'layer0.0.weight' or DINOv2's 'cls_token')")
 
 
 def convert_backbone(state_dict: dict, backbone: str | None,
@@ -134,8 +168,9 @@ def convert_backbone(state_dict: dict, backbone: str | None,
     """(backbone name, parameters) from any supported backbone layout."""
     sd = backbone_to_release_layout(state_dict, source)
     name = check_backbone(infer_backbone(sd, source), backbone, source)
+    ignore = IGNORED + DINO_IGNORED if is_dinov2(sd) else IGNORED
     return name, state_dict_to_params(sd, abstract_backbone(name), source=source,
-                                      ignore=IGNORED)
+                                      ignore=ignore)
 
 
 def save_backbone(name: str, params: dict, directory: str | Path) -> Path:

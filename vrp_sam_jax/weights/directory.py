@@ -24,6 +24,7 @@ from sam_port.params_dir import restore_params_dir, save_params_dir
 from vrp_sam_jax.errors import CheckpointError
 from vrp_sam_jax.files import sha256
 from vrp_sam_jax.models.backbones import BACKBONES
+from vrp_sam_jax.names import QUERY_INITS
 from vrp_sam_jax.weights.backbones import abstract_backbone, check_backbone
 from vrp_sam_jax.weights.release import VRPWeights, abstract_encoder
 
@@ -53,8 +54,8 @@ def read_directory(directory: str | Path, backbone: str | None = None) -> Conver
     abstract = {"backbone": abstract_backbone(name),
                 "encoder": abstract_encoder(name, hidden, queries, heads)}
     params = restore_params_dir(directory.absolute(), abstract, "VRP-SAM")
-    return ConvertedVRP(VRPWeights(name, hidden, queries, params, heads), size, meta["sam"],
-                        meta["origin"])
+    return ConvertedVRP(VRPWeights(name, hidden, queries, params, heads, meta["query_init"]),
+                        size, meta["sam"], meta["origin"])
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -74,10 +75,13 @@ def read_meta(directory: str | Path) -> dict:
         out = {"backbone": meta["backbone"], "hidden_dim": int(meta["hidden_dim"]),
                "num_queries": int(meta["num_queries"]),
                "num_heads": int(meta.get("num_heads", 4)),
+               "query_init": meta.get("query_init", "random"),
                "image_size": int(meta.get("image_size", 512)), "sam": meta.get("sam"),
                "origin": dict(meta.get("origin", {}))}
         if out["backbone"] not in BACKBONES:
             raise ValueError(f"unknown backbone {out['backbone']!r}")
+        if out["query_init"] not in QUERY_INITS:
+            raise ValueError(f"unknown query_init {out['query_init']!r}")
         for field, high in (("hidden_dim", 4096), ("num_queries", 4096), ("num_heads", 64),
                             ("image_size", 4096)):
             if not 1 <= out[field] <= high:
@@ -121,7 +125,8 @@ def write_directory(directory: str | Path, weights: VRPWeights, image_size: int,
     shutil.rmtree(partial, ignore_errors=True)
     meta = {"format": FORMAT, "backbone": weights.backbone, "hidden_dim": weights.hidden_dim,
             "num_queries": weights.num_queries, "num_heads": weights.num_heads,
-            "image_size": image_size, "sam": None, "origin": origin}
+            "query_init": weights.query_init, "image_size": image_size, "sam": None,
+            "origin": origin}
     if sam is not None:
         sam_port.save_sam(sam, partial / SAM_DIR)
         meta["sam"] = {"bundled": SAM_DIR, "model_type": sam.model_type}

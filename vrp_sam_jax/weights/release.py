@@ -19,6 +19,7 @@ from sam_port.torch_pickle import load_state_dict
 from sam_port.torch_save import save_state_dict
 from vrp_sam_jax.errors import CheckpointError
 from vrp_sam_jax.models.backbones import get_backbone_spec
+from vrp_sam_jax.models.dinov2 import DinoSpec
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder
 from vrp_sam_jax.weights.backbones import (
     IGNORED,
@@ -47,6 +48,7 @@ class VRPWeights:
     num_queries: int
     params: dict  # {"backbone": ..., "encoder": ...}
     num_heads: int = 4
+    query_init: str = "random"  # the release's (its file cannot say otherwise)
 
 
 def encoder_init_order(backbone: str, hidden_dim: int = 256, num_queries: int = 50,
@@ -119,6 +121,13 @@ def release_state_dict(weights: VRPWeights) -> dict[str, np.ndarray]:
     """The state dict of `best_model.pt` for `weights`: `module.` keys in PyTorch's order,
     layouts transposed back, BatchNorm step counters (`num_batches_tracked`) written as 0 (we
     do not keep them: they play no part in inference)."""
+    if isinstance(get_backbone_spec(weights.backbone), DinoSpec):
+        raise CheckpointError(f"the release's best_model.pt has no layout for a "
+                              f"{weights.backbone} backbone; export in the jax format instead")
+    if weights.query_init != "random":
+        raise CheckpointError(f"the release's best_model.pt cannot record query_init="
+                              f"{weights.query_init!r} (its model has random queries only); "
+                              "export in the jax format instead")
     out = {}
     for part, (_, order) in (("backbone", backbone_init_order(weights.backbone)),
                              ("encoder", encoder_init_order(weights.backbone, weights.hidden_dim,
