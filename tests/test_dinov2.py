@@ -152,3 +152,38 @@ def test_summary_prints_the_trainable_count(capsys):
     assert main(["summary", "--backbone", "dinov2_vitl14", "--sam-type", "vit_b"]) == 0
     assert "trainable: 1,723,136" in capsys.readouterr().out  # 2048-d features in
 
+
+
+def test_gp_sam_prior_with_dinov2_matches_reference():
+    """GP-SAM's training-free prior (K = 2 references, averaged) from DINOv2 features equals
+    the reference's (the pseudo masks, points and boxes follow from it as for ResNet,
+    tests/test_gp_sam.py)."""
+    import torch.nn.functional as F
+
+    from vrp_sam_jax.models import gp_sam
+
+    enc = _encoder("dinov2_tiny", seed=7)
+    _, backbone = convert_backbone(
+        {k: v.detach().numpy() for k, v in enc.backbone_net.state_dict().items()},
+        "dinov2_tiny", "mem")
+    config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
+    rng = np.random.default_rng(8)
+    refs = rng.normal(size=(1, 2, 112, 112, 3)).astype(np.float32)
+    target = rng.normal(size=(1, 112, 112, 3)).astype(np.float32)
+    masks = np.zeros((1, 2, 112, 112), np.float32)
+    masks[0, 0, 10:60, 20:80] = masks[0, 1, 50:100, 40:90] = 1
+    params = {"backbone": backbone}
+    reference = gp_sam.encode_reference(config, params, refs, masks)
+    model = VRPSam(config)
+    got = model.apply({"params": params}, *reference, target, method=model.target_prior)
+    with torch.no_grad():
+        q4 = enc.final_stage(enc.features(nchw(target))[1])
+        want = []
+        for k in range(2):
+            s_feat, s3 = enc.features(nchw(refs[:, k]))
+            m = F.interpolate(torch.from_numpy(masks[:, k:k + 1]), size=s_feat.shape[-2:],
+                              mode="nearest")
+            want.append(enc.pseudo_mask(enc.final_stage(s3, m), q4, m))
+        want = nhwc(torch.stack(want).mean(0))
+    assert got.shape == want.shape == (1, 8, 8, 1)
+    assert rel_err(got, want) < FEATURE_RTOL
