@@ -158,8 +158,6 @@ def test_gp_sam_prior_with_dinov2_matches_reference():
     """GP-SAM's training-free prior (K = 2 references, averaged) from DINOv2 features equals
     the reference's (the pseudo masks, points and boxes follow from it as for ResNet,
     tests/test_gp_sam.py)."""
-    import torch.nn.functional as F
-
     from vrp_sam_jax.models import gp_sam
 
     enc = _encoder("dinov2_tiny", seed=7)
@@ -176,14 +174,6 @@ def test_gp_sam_prior_with_dinov2_matches_reference():
     reference = gp_sam.encode_reference(config, params, refs, masks)
     model = VRPSam(config)
     got = model.apply({"params": params}, *reference, target, method=model.target_prior)
-    with torch.no_grad():
-        q4 = enc.final_stage(enc.features(nchw(target))[1])
-        want = []
-        for k in range(2):
-            s_feat, s3 = enc.features(nchw(refs[:, k]))
-            m = F.interpolate(torch.from_numpy(masks[:, k:k + 1]), size=s_feat.shape[-2:],
-                              mode="nearest")
-            want.append(enc.pseudo_mask(enc.final_stage(s3, m), q4, m))
-        want = nhwc(torch.stack(want).mean(0))
+    want = nhwc(enc.mean_prior(torch.from_numpy(masks), nchw(target), nchw(refs)))
     assert got.shape == want.shape == (1, 8, 8, 1)
     assert rel_err(got, want) < FEATURE_RTOL

@@ -97,15 +97,7 @@ def test_logits_match_official_sam_with_the_same_prompts(models, kind):
 
     enc, sam = torch_model.encoder, torch_model.sam
     with torch.no_grad():
-        q_feat, q3 = enc.features(nchw(targets))
-        q4 = enc.final_stage(q3)
-        want_prior = []
-        for k in range(2):
-            s_feat, s3 = enc.features(nchw(refs[:, k]))
-            m = F.interpolate(torch.from_numpy(masks[:, k:k + 1]), size=s_feat.shape[-2:],
-                              mode="nearest")
-            want_prior.append(enc.pseudo_mask(enc.final_stage(s3, m), q4, m))
-        want_prior = torch.stack(want_prior).mean(0)
+        want_prior = enc.mean_prior(torch.from_numpy(masks), nchw(targets), nchw(refs))
         assert np.abs(np.asarray(prior)[..., 0] - want_prior[:, 0].numpy()).max() \
             < PRIOR_RTOL * want_prior.abs().max().item()
         p = want_prior - want_prior.amin((2, 3), keepdim=True)

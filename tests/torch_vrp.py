@@ -262,6 +262,19 @@ class TorchVRPEncoder(nn.Module):
             layer3 = layer3 * keep[:, :, None]
         return token_grid(self.layer4(layer3))
 
+    def mean_prior(self, prompt_masks, query_img, support_imgs):
+        """GP-SAM's prior: the pseudo mask of the query for each of K references (B, K, 3,
+        S, S) with prompt masks (B, K, S, S), averaged over K -> (B, 1, h, w)."""
+        with torch.no_grad():
+            q4 = self.final_stage(self.features(query_img)[1])
+            priors = []
+            for k in range(support_imgs.shape[1]):
+                s_feat, s3 = self.features(support_imgs[:, k])
+                m = F.interpolate(prompt_masks[:, k:k + 1].float(), size=s_feat.shape[-2:],
+                                  mode="nearest")
+                priors.append(self.pseudo_mask(self.final_stage(s3, m), q4, m))
+            return torch.stack(priors).mean(0)
+
     def forward(self, prompt_mask, query_img, support_img):
         with torch.no_grad():
             q_feat, q3 = self.features(query_img)
