@@ -66,6 +66,9 @@ def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
             "embeddings": True,  # SAM image embeddings computed once, read from disk
             "dir": "",  # default: <data.root>/vrp_sam_embedding_cache
             "dtype": "float16",  # storage dtype: float16 | float32
+            # True: cache.dir is seen by every process, each embeds 1/N of the images;
+            # False: each process embeds all of them into its own (host-local) cache.dir
+            "shared": True,
         },
         "checkpoint": {"every_steps": 1000, "async_save": True},
         "log": {"every_steps": 50, "val_every_epochs": 1},

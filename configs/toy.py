@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
             "trainable": ("encoder", "backbone", "sam"),
         },
         "mesh": {"data": -1, "model": 1},
-        "cache": {"embeddings": False, "dir": "", "dtype": "float16"},
+        "cache": {"embeddings": False, "dir": "", "dtype": "float16", "shared": True},
         "checkpoint": {"every_steps": 50, "async_save": True},
         "log": {"every_steps": 10, "val_every_epochs": 2},
     })

@@ -7,17 +7,25 @@ import json
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sam_port.torch_pickle import CheckpointError
 
 
 def save_params_dir(directory: str | Path, params: dict, meta_name: str, meta: dict) -> Path:
+    """Write `params` and then the metadata (the directory is complete once it exists). With
+    several processes, every process calls this together (orbax's save is collective) and
+    the first writes the metadata."""
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=True)
+    # one process's arrays (a single device) as host arrays: orbax saves those from process 0
+    params = jax.tree.map(lambda x: np.asarray(x) if getattr(x, "is_fully_addressable", True)
+                          else x, params)
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(directory / "params", params, force=True)
-    (directory / meta_name).write_text(json.dumps(meta, indent=2))
+    if jax.process_index() == 0:
+        (directory / meta_name).write_text(json.dumps(meta, indent=2))
     return directory
 
 
@@ -38,7 +46,9 @@ def read_meta(directory: Path, meta_name: str, fmt: str, what: str) -> dict:
 
 def restore_params_dir(directory: Path, abstract: dict, what: str) -> dict:
     """The parameters of `directory`, shaped and typed like `abstract`."""
-    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
+    here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # this process's own
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=here),
+                          abstract)
     try:
         with ocp.StandardCheckpointer() as ckptr:  # orbax takes absolute paths only
             return ckptr.restore(Path(directory).absolute() / "params", target)

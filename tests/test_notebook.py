@@ -1,5 +1,6 @@
-"""The Colab notebook runs top to bottom (toy mode: tiny model, toy benchmark, no download),
-and the download helpers it uses work on data the test serves itself."""
+"""The Colab notebooks run top to bottom (toy mode: tiny model, toy benchmark, no download),
+the training notebook resumes from its checkpoint when run again, and the download helpers
+they use work on data the test serves itself."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ import pytest
 from vrp_sam_jax import downloads
 from vrp_sam_jax.cli import main
 
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "evaluate_fold.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK = NOTEBOOKS / "evaluate_fold.ipynb"
+TRAIN_NOTEBOOK = NOTEBOOKS / "train_fold.ipynb"
 
 
-def _code_cells() -> list[dict]:
-    return [c for c in json.loads(NOTEBOOK.read_text())["cells"] if c["cell_type"] == "code"]
+def _code_cells(notebook: Path = NOTEBOOK) -> list[dict]:
+    return [c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"]
 
 
 def _python(source: str) -> str:
@@ -34,22 +37,31 @@ def _python(source: str) -> str:
     return "\n".join(lines)
 
 
-def test_every_cell_compiles():
-    for cell in _code_cells():
+@pytest.mark.parametrize("notebook", [NOTEBOOK, TRAIN_NOTEBOOK], ids=lambda p: p.stem)
+def test_every_cell_compiles(notebook):
+    for cell in _code_cells(notebook):
         compile(_python("".join(cell["source"])), "cell", "exec")
-    tags = [c["metadata"].get("tags", []) for c in _code_cells()]
+    tags = [c["metadata"].get("tags", []) for c in _code_cells(notebook)]
     assert sum("parameters" in t for t in tags) == 1
 
 
-def test_notebook_runs_in_toy_mode(tmp_path):
+def _run(notebook: Path, **parameters) -> dict:
+    """Every code cell in order, in one namespace, with `parameters` set after the
+    parameters cell (as papermill does); returns the namespace."""
     namespace: dict = {}
-    for cell in _code_cells():
+    for cell in _code_cells(notebook):
         source = _python("".join(cell["source"]))
         exec(compile(source, "cell", "exec"), namespace)  # noqa: S102
         if "parameters" in cell["metadata"].get("tags", []):
-            namespace.update(TOY=True, WORK=str(tmp_path), NUM_EPISODES=8)
+            namespace.update(parameters)
+    return namespace
+
+
+def test_notebook_runs_in_toy_mode(tmp_path):
+    namespace = _run(NOTEBOOK, TOY=True, WORK=str(tmp_path), NUM_EPISODES=8)
     result = namespace["result"]
     assert result["episodes"] == 8 and Path(result["figure"]).is_file()
+    assert Path(result["class_chart"]).is_file()
     assert "| mIoU |" in namespace["table"]
     # the notebook's numbers are the command line's on the same checkpoint and episodes
     run = tmp_path / "toy_run"
@@ -59,6 +71,29 @@ def test_notebook_runs_in_toy_mode(tmp_path):
     cli = json.loads((tmp_path / "cli" / "fold0.json").read_text())
     assert (cli["miou"], cli["fb_iou"], cli["class_iou"]) == (
         result["miou"], result["fb_iou"], {str(k): v for k, v in result["class_iou"].items()})
+
+
+def test_training_notebook_resumes_on_the_same_drive_folder(tmp_path, capsys):
+    """A first session stopped by its time budget after one step, then a second on the same
+    Drive stand-in that continues from that checkpoint to the end, validates and evaluates."""
+    drive, work = tmp_path / "drive", tmp_path / "work"
+    first = _run(TRAIN_NOTEBOOK, TOY=True, DRIVE=str(drive), WORK=str(work),
+                 SESSION_MINUTES=0, NUM_EPISODES=8)
+    assert first["trained"]["stopped"] and first["trained"]["steps"] == 1
+    assert "run all cells again to continue" in capsys.readouterr().out
+    run = first["run"]
+    assert run.parent.parent == drive and (run / "checkpoints" / "1").is_dir()
+    assert first["model"].info["directory"] == "checkpoints"  # no validation yet: the latest
+    second = _run(TRAIN_NOTEBOOK, TOY=True, DRIVE=str(drive), WORK=str(work),
+                  SESSION_MINUTES=None, NUM_EPISODES=8)
+    trained = second["trained"]
+    assert (trained["resumed_from"], trained["steps"], trained["total_steps"]) == (1, 4, 4)
+    assert not trained["stopped"] and "miou" in trained
+    assert "steps 1 -> 4 of 4" in capsys.readouterr().out
+    assert second["model"].info["directory"] == "best"  # validated at the epoch's end
+    result = second["result"]
+    assert result["episodes"] == 8 and Path(result["figure"]).is_file()
+    assert Path(result["class_chart"]).is_file() and "| mIoU |" in second["table"]
 
 
 @pytest.fixture()
@@ -106,3 +141,38 @@ def test_download_checks_hash_and_extracts(server, tmp_path):
     (tmp_path / "evil.tar").write_bytes(evil.getvalue())
     with pytest.raises(downloads.DownloadError, match="outside"):
         downloads.extract(tmp_path / "evil.tar", tmp_path / "data")
+
+
+def test_pascal_voc_download_and_unpack(server, tmp_path):
+    """VOC2012 from the server, the augmented masks from the zip the user put beside it: the
+    folder `make_source` reads; a missing zip is named, and nothing is fetched twice."""
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from vrp_sam_jax.data.sources import make_source
+
+    files, url = server
+    image, label = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(image, format="JPEG")
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 3
+    Image.fromarray(mask, mode="L").save(label, format="PNG")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as t:
+        info = tarfile.TarInfo("VOCdevkit/VOC2012/JPEGImages/2007_000032.jpg")
+        info.size = len(image.getvalue())
+        t.addfile(info, io.BytesIO(image.getvalue()))
+    (files / "VOCtrainval.tar").write_bytes(buffer.getvalue())
+    md5 = hashlib.md5(buffer.getvalue()).hexdigest()
+    data = tmp_path / "data"
+    with pytest.raises(downloads.DownloadError, match="SegmentationClassAug.zip: missing"):
+        downloads.pascal_voc(data, f"{url}/VOCtrainval.tar", md5, progress=False)
+    with zipfile.ZipFile(data / "SegmentationClassAug.zip", "w") as z:
+        z.writestr("SegmentationClassAug/2007_000032.png", label.getvalue())
+    (files / "VOCtrainval.tar").unlink()  # already fetched and unpacked: not asked for again
+    root = downloads.pascal_voc(data, f"{url}/VOCtrainval.tar", md5, progress=False)
+    source = make_source("pascal", root)
+    assert source.present_classes("2007_000032") == [2]
+    assert source.image("2007_000032").shape == (8, 8, 3)

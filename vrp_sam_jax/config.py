@@ -41,7 +41,7 @@ FIELDS = {
     "train": ("seed", "epochs", "steps_per_epoch", "global_batch", "lr", "weight_decay", "b1",
               "b2", "loss", "trainable"),
     "mesh": ("data", "model"),
-    "cache": ("embeddings", "dir", "dtype"),
+    "cache": ("embeddings", "dir", "dtype", "shared"),
     "checkpoint": ("every_steps", "async_save"),
     "log": ("every_steps", "val_every_epochs"),
 }
@@ -49,7 +49,7 @@ PATH_FIELDS = ("init.sam_checkpoint", "init.backbone_checkpoint", "data.root", "
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
 # Fields added after runs were first written, with the value every earlier run had: a stored
 # `config.json` without them reads as that value.
-ADDED_FIELDS = {"model.query_init": "random", "train.loss": "bce+dice"}
+ADDED_FIELDS = {"model.query_init": "random", "train.loss": "bce+dice", "cache.shared": True}
 # Fields that must match between a run and the checkpoint it resumes from: everything that
 # shapes the parameters, the data stream or the optimizer (not the compute dtype, the
 # attention path, the paths, the logging).
@@ -134,6 +134,7 @@ _RULES = {
     "mesh.data": (lambda v: v == -1 or _number(v, 1, integer=True), "-1 or an integer >= 1"),
     "mesh.model": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
     "cache.embeddings": (lambda v: isinstance(v, bool), "true or false"),
+    "cache.shared": (lambda v: isinstance(v, bool), "true or false"),
     "cache.dtype": (lambda v: v in ("float16", "float32"), "float16 or float32"),
     "checkpoint.every_steps": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
     "checkpoint.async_save": (lambda v: isinstance(v, bool), "true or false"),

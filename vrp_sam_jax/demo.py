@@ -22,7 +22,7 @@ from vrp_sam_jax.config import load_config, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
-from vrp_sam_jax.evaluation.report import episode_rows, write_figure
+from vrp_sam_jax.evaluation.figures import episode_rows, write_figure
 from vrp_sam_jax.sharding import make_mesh
 from vrp_sam_jax.training.run_dir import initial_params
 from vrp_sam_jax.training.trainer import train
@@ -54,9 +54,10 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     trained_model = model_io.load(workdir)  # the best checkpoint
     rows: list[np.ndarray] = []
     trained = evaluate(trained_model.params,
-                       lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES))
+                       lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES,
+                                                      lambda c: splits.class_name("toy", c)))
     figure = output_dir / "episodes.png"
-    write_figure(rows, figure)
+    write_figure(rows, figure, data.condition)
     return {"miou_trained": round(trained.miou(), 2),
             "miou_untrained": round(untrained.miou(), 2),
             "fb_iou_trained": round(trained.fb_iou(), 2),

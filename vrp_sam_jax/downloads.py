@@ -144,3 +144,23 @@ def extract(archive: str | Path, dest: str | Path) -> Path:
 def _inside(dest: Path, name: str, archive: Path) -> None:
     if not (dest / name).resolve().is_relative_to(dest.resolve()):
         raise DownloadError(f"{archive}: member {name!r} would be written outside {dest}")
+
+
+def pascal_voc(data: str | Path, url: str = VOC2012_URL, md5: str | None = VOC2012_MD5,
+               progress: bool = True) -> Path:
+    """PASCAL VOC2012 with the SBD-augmented masks under `data`, as `make_source("pascal", ...)`
+    reads it; returns the `VOCdevkit` folder. VOC2012 is downloaded (MD5-checked) and
+    unpacked. `SegmentationClassAug.zip`, the masks every PASCAL-5i paper uses, is on Google
+    Drive (linked from HSNet's README), not on the VOC server: put it in `data` first, and it
+    is unpacked next to `JPEGImages`. Each step is skipped when its result is there."""
+    data = Path(data)
+    voc = data / "VOCdevkit" / "VOC2012"
+    if not (voc / "JPEGImages").is_dir():
+        extract(download(url, data / Path(url).name, md5=md5, progress=progress), data)
+    if not (voc / "SegmentationClassAug").is_dir():
+        aug = data / "SegmentationClassAug.zip"
+        if not aug.is_file():
+            raise DownloadError(f"{aug}: missing; download SegmentationClassAug.zip (linked "
+                                "from HSNet's README) there, then run again")
+        extract(aug, voc)
+    return data / "VOCdevkit"

@@ -10,6 +10,7 @@ PAPER_BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitl14")
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # tiny: tests, toy
 CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation kinds
 BENCHMARKS = ("pascal", "coco", "fss", "toy")
+PACKABLE_BENCHMARKS = ("pascal", "coco", "fss")  # `vrp-sam pack` (data.packed)
 CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes
 PROTOCOLS = ("hsnet", "vrp")  # evaluation episode samplers
 LOSSES = ("bce+dice", "bce", "dice")  # `train.loss` (the paper's Table 5)

@@ -59,6 +59,25 @@ def param_shardings(mesh: Mesh, params: dict, model_parts: Sequence[str] = ("sam
     return traverse_util.unflatten_dict({k: rule(k, v) for k, v in flat.items()})
 
 
+def put(tree, shardings):
+    """Values every process holds alike (host arrays, or arrays on one of its devices) ->
+    arrays placed by `shardings` (one sharding, or a matching tree). With several processes
+    each builds its own shards from its copy: nothing is compared or sent between processes
+    (`jax.device_put` would gather every value from every process to check it)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(x, where):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return jax.device_put(x, where)  # already global
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, where, lambda index: host[index])
+
+    if isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: one(x, shardings), tree)
+    return jax.tree.map(one, tree, shardings)
+
+
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
     """This host's rows -> global arrays split over the data axis."""
     sharding = batch_sharding(mesh)

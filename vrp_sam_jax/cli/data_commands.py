@@ -1,4 +1,4 @@
-"""Data: `episodes`, `prepare-coco`."""
+"""Data: `episodes`, `prepare-coco`, `pack`."""
 
 from __future__ import annotations
 
@@ -39,6 +39,15 @@ def prepare_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+def pack(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.data.packed import pack as run
+
+    index = run(args.benchmark, args.data_root, args.output)
+    print(json.dumps({"benchmark": index["benchmark"], "images": len(index["names"]),
+                      "output": args.output}))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("episodes", help="print a benchmark fold's evaluation episodes")
     p.add_argument("--benchmark", choices=names.BENCHMARKS, required=True)
@@ -64,3 +73,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=["train2014", "val2014"])
     options.add_quiet(p)
     p.set_defaults(func=prepare_coco)
+
+    p = sub.add_parser("pack", help="a dataset's folder layout as ArrayRecord shards (few large "
+                                    "files for buckets and network filesystems)")
+    p.add_argument("--benchmark", choices=names.PACKABLE_BENCHMARKS, required=True)
+    p.add_argument("--data-root", required=True, help="the folder layout (as data.root)")
+    p.add_argument("--output", required=True,
+                   help="new directory; point data.root at it to train or evaluate from it")
+    p.set_defaults(func=pack)

@@ -29,6 +29,14 @@ def _numbers(text: str, count: int, what: str) -> list[float]:
     return values
 
 
+def positive_number(text: str) -> float:
+    """A finite number > 0."""
+    (value,) = _numbers(text, 1, "number")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def count(text: str) -> int:
     """An integer >= 0."""
     try:
@@ -119,3 +127,25 @@ def add_gp_sam(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone-checkpoint", default=None,
                    help="GP-SAM without a VRP checkpoint: backbone weights (evaluate's "
                         "default: init.backbone_checkpoint)")
+
+
+def add_distributed(p: argparse.ArgumentParser) -> None:
+    """The options that start JAX's multi-process runtime (`processes.initialize`)."""
+    g = p.add_argument_group("several processes (docs/LAUNCH.md)")
+    g.add_argument("--distributed", action="store_true",
+                   help="start JAX's multi-process runtime; with none of the options below, "
+                        "JAX detects the TPU pod or SLURM job itself")
+    g.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                   help="process 0's address, the same for every process")
+    g.add_argument("--num-processes", type=positive_int, default=None, metavar="N")
+    g.add_argument("--process-id", type=count, default=None, metavar="I",
+                   help="this process's index, 0..N-1")
+
+
+def start_processes(args: argparse.Namespace) -> None:
+    """Start the multi-process runtime when the options ask for it (any of them does)."""
+    wanted = (args.coordinator_address, args.num_processes, args.process_id)
+    if args.distributed or any(v is not None for v in wanted):
+        from vrp_sam_jax import processes
+
+        processes.initialize(*wanted)

@@ -15,14 +15,12 @@ CONFIG_HELP = ("a shipped config (pascal, coco, toy) or a config file, optionall
 def train(args: argparse.Namespace) -> int:
     from vrp_sam_jax.config import load_config
 
-    if args.distributed:
-        import jax
-
-        jax.distributed.initialize()
+    options.start_processes(args)
     config = load_config(args.config, args.overrides)
     from vrp_sam_jax.training.trainer import train as run
 
-    result = run(config, args.workdir, progress=not args.quiet)
+    budget = None if args.stop_after_minutes is None else 60 * args.stop_after_minutes
+    result = run(config, args.workdir, progress=not args.quiet, stop_after_seconds=budget)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v
                       for k, v in result.items()}))
     return 0
@@ -57,6 +55,7 @@ def evaluate(args: argparse.Namespace) -> int:
     if args.source is None and args.method == "vrp":
         raise InputError("--checkpoint is needed (only --method gp-sam runs without a trained "
                          "model)")
+    options.start_processes(args)
     config = _evaluation_config(args)
     benchmark = names.CROSS_DOMAIN if args.cross_domain else (args.benchmark
                                                                or config.data.benchmark)
@@ -117,8 +116,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--workdir", required=True,
                    help="checkpoints, TensorBoard events and config.json; a run resumes here")
-    p.add_argument("--distributed", action="store_true",
-                   help="call jax.distributed.initialize() first (multi-host launches)")
+    p.add_argument("--stop-after-minutes", type=options.positive_number, default=None,
+                   help="stop (with a checkpoint) after this long; the same command resumes")
+    options.add_distributed(p)
     options.add_quiet(p)
     p.set_defaults(func=train, overrides_allowed=True)
 
@@ -153,6 +153,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="episodes drawn into the PNG report (0: none)")
     p.add_argument("--output-dir", default="eval_out")
     options.add_gp_sam(p)
+    options.add_distributed(p)
     options.add_quiet(p)
     p.set_defaults(func=evaluate, overrides_allowed=True)
 

@@ -8,6 +8,7 @@ Layouts accepted (the root may be the folder that holds them, or the dataset fol
   category index; `vrp-sam prepare-coco` builds them).
 - FSS-1000: `FSS-1000/<category>/<n>.jpg` with the mask `<n>.png` (foreground >= 128).
 - The toy benchmark: generated, no root.
+- Any of the first three packed by `vrp-sam pack` (`data.packed`): the root is its output.
 
 Every failure names the file and the problem.
 """
@@ -15,7 +16,7 @@ Every failure names the file and the problem.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -39,16 +40,28 @@ class EpisodeSource(Protocol):
         """0-based classes in the image's mask (any pixel count)."""
 
 
-def _open(path: Path, what: str, name: str, mode: str | None) -> np.ndarray:
-    if not path.is_file():
-        raise DataError(f"{path}: missing {what} for split entry {name!r}")
+def decode(file: Path | BinaryIO, where: str, what: str, mode: str | None) -> np.ndarray:
+    """An image file (a path, or its bytes in a file object) -> array, converted to `mode`;
+    the folder and the packed readers both decode with this, so they agree bit for bit."""
     try:
-        with Image.open(path) as img:
+        with Image.open(file) as img:
             if mode is not None:
                 img = img.convert(mode)
             return np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"{path}: unreadable {what} ({e})") from e
+        raise DataError(f"{where}: unreadable {what} ({e})") from e
+
+
+def _open(path: Path, what: str, name: str, mode: str | None) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"{path}: missing {what} for split entry {name!r}")
+    return decode(path, str(path), what, mode)
+
+
+def image_size(file: Path | BinaryIO) -> tuple[int, int]:
+    """(width, height) from the file's header."""
+    with Image.open(file) as img:
+        return img.size
 
 
 def _find_root(root: str | Path, candidates: tuple[str, ...], marker: str, what: str) -> Path:
@@ -74,20 +87,29 @@ class _LabelMapSource:
     def image(self, name: str) -> np.ndarray:
         return _open(self.image_path(name), "image", name, "RGB")
 
+    def _label_file(self, name: str) -> np.ndarray:
+        return _open(self.label_path(name), "mask", name, None)
+
+    def _image_size(self, name: str) -> tuple[int, int]:
+        return image_size(self.image_path(name))
+
+    def _where(self, name: str, what: str) -> str:
+        """Where an image's file is, for messages."""
+        return str(self.label_path(name) if what == "mask" else self.image_path(name))
+
     def label(self, name: str) -> np.ndarray:
-        label = _open(self.label_path(name), "mask", name, None)
+        label = self._label_file(name)
         if label.ndim != 2:
-            raise DataError(f"{self.label_path(name)}: a class mask must be single-channel "
+            raise DataError(f"{self._where(name, 'mask')}: a class mask must be single-channel "
                             f"(palette or grey), got shape {label.shape}")
         return label
 
     def _checked_label(self, name: str) -> np.ndarray:
         label = self.label(name)
-        with Image.open(self.image_path(name)) as img:
-            width, height = img.size
+        width, height = self._image_size(name)
         if label.shape != (height, width):
-            raise DataError(f"{self.label_path(name)}: mask is {label.shape[1]}x"
-                            f"{label.shape[0]} but its image {self.image_path(name)} is "
+            raise DataError(f"{self._where(name, 'mask')}: mask is {label.shape[1]}x"
+                            f"{label.shape[0]} but its image {self._where(name, 'image')} is "
                             f"{width}x{height}")
         return label
 
@@ -95,8 +117,8 @@ class _LabelMapSource:
         label = self._checked_label(name)
         foreground = label == class0 + 1
         if not foreground.any():
-            raise DataError(f"{self.label_path(name)}: class {class0} (value {class0 + 1}) "
-                            f"is absent from the mask of {name!r}")
+            raise DataError(f"{self._where(name, 'mask')}: class {class0} (value "
+                            f"{class0 + 1}) is absent from the mask of {name!r}")
         return foreground, label == IGNORE_LABEL
 
     def present_classes(self, name: str) -> list[int]:
@@ -148,15 +170,20 @@ class FssSource:
     def image(self, name: str) -> np.ndarray:
         return _open(self.root / name, "image", name, "RGB")
 
+    def _mask_file(self, name: str) -> np.ndarray:
+        return _open((self.root / name).with_suffix(".png"), "mask", name, "L")
+
+    def _mask_where(self, name: str) -> str:
+        return str((self.root / name).with_suffix(".png"))
+
     def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
-        path = (self.root / name).with_suffix(".png")
-        mask = _open(path, "mask", name, "L") >= 128
+        mask = self._mask_file(name) >= 128
         image_shape = self.image(name).shape[:2]
         if mask.shape != image_shape:
-            raise DataError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                            f"{image_shape[1]}x{image_shape[0]}")
+            raise DataError(f"{self._mask_where(name)}: mask is {mask.shape[1]}x{mask.shape[0]}"
+                            f" but its image is {image_shape[1]}x{image_shape[0]}")
         if not mask.any():
-            raise DataError(f"{path}: empty foreground mask for {name!r}")
+            raise DataError(f"{self._mask_where(name)}: empty foreground mask for {name!r}")
         return mask, np.zeros_like(mask)
 
     def present_classes(self, name: str) -> list[int]:
@@ -192,4 +219,8 @@ def make_source(benchmark: str, root: str | Path | None = None) -> EpisodeSource
     if root is None:
         raise DataError(f"benchmark {benchmark!r} needs its dataset root "
                         "(--config.data.root=DIR; `vrp-sam episodes`: --data-root DIR)")
+    from vrp_sam_jax.data import packed  # it builds on the readers above
+
+    if packed.is_packed(root):
+        return packed.open_packed(root, benchmark)
     return readers[benchmark](root)

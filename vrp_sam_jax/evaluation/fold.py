@@ -14,18 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from vrp_sam_jax import sharding
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.episodes import evaluate_params
+from vrp_sam_jax.evaluation.figures import episode_rows, write_class_chart, write_figure
 from vrp_sam_jax.evaluation.metric import episode_areas
-from vrp_sam_jax.evaluation.report import (
-    episode_rows,
-    fold_table,
-    table_markdown,
-    write_figure,
-    write_results,
-)
+from vrp_sam_jax.evaluation.report import fold_table, table_markdown, write_results
 from vrp_sam_jax.evaluation.step import EvalStep, jit_eval_step, jit_gp_sam_step
 from vrp_sam_jax.models import LoadedModel
 from vrp_sam_jax.names import CROSS_DOMAIN
@@ -99,13 +95,19 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
     except ValueError as e:
         raise InputError(str(e)) from e
     classes = protocols.evaluation_classes(benchmark, fold)
+    names = {c: splits.class_name(settings.dataset, c) for c in classes if benchmark != "fss"}
+
+    def name(c: int) -> str:
+        return names.get(c, f"class {c}")
+
     rows: list[np.ndarray] = []
+    params = sharding.put(model.params, sharding.param_shardings(mesh, model.params))
     meter = evaluate_params(
-        model.config, model.params, source, episodes, classes, settings.condition, mesh,
+        model.config, params, source, episodes, classes, settings.condition, mesh,
         settings.global_batch, step=settings.step(model, mesh), workers=settings.workers,
         progress=progress,
         desc=f"fold {fold}",
-        on_batch=(lambda b, logits: episode_rows(b, logits, rows, settings.figures))
+        on_batch=(lambda b, logits: episode_rows(b, logits, rows, settings.figures, name))
         if settings.figures else None,
         host_areas=_original_size_areas(source, episodes) if settings.original_size else None)
     result = {**meter.summary(), "fold": fold, "benchmark": benchmark,
@@ -115,14 +117,18 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
               **({"gp_prompts": settings.gp_prompts, "gp_threshold": settings.gp_threshold}
                  if settings.method == "gp-sam" else {}),
               "model": {"origin": model.origin, **model.info},
-              "class_names": {c: splits.class_name(settings.dataset, c) for c in classes
-                              if benchmark != "fss"},
+              "class_names": names,
               "seconds": round(time.perf_counter() - start, 1)}
-    if output_dir is not None and rows:
-        figure = Path(output_dir) / f"episodes_fold{fold}.png"
-        figure.parent.mkdir(parents=True, exist_ok=True)
-        write_figure(rows, figure)
-        result["figure"] = str(figure)
+    if output_dir is not None:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        chart = Path(output_dir) / f"class_iou_fold{fold}.png"
+        write_class_chart(result["class_iou"], chart, name, f"{settings.title(fold)}: "
+                          "per-class IoU (%)")
+        result["class_chart"] = str(chart)
+        if rows:
+            figure = Path(output_dir) / f"episodes_fold{fold}.png"
+            write_figure(rows, figure, settings.condition)
+            result["figure"] = str(figure)
     return result
 
 

@@ -60,6 +60,13 @@ class IoUMeter:
         pooled = self.areas.sum(1)  # (2, 2)
         return float(100 * np.mean(pooled[:, 0] / np.maximum(pooled[:, 1], 1)))
 
+    def class_areas(self) -> dict[int, dict[str, list[int]]]:
+        """Per class, the summed {"background", "foreground"} [intersection, union] in
+        pixels: what mIoU and FB-IoU are computed from (runs and folds can be pooled)."""
+        return {c: {"background": self.areas[0, i].tolist(),
+                    "foreground": self.areas[1, i].tolist()}
+                for i, c in enumerate(self.class_ids)}
+
     def summary(self) -> dict:
         return {"miou": self.miou(), "fb_iou": self.fb_iou(), "episodes": self.episodes,
-                "class_iou": self.class_iou()}
+                "class_iou": self.class_iou(), "class_areas": self.class_areas()}

@@ -3,10 +3,12 @@
 SAM's image encoder is frozen and the images are not augmented, so a target's embedding never
 changes during training or evaluation (docs/COMPUTATION.md §1). The cache key names everything the
 embedding depends on: SAM type, a fingerprint of SAM's image-encoder weights, the input
-resolution and the storage dtype. Under the key, each host writes the images of its share
-(`part-<process>.npy`, an (N, h, w, C) array, and `part-<process>.json`, the image names);
-readers memory-map every part. A part is only valid once its `.json` exists (written last), so
-an interrupted pre-pass is redone for that part on the next run.
+resolution and the storage dtype. Under the key, each process writes the images of its share
+(`part-<n>-p<process>.npy`, an (N, h, w, C) array, and `.json`, the image names); readers
+memory-map every part. On a directory all processes see (`shared`), each embeds 1/N of the
+images; on a host's local disk, each embeds all of them. A part is only valid once its
+`.json` exists (written last), so an interrupted pre-pass is redone for that part on the next
+run.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from vrp_sam_jax import sharding
+from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.preprocess import normalize_image, resize_image
@@ -114,16 +116,23 @@ def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
 
 def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
           sam_params: dict, *, dtype: str = "float16", batch: int = 8, workers: int = 4,
-          progress: bool = True) -> EmbeddingCache:
-    """Embed this host's share of `names` (those not cached yet) into
-    `root/<cache_key>/part-<process>.*` over this host's devices; returns the cache."""
+          progress: bool = True, shared: bool = True) -> EmbeddingCache:
+    """Embed the `names` not cached yet into `root/<cache_key>/part-*-p<process>.*` over this
+    process's devices; returns what this process can read. `shared`: `root` is one directory
+    every process sees and each embeds its 1/N of the names (call `build` in all processes,
+    then wait for all before reading); otherwise `root` is this process's own and it embeds
+    them all."""
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
     directory = Path(root) / cache_key(config, sam_params, dtype)
     directory.mkdir(parents=True, exist_ok=True)
     existing = EmbeddingCache(directory)
     wanted = sorted({n for n in names if n not in existing})
-    mine = wanted[jax.process_index() :: jax.process_count()]
+    if shared:
+        processes.barrier("embedding cache listed")  # every process splits the same list
+        mine = wanted[jax.process_index() :: jax.process_count()]
+    else:
+        mine = wanted
     if mine:
         mesh = sharding.make_mesh(devices=jax.local_devices())
         per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
@@ -141,8 +150,10 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
             # the devices embed batch i while the host stores batch i - 1 and the loader
             # threads read batch i + 1
             loaded = _load_images(source, mine, config.image_size, per_call, workers)
+            rows = sharding.batch_sharding(mesh)  # this process's devices only
             for (start, images), result in one_in_flight(
-                    loaded, lambda item: embed(sam, pad_rows(item[1], per_call))):
+                    loaded, lambda item: embed(sam, jax.device_put(pad_rows(item[1], per_call),
+                                                                   rows))):
                 out[start : start + len(images)] = np.asarray(result)[: len(images)]
                 bar.update(len(images))
         out.flush()

@@ -1,5 +1,5 @@
-"""Scalars to TensorBoard event files (tensorboardX: no TensorFlow needed) and to stdout, from
-the first process only."""
+"""Scalars (also echoed to stderr) and images to TensorBoard event files (tensorboardX: no
+TensorFlow needed), from the first process only."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import json
 import sys
 from pathlib import Path
 
-import jax
+from vrp_sam_jax import processes
 
 
 class MetricLogger:
     def __init__(self, workdir: str | Path, echo: bool = True):
-        self.active = jax.process_index() == 0
+        self.active = processes.is_writer()
         self.echo = echo
         self.writer = None
         if self.active:
@@ -30,6 +30,12 @@ class MetricLogger:
             line = {"step": step, **{f"{prefix}{k}": round(float(v), 6)
                                      for k, v in scalars.items()}}
             print(json.dumps(line), file=sys.stderr, flush=True)
+
+    def write_image(self, step: int, tag: str, image) -> None:
+        """An (H, W, 3) uint8 image as a TensorBoard image panel."""
+        if self.active:
+            self.writer.add_image(tag, image, step, dataformats="HWC")
+            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

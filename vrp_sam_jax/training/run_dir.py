@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 
 import sam_port
 from sam_port.params_dir import restore_params_dir, save_params_dir
+from vrp_sam_jax import processes
 from vrp_sam_jax.config import from_json, model_config, resume_mismatches, to_json
 from vrp_sam_jax.errors import CheckpointMismatchError, ConfigError, InputError
 from vrp_sam_jax.files import write_text_atomic
@@ -59,7 +60,7 @@ def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
                 f"{workdir}: its checkpoints come from a different config; use a new "
                 "--workdir or the same settings: " + "; ".join(problems))
         return
-    if jax.process_index() == 0:
+    if processes.is_writer():
         workdir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, to_json(config))
 
@@ -80,7 +81,8 @@ class Checkpoints:
             self.workdir / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep,
                                                  enable_async_checkpointing=async_save),
-            item_names=("state", "position"))
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "position": ocp.JsonCheckpointHandler()})
         self.best = ocp.CheckpointManager(
             self.workdir / "best",
             options=ocp.CheckpointManagerOptions(
@@ -125,9 +127,10 @@ class Checkpoints:
         print(f"vrp-sam: warning: {damaged} is damaged ({type(error).__name__}: "
               f"{str(error)[:200]}); resuming from an earlier checkpoint, the damaged one "
               f"is kept as {kept}", file=sys.stderr, flush=True)
-        if jax.process_index() == 0:
+        if processes.is_writer():
             kept.parent.mkdir(exist_ok=True)
             os.replace(damaged, kept)
+        processes.barrier(f"checkpoint {step} set aside")
         self.latest.reload()
 
     def save_best(self, step: int, trainable: dict, metrics: dict) -> bool:
@@ -173,8 +176,13 @@ class Checkpoints:
             trainable, metrics = self.restore_best(abstract_trainable, step)
             return trainable, {"which": which, "step": step, "directory": "best",
                                "metrics": metrics}
+        # the whole state, placed like `abstract_trainable` whatever devices wrote it (a pod
+        # slice's run read on one machine)
+        place = jax.tree.leaves(abstract_trainable)[0].sharding
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place),
+                              self.latest.item_metadata(step)["state"])
         restored = self.latest.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))
+            state=ocp.args.StandardRestore(target)))
         trainable = jax.tree.map(lambda a, x: jax.device_put(a, x.sharding),
                                  dict(restored["state"]["trainable"]), abstract_trainable)
         return trainable, {"which": which, "step": step, "directory": "checkpoints",
@@ -208,9 +216,8 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
             raise InputError(f"{workdir}: no {FROZEN}/{FROZEN_META}: the run's random initial "
                              "weights are missing")
         else:
-            params = init_params(model, config.init.seed)
-            if jax.process_index() == 0:
-                save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
+            params = init_params(model, config.init.seed)  # all processes save together
+            save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
         if sam is not None:
             params = {**params, "sam": sam_port.load_sam(sam, model.sam_type).params}
             origin["sam"] = str(Path(sam).absolute())
@@ -226,7 +233,7 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
     else:
         _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
         backbone_origin = str(config.init.backbone_checkpoint)
-        if training and jax.process_index() == 0:
+        if training:  # all processes save together
             save_backbone(model.backbone, backbone, copy)
     encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
         jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
@@ -256,7 +263,7 @@ def restore(workdir: str | Path, which: str | int = "best", sam: str | Path | No
     params, origin = initial_params(config, model, workdir, sam=sam)
     prefixes = tuple(config.train.trainable)
     abstract_trainable, _ = partition.split(abstract_params(model), prefixes)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_trainable = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_trainable)
     checkpoints = Checkpoints(workdir, async_save=False)

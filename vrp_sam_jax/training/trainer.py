@@ -4,7 +4,7 @@ Per step: this host loads its rows of the global batch (episodes of the epoch's 
 rows become one global array split over the mesh's data axis, and one jitted step updates the
 trainable parameters. The stream is a pure function of (seed, epoch, batch), so a run killed
 at any point resumes from its newest checkpoint at the same stream position and reaches the
-same parameters as an uninterrupted run.
+same parameters as an uninterrupted run, with one process or several (docs/LAUNCH.md).
 """
 
 from __future__ import annotations
@@ -18,12 +18,13 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from vrp_sam_jax import sharding
+from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.config import absolute_paths, check_values, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import make_source
 from vrp_sam_jax.errors import ConfigError
+from vrp_sam_jax.evaluation import figures
 from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
 from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
@@ -32,6 +33,8 @@ from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger
 from vrp_sam_jax.training.run_dir import Checkpoints, initial_params, write_config
+
+VALIDATION_FIGURES = 4  # validation episodes drawn into TensorBoard, next to the curves
 
 
 @dataclasses.dataclass
@@ -45,6 +48,7 @@ class Run:
     frozen: dict
     steps_per_epoch: int
     total_steps: int
+    deadline: float | None = None  # time.monotonic() after which the run stops, resumable
 
 
 def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
@@ -61,9 +65,14 @@ def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
-          progress: bool = True) -> dict:
-    """Train (or resume) in `workdir`; returns the last validation metrics and timings."""
+          progress: bool = True, stop_after_seconds: float | None = None) -> dict:
+    """Train (or resume) in `workdir`; returns the last validation metrics, the steps reached,
+    the step it resumed from and timings. `stop_after_seconds`: stop at the first logging
+    step (or epoch end) past that time, counted from this call, with a checkpoint there and
+    `"stopped": True`; calling again continues (a Colab session, a preemptible job)."""
+    deadline = None if stop_after_seconds is None else time.monotonic() + stop_after_seconds
     workdir = Path(workdir).absolute()
+    progress = progress and processes.is_writer()
     config = check_values(absolute_paths(config), "config")
     model = model_config(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
@@ -78,6 +87,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
     steps_per_epoch = _steps_per_epoch(config, len(epoch_episodes(0)))
     _check_trainable(config, model)
     write_config(workdir, config)  # the whole config checked: nothing written before
+    processes.barrier("run directory checked")  # all see the same files from here on
     total_steps = steps_per_epoch * config.train.epochs
     optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                         config.train.weight_decay, config.train.b1,
@@ -86,14 +96,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
     trainable, frozen = partition.split(params, tuple(config.train.trainable))
     replicated = sharding.replicated(mesh)
     frozen_sharding = sharding.param_shardings(mesh, frozen)
-    state = jax.device_put(step_lib.init_state(trainable, optimizer), replicated)
-    frozen = jax.device_put(frozen, frozen_sharding)
+    state = sharding.put(step_lib.init_state(trainable, optimizer), replicated)
+    frozen = sharding.put(frozen, frozen_sharding)
     checkpoints = Checkpoints(workdir, config.checkpoint.async_save)
     if checkpoints.latest_step() is not None:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
         state, _ = checkpoints.restore(abstract)
-    run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps)
+    run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline)
     cache = _embedding_cache(run, params, source, workdir, progress)
     logger = MetricLogger(workdir)
     try:
@@ -135,11 +145,10 @@ def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bo
         Path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
         else workdir / "embedding_cache")
     cache = embedding_cache.build(root, names, source, run.model, params["sam"],
-                                  dtype=config.cache.dtype, progress=progress)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("embedding cache written")
+                                  dtype=config.cache.dtype, progress=progress,
+                                  shared=config.cache.shared)
+    if jax.process_count() > 1 and config.cache.shared:  # read what all of them wrote
+        processes.barrier("embedding cache written")
         cache = embedding_cache.EmbeddingCache(cache.directory)
     return cache
 
@@ -157,9 +166,16 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
     rng = jax.random.key(config.train.seed)
     workers = config.data.workers or None
     state, step = run.state, int(run.state.step)
+    resumed_from = step
     embeddings = cache.get if cache is not None else None
     last_metrics: dict = {}
     start_time = time.perf_counter()
+
+    def finish(stopped: bool) -> dict:
+        return {**last_metrics, "steps": step, "total_steps": run.total_steps,
+                "resumed_from": resumed_from, "stopped": stopped,
+                "seconds": time.perf_counter() - start_time}
+
     for epoch in range(step // run.steps_per_epoch, config.train.epochs):
         episodes = epoch_episodes(epoch)[: run.steps_per_epoch * config.train.global_batch]
         options = EpisodeOptions(config.model.image_size, config.data.condition, training=True,
@@ -189,21 +205,49 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
                     losses, tick, ticked_step = [], time.perf_counter(), step
                 if step % config.checkpoint.every_steps == 0:
                     checkpoints.save(step, state, _position(run, step))
+                # checked at log steps (with several processes it is a collective); an
+                # epoch's last step goes on to validate first
+                if (step % config.log.every_steps == 0 and step % run.steps_per_epoch
+                        and _out_of_time(run)):
+                    if checkpoints.latest_step() != step:
+                        checkpoints.save(step, state, _position(run, step), force=True)
+                    return finish(stopped=True)
         if checkpoints.latest_step() != step:
             checkpoints.save(step, state, _position(run, step), force=True)
         last_epoch = epoch + 1 == config.train.epochs
         if (epoch + 1) % config.log.val_every_epochs == 0 or last_epoch:
             params = partition.merge(state.trainable, run.frozen)
-            meter = run_episodes(
-                eval_step, params, source, validation_episodes(config),
-                splits.test_classes(config.data.benchmark, config.data.fold),
-                evaluation_options(config.model.image_size, config.data.condition),
-                mesh, config.train.global_batch, embeddings=embeddings, workers=workers,
-                progress=progress, desc=f"validate {epoch}")
+            meter, figure = _validate(run, eval_step, params, source, embeddings, workers,
+                                      progress, f"validate {epoch}")
             last_metrics = {"miou": meter.miou(), "fb_iou": meter.fb_iou()}
             logger.write(step, last_metrics, "val/")
+            logger.write_image(step, "val/episodes", figure)
             checkpoints.save_best(step, state.trainable, {**last_metrics, "epoch": epoch})
-    return {**last_metrics, "steps": step, "seconds": time.perf_counter() - start_time}
+        if not last_epoch and _out_of_time(run):
+            return finish(stopped=True)
+    return finish(stopped=False)
+
+
+def _out_of_time(run: Run) -> bool:
+    """Past the run's deadline (process 0's clock decides for all)."""
+    return run.deadline is not None and processes.agree(time.monotonic() > run.deadline)
+
+
+def _validate(run: Run, eval_step, params: dict, source, embeddings, workers, progress: bool,
+              desc: str):
+    """The validation episodes' meter, and a figure of the first few."""
+    config = run.config
+    rows: list[np.ndarray] = []
+    meter = run_episodes(
+        eval_step, params, source, validation_episodes(config),
+        splits.test_classes(config.data.benchmark, config.data.fold),
+        evaluation_options(config.model.image_size, config.data.condition), run.mesh,
+        config.train.global_batch, embeddings=embeddings, workers=workers, progress=progress,
+        desc=desc,
+        on_batch=lambda b, logits: figures.episode_rows(
+            b, logits, rows, VALIDATION_FIGURES,
+            lambda c: splits.class_name(config.data.benchmark, c)))
+    return meter, figures.figure(rows, config.data.condition)
 
 
 def _position(run: Run, step: int) -> dict:

@@ -1,0 +1,211 @@
+"""Packed datasets: a benchmark's folder layout as ArrayRecord shards, written by a
+tensorflow-datasets builder and read back by random access without TensorFlow.
+
+A bucket or a network filesystem serves a few large files much faster than hundreds of
+thousands of small ones. `pack` writes one record per image:
+- `name`, as the split lists name it;
+- `image`, the image file's bytes as stored (a JPEG stays that JPEG);
+- `label`, the mask file's bytes (the class-map PNG of PASCAL and COCO, FSS-1000's mask).
+
+`vrp_sam_pack.json` beside the shards names the format, the benchmark and the image names in
+record order. The packed readers (`open_packed`) decode the bytes with the folder readers'
+own decoder and checks, so every episode read from the packed form equals the folder's bit
+for bit. Pointing `data.root` at
+the output directory is all a run needs (`sources.make_source` recognises it).
+
+The images packed are those with both files in the folder layout: every image any split
+list or protocol can name.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from vrp_sam_jax.data import sources
+from vrp_sam_jax.errors import DataError, InputError
+from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.names import PACKABLE_BENCHMARKS
+
+FORMAT = "vrp-sam-packed-v1"
+INDEX = "vrp_sam_pack.json"
+BUILDER = "vrp_sam_packed"
+SPLIT = "images"
+
+
+def is_packed(root: str | Path) -> bool:
+    return (Path(root) / INDEX).is_file()
+
+
+def layout_files(benchmark: str, root: str | Path) -> Iterator[tuple[str, Path, Path]]:
+    """(name, image file, mask file) of every image of the folder layout with both files,
+    sorted by name."""
+    if benchmark not in PACKABLE_BENCHMARKS:
+        raise InputError(f"--benchmark {benchmark!r}: packable benchmarks are "
+                         f"{', '.join(PACKABLE_BENCHMARKS)}")
+    source = sources.make_source(benchmark, root)  # finds (and checks) the layout's root
+    if benchmark == "pascal":
+        found = ((p.stem, source.image_path(p.stem), p)
+                 for p in (source.root / "SegmentationClassAug").glob("*.png"))
+    elif benchmark == "coco":
+        found = ((f"{p.parent.name}/{p.stem}.jpg", source.root / p.parent.name / f"{p.stem}.jpg",
+                  p) for p in (source.root / "annotations").glob("*2014/*.png"))
+    else:
+        found = ((f"{p.parent.name}/{p.name}", p, p.with_suffix(".png"))
+                 for p in source.root.glob("*/*.jpg"))
+    yield from sorted((name, image, mask) for name, image, mask in found
+                      if image.is_file() and mask.is_file())
+
+
+def _builder_class():
+    """The tensorflow-datasets builder (defined on first use: importing tfds is slow)."""
+    import tensorflow_datasets as tfds
+
+    class VrpSamPacked(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+        """A benchmark's images and masks as stored files' bytes, in the order given."""
+
+        VERSION = tfds.core.Version("1.0.0")
+
+        def __init__(self, *, files: list[tuple[str, Path, Path]] | None = None, **kwargs):
+            self._files = files or []
+            super().__init__(**kwargs)
+
+        def _info(self):
+            data = tfds.features.Tensor(shape=(None,), dtype=np.uint8)
+            return tfds.core.DatasetInfo(
+                builder=self, disable_shuffling=True,  # records in name order
+                features=tfds.features.FeaturesDict(
+                    {"name": tfds.features.Text(), "image": data, "label": data}))
+
+        def _split_generators(self, dl_manager):
+            return {SPLIT: self._generate_examples()}
+
+        def _generate_examples(self):
+            for name, image, mask in self._files:
+                yield name, {"name": name,
+                             "image": np.frombuffer(image.read_bytes(), np.uint8),
+                             "label": np.frombuffer(mask.read_bytes(), np.uint8)}
+
+    return VrpSamPacked
+
+
+def pack(benchmark: str, data_root: str | Path, output: str | Path) -> dict:
+    """Write the packed form of the folder layout under `data_root` into `output`; returns
+    its index. The index is written last: an interrupted pack is not a packed dataset."""
+    output = Path(output).absolute()
+    if is_packed(output):
+        raise InputError(f"{output}: already holds a packed dataset ({INDEX}); choose another "
+                         "--output or remove it")
+    files = list(layout_files(benchmark, data_root))
+    if not files:
+        raise DataError(f"{data_root}: no image with its mask found to pack for {benchmark}")
+    builder = _builder_class()(files=files, data_dir=str(output / "records"),
+                               file_format="array_record")
+    builder.download_and_prepare()
+    index = {"format": FORMAT, "benchmark": benchmark, "builder": BUILDER,
+             "records": str(Path(builder.data_dir).relative_to(output)),
+             "names": [name for name, _, _ in files]}
+    write_text_atomic(output / INDEX, json.dumps(index))
+    return index
+
+
+def _read_index(root: Path) -> dict:
+    path = root / INDEX
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: unreadable packed-dataset index ({e})") from e
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise DataError(f"{path}: not a {FORMAT} index")
+    return index
+
+
+class _Records:
+    """Random access to one packed dataset's records: name -> {"image", "label"} bytes."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).absolute()
+        index = _read_index(self.root)
+        self.benchmark = index["benchmark"]
+        self.row = {name: i for i, name in enumerate(index["names"])}
+        import tensorflow_datasets as tfds
+
+        try:
+            builder = tfds.builder_from_directory(str(self.root / index["records"]))
+            self.records = builder.as_data_source()[SPLIT]
+        except Exception as e:  # a missing or damaged shard shows as many exception types
+            raise DataError(f"{self.root / index['records']}: unreadable packed records "
+                            f"({type(e).__name__}: {str(e)[:200]})") from e
+        if len(self.records) != len(self.row):
+            raise DataError(f"{self.root}: {len(self.records)} records for "
+                            f"{len(self.row)} names in {INDEX}")
+        # an episode asks for an image, then its masks (and the image's size): one read each
+        self._record = functools.lru_cache(maxsize=64)(self._read)
+
+    def _read(self, row: int) -> dict:
+        return self.records[row]
+
+    def where(self, name: str, what: str) -> str:
+        return f"{self.root} ({what} of {name!r})"
+
+    def get(self, name: str, key: str) -> io.BytesIO:
+        if name not in self.row:
+            raise DataError(f"{self.root}: {name!r} is not in this packed {self.benchmark} "
+                            "dataset (its image or mask was missing when it was packed)")
+        return io.BytesIO(np.asarray(self._record(self.row[name])[key]).tobytes())
+
+
+class PackedLabelMapSource(sources._LabelMapSource):
+    """PASCAL-5i or COCO-20i from its packed form."""
+
+    def __init__(self, records: _Records):
+        self.records = records
+        self.benchmark = records.benchmark
+
+    def image(self, name: str) -> np.ndarray:
+        return sources.decode(self.records.get(name, "image"),
+                              self.records.where(name, "image"), "image", "RGB")
+
+    def _label_file(self, name: str) -> np.ndarray:
+        return sources.decode(self.records.get(name, "label"),
+                              self.records.where(name, "mask"), "mask", None)
+
+    def _image_size(self, name: str) -> tuple[int, int]:
+        return sources.image_size(self.records.get(name, "image"))
+
+    def _where(self, name: str, what: str) -> str:
+        return self.records.where(name, what)
+
+
+class PackedFssSource(sources.FssSource):
+    """FSS-1000 from its packed form."""
+
+    def __init__(self, records: _Records):
+        self.records = records
+
+    def image(self, name: str) -> np.ndarray:
+        return sources.decode(self.records.get(name, "image"),
+                              self.records.where(name, "image"), "image", "RGB")
+
+    def _mask_file(self, name: str) -> np.ndarray:
+        return sources.decode(self.records.get(name, "label"),
+                              self.records.where(name, "mask"), "mask", "L")
+
+    def _mask_where(self, name: str) -> str:
+        return self.records.where(name, "mask")
+
+
+def open_packed(root: str | Path, benchmark: str | None = None) -> sources.EpisodeSource:
+    """The reader of a packed dataset; `benchmark`, when given, must be the one packed."""
+    records = _Records(root)
+    if benchmark is not None and benchmark != records.benchmark:
+        raise DataError(f"{records.root}: a packed {records.benchmark} dataset, but the run "
+                        f"reads {benchmark}")
+    if records.benchmark == "fss":
+        return PackedFssSource(records)
+    return PackedLabelMapSource(records)
