@@ -159,6 +159,11 @@ class _Records:
                             "dataset (its image or mask was missing when it was packed)")
         return io.BytesIO(np.asarray(self._record(self.row[name])[key]).tobytes())
 
+    def decode(self, name: str, what: str, mode: str | None) -> np.ndarray:
+        """The image (`what="image"`) or its mask, decoded as the folder readers do."""
+        key = "image" if what == "image" else "label"
+        return sources.decode(self.get(name, key), self.where(name, what), what, mode)
+
 
 class PackedLabelMapSource(sources._LabelMapSource):
     """PASCAL-5i or COCO-20i from its packed form."""
@@ -168,12 +173,10 @@ class PackedLabelMapSource(sources._LabelMapSource):
         self.benchmark = records.benchmark
 
     def image(self, name: str) -> np.ndarray:
-        return sources.decode(self.records.get(name, "image"),
-                              self.records.where(name, "image"), "image", "RGB")
+        return self.records.decode(name, "image", "RGB")
 
     def _label_file(self, name: str) -> np.ndarray:
-        return sources.decode(self.records.get(name, "label"),
-                              self.records.where(name, "mask"), "mask", None)
+        return self.records.decode(name, "mask", None)
 
     def _image_size(self, name: str) -> tuple[int, int]:
         return sources.image_size(self.records.get(name, "image"))
@@ -189,12 +192,10 @@ class PackedFssSource(sources.FssSource):
         self.records = records
 
     def image(self, name: str) -> np.ndarray:
-        return sources.decode(self.records.get(name, "image"),
-                              self.records.where(name, "image"), "image", "RGB")
+        return self.records.decode(name, "image", "RGB")
 
     def _mask_file(self, name: str) -> np.ndarray:
-        return sources.decode(self.records.get(name, "label"),
-                              self.records.where(name, "mask"), "mask", "L")
+        return self.records.decode(name, "mask", "L")
 
     def _mask_where(self, name: str) -> str:
         return self.records.where(name, "mask")

@@ -13,6 +13,7 @@ kind, and a legend names the colours.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -35,7 +36,9 @@ LEGEND_ITEMS = (("reference annotation", ANNOTATION), ("prediction", PREDICTION)
                 ("ground truth", TRUTH))
 
 
-def _font(size: int = 13) -> ImageFont.ImageFont:
+@functools.lru_cache(maxsize=4)
+def _font(size: int = 13) -> ImageFont.FreeTypeFont:
+    """Pillow's built-in font at `size`, loaded once per size."""
     return ImageFont.load_default(size=size)
 
 
@@ -129,7 +132,7 @@ def _legend(width: int) -> np.ndarray:
     for label, colour in LEGEND_ITEMS:
         draw.rectangle((x, y - 6, x + 12, y + 6), fill=colour, outline=RIM)
         draw.text((x + 18, y), label, fill=INK, font=_font(), anchor="lm")
-        x += 18 + int(draw.textlength(label, font=_font())) + 24
+        x += 18 + int(_font().getlength(label)) + 24
     return np.asarray(strip)
 
 
@@ -167,7 +170,7 @@ def class_chart(class_iou: Mapping[int, float], class_name: Callable[[int], str]
     items = [(class_name(c), float(v)) for c, v in class_iou.items()]
     items.append(("mean", float(np.mean([v for _, v in items]))))
     title = title or "per-class IoU (%)"
-    title_width = int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=_font(14)))
+    title_width = int(_font(14).getlength(title))
     width = max(BAR_LABEL + BAR_WIDTH + 60, title_width + 12)
     height = HEADER + BAR_ROW * len(items) + GAP
     chart = Image.new("RGB", (width, height), WHITE)
