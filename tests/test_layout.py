@@ -76,6 +76,10 @@ def test_imports_point_down():
            if (module == unit or module.startswith(unit + "."))
            and any(target == b or target.startswith(b + ".") for b in banned)]
     assert not bad, bad
+    # only the command line imports the app (Gradio stays an optional extra)
+    assert not [m for m, t in graph.items() if not m.startswith(("vrp_sam_jax.cli",
+                                                                 "vrp_sam_jax.app"))
+                and any(x.startswith("vrp_sam_jax.app") for x in t)]
     # nothing below the command line imports it
     assert not [m for m, t in graph.items() if not m.startswith("vrp_sam_jax.cli")
                 and any(x.startswith("vrp_sam_jax.cli") for x in t)]

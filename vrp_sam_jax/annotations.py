@@ -20,16 +20,18 @@ KINDS = ("mask", "box", "points", "scribble")
 def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
                 reference: str | Path = "reference") -> np.ndarray:
     """(size, size) float32 {0, 1} prompt mask of one reference from its annotation: `mask`
-    and `scribble` take an image path (non-zero = object / drawn) of the reference's size,
-    `box` a list of (x0, y0, x1, y1) and `points` a list of (x, y) in reference pixels."""
+    and `scribble` take an image path (non-zero = object / drawn) or an (H, W) array (the
+    app's painted pixels) of the reference's size, `box` a list of (x0, y0, x1, y1) and
+    `points` a list of (x, y) in reference pixels."""
     if kind not in KINDS:
         raise InputError(f"unknown annotation kind {kind!r}; choose from {', '.join(KINDS)}")
     if kind in ("mask", "scribble"):
-        drawn = read_mask(annotation)
+        painted = isinstance(annotation, np.ndarray)
+        drawn = annotation != 0 if painted else read_mask(annotation)
+        label = f"{reference} ({kind})" if painted else str(annotation)
         if drawn.shape != tuple(image_shape):
-            raise InputError(f"{annotation}: annotation is {drawn.shape[1]}x{drawn.shape[0]} "
+            raise InputError(f"{label}: annotation is {drawn.shape[1]}x{drawn.shape[0]} "
                              f"but reference {reference} is {image_shape[1]}x{image_shape[0]}")
-        label = str(annotation)
         out = (resize_mask_nearest(drawn, size).astype(np.float32) if kind == "mask"
                else conditions.rasterize_scribble(drawn, size))
     else:

@@ -7,10 +7,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vrp_sam_jax.cli import data_commands, model_commands, run_commands, sam_commands
+from vrp_sam_jax.cli import (
+    app_commands,
+    data_commands,
+    model_commands,
+    run_commands,
+    sam_commands,
+)
 from vrp_sam_jax.errors import EXPECTED_ERRORS
 
-GROUPS = (model_commands, run_commands, data_commands, sam_commands)
+GROUPS = (model_commands, run_commands, data_commands, sam_commands, app_commands)
 
 
 class Parser(argparse.ArgumentParser):

@@ -1,0 +1,375 @@
+"""`vrp-sam app`: the session's work without a browser (annotations, the encoding kept per
+annotation set, the bundle equal to `vrp-sam predict`), then the page itself in Debian's
+Chromium driven by Playwright: annotate toy references, segment targets, download the zip,
+and check its masks equal `vrp-sam predict`'s. Screenshots go to $VRP_SAM_TEST_ARTIFACTS
+(CI keeps them) or the test's temporary folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vrp_sam_jax import model_io
+from vrp_sam_jax.app import session, toy
+from vrp_sam_jax.cli import main
+from vrp_sam_jax.data import toy as toy_data
+from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.image_io import read_image, read_mask
+
+CHROMIUM = "/usr/bin/chromium"
+# .ci/run installs the browser and sets this: there the browser test may not skip
+REQUIRED = os.environ.get("VRP_SAM_BROWSER_TEST") == "required"
+
+
+def _toy_files(folder: Path, names: list[str]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name in names:
+        paths.append(folder / f"{name.replace('/', '_')}.png")
+        Image.fromarray(toy_data.render(name)[0]).save(paths[-1])
+    return paths
+
+
+def _predict_like(bundle_dir: Path, targets: list[Path], out: Path) -> list[str]:
+    """The bundle's predict.sh as argv, its targets/NAME pointing at `targets`."""
+    command = (bundle_dir / "predict.sh").read_text().strip().splitlines()[-1]
+    args = shlex.split(command)
+    assert args[:2] == ["vrp-sam", "predict"]
+    by_name = {f"targets/{t.name}": str(t) for t in targets}
+    args = [by_name.get(a, a) for a in args[2:]]
+    args = [str(bundle_dir / a) if a.startswith("references/") else a for a in args]
+    args[args.index("--output-dir") + 1] = str(out)
+    return ["predict", *args]
+
+
+def _same_masks_as_predict(bundle_dir: Path, targets: list[Path], tmp: Path, capsys) -> None:
+    out = tmp / "cli_masks"
+    assert main(_predict_like(bundle_dir, targets, out)) == 0
+    capsys.readouterr()
+    for t in targets:
+        app_mask = read_mask(bundle_dir / f"{t.stem}.png")
+        assert app_mask.shape == read_image(t).shape[:2]
+        np.testing.assert_array_equal(app_mask, read_mask(out / f"{t.stem}.png"), t.name)
+
+
+# --- the session, no browser -----------------------------------------------------------------
+def test_annotations_from_the_page():
+    image = np.zeros((40, 60, 3), np.uint8)
+    layer = np.zeros((40, 60, 4), np.uint8)
+    layer[10:20, 5:25, 3] = 255
+    got, drawn = session.painted({"background": np.dstack([image, image[..., :1] + 255]),
+                                  "layers": [layer], "composite": None})
+    assert got.shape == (40, 60, 3) and drawn.sum() == 200
+    assert session.boxes([(30, 20), (10, 5)]) == [(10, 5, 30, 20)]
+    with pytest.raises(InputError, match="two clicks"):
+        session.boxes([(1, 2)])
+    ref = session.annotate("points", image, drawn, [(3, 4), (59, 39)], 16)
+    assert ref.prompt.sum() == 2 and ref.annotation == [(3, 4), (59, 39)]
+    assert session.annotate("mask", image, drawn, [], 16).prompt.sum() > 0
+    for kind in ("mask", "scribble", "box", "points"):
+        with pytest.raises(InputError, match=f"empty {kind} annotation"):
+            session.annotate(kind, image, np.zeros_like(drawn), [], 16)
+    with pytest.raises(InputError, match="outside"):
+        session.annotate("points", image, drawn, [(60, 3)], 16)
+    with pytest.raises(InputError, match="no reference image"):
+        session.painted({"background": None, "layers": []})
+    with pytest.raises(InputError, match="painted layer is 10x10"):
+        session.painted({"background": image, "layers": [np.zeros((10, 10, 4), np.uint8)]})
+    # the preview draws the annotation as the model takes it
+    box = session.preview(image, "box", None, [(10, 5), (30, 20)])
+    assert (box == session.MARK).all(-1).any() and not (box[25:, 40:] != 0).any()
+    assert session.display_scale((128, 128)) == 4 and session.display_scale((900, 600)) == 1
+    np.testing.assert_array_equal(session.enlarge(image[:2, :2], 3).shape, (6, 6, 3))
+
+
+def test_segment_encodes_once_and_bundles_the_predict_command(toy_run, tmp_path, capsys,
+                                                              monkeypatch):
+    model = model_io.load(toy_run)
+    segmenter = session.Segmenter(model, ["--vrp-checkpoint", str(toy_run)], batch_size=2)
+    ref_image, ref_mask, _ = toy.example(tmp_path / "example")
+    other = toy_data.render(toy_data.classwise("val")[toy.EXAMPLE_CATEGORY][5])
+    refs = [session.annotate("mask", ref_image, ref_mask, [], segmenter.size),
+            session.annotate("mask", other[0], other[1] == toy.EXAMPLE_CATEGORY + 1, [],
+                             segmenter.size)]
+    targets = _toy_files(tmp_path / "targets", ["val/000001", "val/000002", "val/000003"])
+    calls = []
+    original = session.VRPSamPredictor.set_references
+    monkeypatch.setattr(session.VRPSamPredictor, "set_references",
+                        lambda self, *a: calls.append(1) or original(self, *a))
+    first = segmenter.segment(refs, targets, tmp_path / "run1")
+    second = segmenter.segment(refs, targets[:1], tmp_path / "run2")
+    assert len(calls) == 1  # the same annotations: encoded once
+    assert read_mask(second.outputs[0]["mask"]).tolist() == read_mask(
+        first.outputs[0]["mask"]).tolist()
+    names = zipfile.ZipFile(first.bundle).namelist()
+    assert {"predict.sh", "references/reference_1.png", "references/reference_2_mask.png",
+            "val_000001.png", "val_000001_overlay.png"} <= set(names)
+    _same_masks_as_predict(tmp_path / "run1", targets, tmp_path, capsys)
+    # GP-SAM: another encoding, also equal to the command line
+    before = len(calls)  # the command line's own predictor encoded once more
+    gp = segmenter.segment(refs[:1], targets, tmp_path / "gp", method="gp-sam",
+                           gp_prompts="box")
+    assert len(calls) == before + 1 and "--method gp-sam" in gp.command
+    _same_masks_as_predict(tmp_path / "gp", targets, tmp_path, capsys)
+    with pytest.raises(InputError, match="share one kind"):
+        segmenter.predictor([refs[0], session.annotate("points", ref_image, ref_mask,
+                                                       [(5, 5)], segmenter.size)])
+    with pytest.raises(InputError, match="at least one annotated reference"):
+        segmenter.segment([], targets, tmp_path / "none")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(InputError, match="bad.png: not a readable image"):
+        segmenter.segment(refs, [bad], tmp_path / "bad")
+
+
+def test_no_checkpoint_runs_the_toy_model_and_says_so(toy_run, tmp_path):
+    from vrp_sam_jax.cli import app_commands, vrp_sam
+
+    run = tmp_path / "toy"
+    shutil.copytree(toy_run, run)
+    steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+    model, given, line = app_commands._model(vrp_sam.parse(["app", "--toy-workdir", str(run)]))
+    assert toy.is_toy(model) and given == ["--vrp-checkpoint", str(run)]
+    assert line.startswith("**This is a toy.**") and str(run) in line
+    # a finished run is used as it is: no step trained
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == steps
+    real = model_io.load(toy_run)
+    assert not toy.is_toy(dataclasses.replace(real, config=dataclasses.replace(
+        real.config, sam_type="vit_b")))
+
+
+def test_app_without_gradio_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
+    monkeypatch.delitem(sys.modules, "vrp_sam_jax.app.page", raising=False)
+    assert main(["app", "--vrp-checkpoint", "nowhere"]) == 2
+    assert 'pip install -e ".[app]"' in capsys.readouterr().err
+
+
+# --- the page in a browser ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    missing = [what for what, ok in (
+        ("Debian's chromium", Path(CHROMIUM).exists()),
+        ("gradio", _importable("gradio")), ("playwright", _importable("playwright")))
+        if not ok]
+    if missing:
+        if REQUIRED:
+            pytest.fail(f"the browser test needs {', '.join(missing)}")
+        pytest.skip(f"needs {', '.join(missing)}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def _serving(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def served(toy_run, tmp_path_factory):
+    """`vrp-sam app` on 127.0.0.1 with the toy run, as a user starts it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workspace = tmp_path_factory.mktemp("app_workspace")
+    log = workspace.parent / "app.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "JAX_PLATFORMS": "cpu"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vrp_sam_jax.cli", "app", "--vrp-checkpoint", str(toy_run),
+             "--port", str(port), "--workspace", str(workspace), "--quiet"],
+            stdout=out, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 300
+    while not _serving(url):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.5)
+    yield url, workspace
+    proc.terminate()
+    proc.wait(30)
+
+
+@pytest.fixture
+def page(browser, served):
+    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    page.set_default_timeout(120_000)
+    page.goto(served[0])
+    page.locator("#toy-example").wait_for()
+    yield page
+    page.close()
+
+
+def _shot(page, name: str, tmp_path: Path) -> None:
+    folder = Path(os.environ.get("VRP_SAM_TEST_ARTIFACTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"app_{name}.png"), full_page=True)
+
+
+def _status(page, pattern: str) -> str:
+    """Wait for the status line to match `pattern`; its text."""
+    status = page.locator("#status")
+    deadline = time.monotonic() + 180
+    while not re.search(pattern, status.inner_text()):
+        assert time.monotonic() < deadline, f"status: {status.inner_text()!r}"
+        time.sleep(0.25)
+    return status.inner_text()
+
+
+def _wait_text(locator, pattern: str) -> str:
+    deadline = time.monotonic() + 60
+    while not re.search(pattern, text := (locator.input_value() if locator.evaluate(
+            "e => 'value' in e") else locator.inner_text())):
+        assert time.monotonic() < deadline, f"{text!r} !~ {pattern!r}"
+        time.sleep(0.25)
+    return text
+
+
+def _click_image(page, selector: str, fractions: list[tuple[float, float]],
+                 expect: str) -> None:
+    image = page.locator(selector)
+    for i, (fx, fy) in enumerate(fractions, 1):
+        image.wait_for()
+        page.wait_for_function(f"document.querySelector('{selector}').complete")
+        time.sleep(1.5)  # the events that drew this preview have all returned
+        box = image.bounding_box()
+        page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+        _wait_text(page.locator("#hint"), rf"{expect} clicks:( \(\d+, \d+\);?){{{i}}}$")
+
+
+def _set_targets(page, paths: list[Path]) -> None:
+    """Replace the page's targets with `paths` (uploaded as a person drops them)."""
+    listing = page.locator("#targets")
+    clear = page.locator("#targets button[aria-label=Clear]")
+    if clear.count():
+        clear.first.click()
+        _until(lambda: "\u21e3" not in listing.inner_text(), "the targets cleared")
+    page.locator("#targets input[type=file]").set_input_files([str(p) for p in paths])
+    _until(lambda: all(p.stem in listing.inner_text() for p in paths), "the targets listed")
+    time.sleep(1)  # the upload reaches the server
+
+
+def _until(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def _download(page, tmp_path: Path, name: str) -> Path:
+    """The zip as the page's download link serves it, unpacked."""
+    link = page.locator("#downloads a[href*='.zip']").first
+    link.wait_for()
+    response = page.request.get(link.get_attribute("href"))
+    assert response.ok
+    folder = tmp_path / name
+    zipfile.ZipFile(io.BytesIO(response.body())).extractall(folder)
+    return folder
+
+
+def test_page_two_point_references_equal_predict(page, served, tmp_path, capsys):
+    """2-shot with clicked points: the toy example's reference and an uploaded second one."""
+    names = toy_data.classwise("val")[toy.EXAMPLE_CATEGORY]
+    second, *targets = _toy_files(tmp_path / "files", [names[6], "val/000004", "val/000009"])
+    page.locator("#toy-example").click()
+    _status(page, "toy example")
+    page.locator("#kind").get_by_text("points").click()
+    _wait_text(page.locator("#hint"), "click on the object")
+    _click_image(page, "#preview img", [(0.3, 0.4), (0.62, 0.55)], "points")
+    page.locator("#add-reference").click()
+    _status(page, r"1 reference\(s\) added")
+    page.locator("#reference input[type=file]").set_input_files(str(second))
+    _wait_text(page.locator("#hint"), "click on the object")
+    time.sleep(1)  # the preview shows the new reference
+    _click_image(page, "#preview img", [(0.5, 0.5)], "points")
+    page.locator("#add-reference").click()
+    _status(page, r"2 reference\(s\) added \(2-shot\)")
+    _set_targets(page, targets)
+    page.locator("#segment").click()
+    _status(page, r"2 target\(s\) segmented with 2 reference")
+    page.locator("#results img").nth(1).wait_for()
+    _shot(page, "points_2shot", tmp_path)
+    bundle = _download(page, tmp_path, "points")
+    listing = page.locator("#annotations textarea").input_value()
+    assert listing.count("points:") == 2
+    # the browser passed the pixels through: the references are the files' own
+    np.testing.assert_array_equal(read_image(bundle / "references/reference_1.png"),
+                                  toy_data.render(names[0])[0])
+    np.testing.assert_array_equal(read_image(bundle / "references/reference_2.png"),
+                                  read_image(second))
+    _same_masks_as_predict(bundle, targets, tmp_path, capsys)
+
+
+def test_page_scribble_with_gp_sam_and_errors(page, served, tmp_path, capsys):
+    targets = _toy_files(tmp_path / "files", ["val/000005", "val/000007"])
+    page.locator("#segment").click()
+    _status(page, "Error: add one or more target images first")
+    bad = tmp_path / "files" / "broken.png"
+    bad.write_text("not an image")
+    _set_targets(page, [bad])
+    page.locator("#segment").click()
+    _status(page, "Error: add at least one annotated reference first")
+    page.locator("#reference input[type=file]").set_input_files(
+        str(_toy_files(tmp_path / "ref", ["val/000011"])[0]))
+    page.locator("#kind").get_by_text("scribble").click()
+    _wait_text(page.locator("#hint"), "draw a few strokes")
+    page.locator("#add-reference").click()
+    _status(page, "Error: reference 1: empty scribble annotation")
+    page.locator("#reference button[aria-label=Brush]").click()
+    canvas = page.locator("#reference canvas").first.bounding_box()
+    cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+    page.mouse.move(cx - 70, cy - 50)
+    page.mouse.down()
+    for i in range(1, 21):
+        page.mouse.move(cx - 70 + 7 * i, cy - 50 + 4 * i)
+    page.mouse.up()
+    time.sleep(1.5)  # the stroke reaches the server
+    page.locator("#add-reference").click()
+    _status(page, r"1 reference\(s\) added")
+    painted = int(re.search(r"scribble: (\d+) painted", page.locator(
+        "#annotations textarea").input_value()).group(1))
+    assert painted > 50
+    page.locator("#method").get_by_text("GP-SAM").click()
+    page.locator("#segment").click()
+    _status(page, "Error: .*broken.png: not a readable image")
+    _set_targets(page, targets)
+    page.locator("#segment").click()
+    _status(page, r"2 target\(s\) segmented .*GP-SAM")
+    _shot(page, "scribble_gp_sam", tmp_path)
+    bundle = _download(page, tmp_path, "scribble")
+    assert read_mask(bundle / "references/reference_1_scribble.png").sum() == painted
+    assert "--method gp-sam" in (bundle / "predict.sh").read_text()
+    _same_masks_as_predict(bundle, targets, tmp_path, capsys)
+    shutil.rmtree(bundle)

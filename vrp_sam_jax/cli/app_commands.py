@@ -1,0 +1,84 @@
+"""`vrp-sam app`: the browser app (`pip install -e ".[app]"`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from vrp_sam_jax import names
+from vrp_sam_jax.cli import options
+
+DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
+
+
+def _model(args: argparse.Namespace):
+    """(model, the `vrp-sam predict` options that load it, the page's line about it)."""
+    from vrp_sam_jax import model_io
+    from vrp_sam_jax.app import toy
+
+    if args.source is not None:
+        model = model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
+                              sam_type=args.sam_type, backbone=args.backbone,
+                              compute_dtype=args.compute_dtype)
+        given = ["--vrp-checkpoint", args.source]
+        if args.which != "best":
+            given += ["--which", str(args.which)]
+        if args.sam_checkpoint:
+            given += ["--sam-checkpoint", args.sam_checkpoint]
+    elif args.sam_checkpoint or args.backbone_checkpoint:
+        model = model_io.load_frozen(args.sam_checkpoint, args.backbone_checkpoint,
+                                     backbone_name=args.backbone, sam_type=args.sam_type,
+                                     compute_dtype=args.compute_dtype)
+        given = ["--sam-checkpoint", args.sam_checkpoint,
+                 "--backbone-checkpoint", args.backbone_checkpoint]
+    else:
+        model = toy.toy_model(args.toy_workdir, progress=not args.quiet)
+        given = ["--vrp-checkpoint", args.toy_workdir]
+    c = model.config
+    line = (f"**Model:** {model.origin.get('encoder', 'no VRP encoder (GP-SAM only)')}: "
+            f"{c.backbone} backbone, SAM {c.sam_type}, {c.image_size} px")
+    if toy.is_toy(model):
+        where = args.toy_workdir if args.source is None else args.source
+        line = (f"**This is a toy.** The model ({where}) is a tiny VRP-SAM trained on the "
+                "embedded toy benchmark "
+                "(coloured, textured shapes on clutter) by `vrp-sam demo`: it knows nothing "
+                "of real images. Start the app with `--vrp-checkpoint` for a real model, or "
+                "press *Load the toy example* to try this one.")
+    return model, given, line
+
+
+def app(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.errors import InputError
+
+    try:
+        from vrp_sam_jax.app import page
+    except ImportError as e:
+        raise InputError(f'vrp-sam app needs Gradio: pip install -e ".[app]" ({e})') from e
+    from vrp_sam_jax.app import session
+
+    model, given, line = _model(args)
+    blocks = page.build(session.Segmenter(model, given, args.batch_size), line,
+                        args.workspace)
+    blocks.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=False, quiet=args.quiet,
+        allowed_paths=[str(blocks.workspace)], footer_links=["settings"])
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="a browser page: annotate references, segment your images")
+    options.add_model_source(p, "--vrp-checkpoint", required=False)
+    p.add_argument("--backbone-checkpoint", default=None,
+                   help="with --sam-checkpoint and no --vrp-checkpoint: GP-SAM only")
+    p.add_argument("--toy-workdir", default=DEFAULT_TOY_WORKDIR,
+                   help="without a checkpoint: the toy model's work directory (vrp-sam demo's; "
+                        "trained there first when it is not)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to serve on (0.0.0.0: reachable from other machines)")
+    p.add_argument("--port", type=options.positive_int, default=7860)
+    p.add_argument("--workspace", default=None,
+                   help="folder for the results (default: a new temporary folder)")
+    p.add_argument("--batch-size", type=options.positive_int, default=8,
+                   help="targets per device call")
+    p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32")
+    options.add_quiet(p)
+    p.set_defaults(func=app)
