@@ -18,7 +18,7 @@ from vrp_sam_jax import annotations
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.figures import draw_annotation
 from vrp_sam_jax.image_io import write_mask
-from vrp_sam_jax.inference import VRPSamPredictor, predict_files
+from vrp_sam_jax.inference import VRPSamPredictor, predict_files, write_atomic
 from vrp_sam_jax.models import LoadedModel
 
 PAINTED_KINDS = ("mask", "scribble")  # painted with the brush; box and points are clicked
@@ -143,13 +143,20 @@ def describe(references: Sequence[Reference]) -> str:
         if ref.kind in PAINTED_KINDS:
             what = f"{int(ref.annotation.sum())} painted pixels"
         else:
-            what = _option_value(ref.kind, ref.annotation)
+            what = _option_value(ref.annotation)
         lines.append(f"reference {i}: {w}x{h}, {ref.kind}: {what}")
     return "\n".join(lines)
 
 
-def _option_value(kind: str, annotation: list) -> str:
+def _option_value(annotation: list) -> str:
     return ";".join(",".join(str(v) for v in item) for item in annotation)
+
+
+def _zip(folder: Path, path: Path) -> None:
+    """Every file under `folder`, by its relative path, into the zip `path`."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+            z.write(file, file.relative_to(folder).as_posix())
 
 
 def _fingerprint(references: Sequence[Reference], method: str, gp: tuple) -> str:
@@ -220,11 +227,7 @@ class Segmenter:
             item["overlay"] = item["mask"][: -len(".png")] + "_overlay.png"
         command = self._write_references(references, targets, out, method, predictor.gp)
         bundle = out.with_suffix(".zip")
-        with zipfile.ZipFile(bundle.with_name(f".{bundle.name}.partial"), "w",
-                             zipfile.ZIP_DEFLATED) as z:
-            for path in sorted(p for p in out.rglob("*") if p.is_file()):
-                z.write(path, path.relative_to(out).as_posix())
-        bundle.with_name(f".{bundle.name}.partial").replace(bundle)
+        write_atomic(bundle, lambda path: _zip(out, path))
         return Result(outputs, bundle, command)
 
     def _write_references(self, references: Sequence[Reference], targets: Sequence,
@@ -244,7 +247,7 @@ class Segmenter:
                 write_mask(drawn, ref.annotation)
                 args += [f"--reference-{ref.kind}", f"references/{drawn.name}"]
             else:
-                args += [f"--reference-{ref.kind}", _option_value(ref.kind, ref.annotation)]
+                args += [f"--reference-{ref.kind}", _option_value(ref.annotation)]
         args += [f"targets/{Path(t).name}" for t in targets]
         args += ["--output-dir", "masks"]
         command = shlex.join(args)

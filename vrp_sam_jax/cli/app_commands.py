@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vrp_sam_jax import names
-from vrp_sam_jax.cli import options
+from vrp_sam_jax.cli import model_commands, options
 
 DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
 
@@ -16,9 +16,7 @@ def _model(args: argparse.Namespace):
     from vrp_sam_jax.app import toy
 
     if args.source is not None:
-        model = model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
-                              sam_type=args.sam_type, backbone=args.backbone,
-                              compute_dtype=args.compute_dtype)
+        model = model_commands._load(args, compute_dtype=args.compute_dtype)
         given = ["--vrp-checkpoint", args.source]
         if args.which != "best":
             given += ["--which", str(args.which)]
