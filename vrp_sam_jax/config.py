@@ -30,6 +30,7 @@ import ml_collections
 from vrp_sam_jax import names
 from vrp_sam_jax.errors import ConfigError
 from vrp_sam_jax.models import VRPSamConfig
+from vrp_sam_jax.paths import absolute
 
 SHIPPED_PACKAGE = "vrp_sam_jax.configs"
 SHIPPED = ("pascal", "coco", "toy")
@@ -222,12 +223,12 @@ def apply_overrides(config: ml_collections.ConfigDict,
 
 def absolute_paths(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """A copy whose paths (`PATH_FIELDS`, where set) are absolute, so a run's stored config
-    names the same files from any working directory."""
+    names the same files from any working directory (a URL stays as it is)."""
     out = copy.deepcopy(config)
     for field in PATH_FIELDS:
         section, leaf = field.split(".")
         if out[section][leaf]:
-            out[section][leaf] = str(Path(out[section][leaf]).expanduser().absolute())
+            out[section][leaf] = str(absolute(out[section][leaf]))
     return out
 
 

@@ -7,6 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from vrp_sam_jax.paths import AnyPath, as_path
+
 CHUNK = 1 << 20
 
 
@@ -19,12 +21,21 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, flush it to disk, rename it over."""
-    path = Path(path)
+def write_bytes_atomic(path: str | AnyPath, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, rename it over. On a
+    bucket (a URL) the upload is all or nothing already: the object is written directly."""
+    path = as_path(path)
+    if not isinstance(path, Path):
+        path.write_bytes(data)
+        return
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w") as f:
-        f.write(text)
+    with open(partial, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(partial, path)
+
+
+def write_text_atomic(path: str | AnyPath, text: str) -> None:
+    """`write_bytes_atomic` of the UTF-8 text."""
+    write_bytes_atomic(path, text.encode())

@@ -23,6 +23,7 @@ import sam_port
 from vrp_sam_jax.errors import CheckpointError, InputError
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig, init_params
 from vrp_sam_jax.names import EXPORT_FORMATS
+from vrp_sam_jax.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import run_dir
 from vrp_sam_jax.weights import directory, release
 from vrp_sam_jax.weights.backbones import load_backbone
@@ -33,10 +34,14 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
          sam_type: str | None = None, backbone: str | None = None,
          compute_dtype: str = "float32", attention: str = "auto") -> LoadedModel:
     """The model of `source` (a work directory, a converted directory or `best_model.pt`),
-    computing in `compute_dtype` with the `attention` path (whatever trained it)."""
-    path = Path(source)
+    computing in `compute_dtype` with the `attention` path (whatever trained it). A work
+    directory may be a bucket URL (`gs://...`); the others are read from local paths."""
+    path = absolute(source)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
+    if not isinstance(path, Path) and not run_dir.is_run_dir(path):
+        raise CheckpointError(f"{path}: only training work directories are read from a bucket;"
+                              " copy a converted directory or best_model.pt here first")
     if which != "best" and not run_dir.is_run_dir(path):
         raise InputError(f"{path}: choosing a checkpoint ({which!r}) applies to training "
                          "work directories only")
@@ -47,7 +52,7 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
     else:
         _require_sam(sam, path)  # before reading the file
         model = _with_sam(release.read_release(path, backbone), 512, sam, None, sam_type, path,
-                          {"kind": "release", "path": str(path.absolute())})
+                          {"kind": "release", "path": str(path)})
     config = dataclasses.replace(model.config, compute_dtype=compute_dtype, attention=attention)
     return dataclasses.replace(model, config=config)
 
@@ -82,7 +87,7 @@ def random_model(config: VRPSamConfig, seed: int) -> LoadedModel:
 def needs_sam(source: str | Path) -> bool:
     """Whether `load(source)` needs `sam`: the release's file, a converted directory without
     SAM (or whose SAM file is not there), a work directory whose SAM file is not there."""
-    path = Path(source)
+    path = as_path(source)
     if run_dir.is_run_dir(path):
         config = run_dir.read_config(path)
         return not config.init.random and not (config.init.sam_checkpoint
@@ -98,7 +103,7 @@ def _check(found: str, asked: str | None, what: str, path: Path) -> None:
         raise CheckpointError(f"{path}: holds a {found} {what}, but {asked} was asked for")
 
 
-def _from_run(path: Path, which: str | int, sam: str | Path | None, sam_type: str | None,
+def _from_run(path: AnyPath, which: str | int, sam: str | Path | None, sam_type: str | None,
               backbone: str | None) -> LoadedModel:
     config = run_dir.read_config(path)
     _check(config.model.backbone, backbone, "backbone", path)

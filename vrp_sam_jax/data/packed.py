@@ -15,22 +15,32 @@ the output directory is all a run needs (`sources.make_source` recognises it).
 
 The images packed are those with both files in the folder layout: every image any split
 list or protocol can name.
+
+On a bucket (`--output gs://...`, `data.root=gs://...`): ArrayRecord reads local files only,
+so `pack` writes locally and uploads the result (the index last), and a reader fetches the
+shards once into a local copy (`local_copy`: a few large sequential reads instead of one per
+image) and reads that.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from vrp_sam_jax.data import sources
 from vrp_sam_jax.errors import DataError, InputError
 from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
+from vrp_sam_jax.paths import AnyPath, absolute, as_path, copy
 
 FORMAT = "vrp-sam-packed-v1"
 INDEX = "vrp_sam_pack.json"
@@ -38,11 +48,14 @@ BUILDER = "vrp_sam_packed"
 SPLIT = "images"
 
 
-def is_packed(root: str | Path) -> bool:
-    return (Path(root) / INDEX).is_file()
+LOCAL_COPY = "VRP_SAM_PACKED_CACHE"  # where bucket shards are copied (default ~/.cache/...)
 
 
-def layout_files(benchmark: str, root: str | Path) -> Iterator[tuple[str, Path, Path]]:
+def is_packed(root: str | AnyPath) -> bool:
+    return (as_path(root) / INDEX).is_file()
+
+
+def layout_files(benchmark: str, root: str | AnyPath) -> Iterator[tuple[str, AnyPath, AnyPath]]:
     """(name, image file, mask file) of every image of the folder layout with both files,
     sorted by name."""
     if benchmark not in PACKABLE_BENCHMARKS:
@@ -71,7 +84,8 @@ def _builder_class():
 
         VERSION = tfds.core.Version("1.0.0")
 
-        def __init__(self, *, files: list[tuple[str, Path, Path]] | None = None, **kwargs):
+        def __init__(self, *, files: list[tuple[str, AnyPath, AnyPath]] | None = None,
+                     **kwargs):
             self._files = files or []
             super().__init__(**kwargs)
 
@@ -94,16 +108,30 @@ def _builder_class():
     return VrpSamPacked
 
 
-def pack(benchmark: str, data_root: str | Path, output: str | Path) -> dict:
-    """Write the packed form of the folder layout under `data_root` into `output`; returns
-    its index. The index is written last: an interrupted pack is not a packed dataset."""
-    output = Path(output).absolute()
+def pack(benchmark: str, data_root: str | AnyPath, output: str | AnyPath) -> dict:
+    """Write the packed form of the folder layout under `data_root` into `output` (a local
+    directory or a bucket URL); returns its index. The index is written last: an interrupted
+    pack is not a packed dataset."""
+    output = absolute(output)
     if is_packed(output):
         raise InputError(f"{output}: already holds a packed dataset ({INDEX}); choose another "
                          "--output or remove it")
     files = list(layout_files(benchmark, data_root))
     if not files:
         raise DataError(f"{data_root}: no image with its mask found to pack for {benchmark}")
+    if isinstance(output, Path):
+        return _pack_local(benchmark, files, output)
+    with tempfile.TemporaryDirectory(prefix="vrp_sam_pack_") as staging:
+        index = _pack_local(benchmark, files, Path(staging))
+        shards = sorted(p for p in Path(staging).rglob("*") if p.is_file() and p.name != INDEX)
+        for file in tqdm(shards, desc=f"uploading to {output}", unit="file"):
+            copy(file, output / file.relative_to(staging).as_posix())
+        write_text_atomic(output / INDEX, json.dumps(index))
+    return index
+
+
+def _pack_local(benchmark: str, files: list[tuple[str, AnyPath, AnyPath]], output: Path
+                ) -> dict:
     builder = _builder_class()(files=files, data_dir=str(output / "records"),
                                file_format="array_record")
     builder.download_and_prepare()
@@ -114,7 +142,42 @@ def pack(benchmark: str, data_root: str | Path, output: str | Path) -> dict:
     return index
 
 
-def _read_index(root: Path) -> dict:
+def local_copy(root: AnyPath, index: dict, cache: str | Path | None = None) -> Path:
+    """A packed dataset on a bucket, copied once into a local directory (`cache`, else
+    $VRP_SAM_PACKED_CACHE, else ~/.cache/vrp_sam_jax/packed), keyed by its URL and index; a
+    copy is complete once its `complete.json` exists (written last), and is reused then."""
+    base = Path(cache or os.environ.get(LOCAL_COPY) or
+                Path.home() / ".cache" / "vrp_sam_jax" / "packed").expanduser()
+    key = hashlib.sha1(f"{root}\n{json.dumps(index, sort_keys=True)}".encode()).hexdigest()
+    local = base / key[:16]
+    if (local / "complete.json").is_file():
+        return local
+    remote = root / index["records"]
+    files = _remote_files(remote)
+    if not files:
+        raise DataError(f"{remote}: no packed records there (named by {root / INDEX})")
+    for file in tqdm(files, desc=f"copying {root} to {local}", unit="file"):
+        target = local / index["records"] / file.relative_to(remote)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.partial{os.getpid()}")
+        copy(file, partial)
+        os.replace(partial, target)
+    write_text_atomic(local / INDEX, json.dumps(index))
+    write_text_atomic(local / "complete.json", json.dumps({"source": str(root),
+                                                           "files": len(files)}))
+    return local
+
+
+def _remote_files(directory: AnyPath) -> list[AnyPath]:
+    """Every file under `directory` on a bucket (the builder's tree is a few levels deep)."""
+    found, pending = [], [directory]
+    while pending:
+        for entry in pending.pop().iterdir():
+            (pending if entry.is_dir() else found).append(entry)
+    return sorted(found, key=str)
+
+
+def _read_index(root: AnyPath) -> dict:
     path = root / INDEX
     try:
         index = json.loads(path.read_text())
@@ -128,15 +191,16 @@ def _read_index(root: Path) -> dict:
 class _Records:
     """Random access to one packed dataset's records: name -> {"image", "label"} bytes."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root).absolute()
+    def __init__(self, root: str | AnyPath):
+        self.root = absolute(root)
         index = _read_index(self.root)
         self.benchmark = index["benchmark"]
         self.row = {name: i for i, name in enumerate(index["names"])}
+        local = self.root if isinstance(self.root, Path) else local_copy(self.root, index)
         import tensorflow_datasets as tfds
 
         try:
-            builder = tfds.builder_from_directory(str(self.root / index["records"]))
+            builder = tfds.builder_from_directory(str(local / index["records"]))
             self.records = builder.as_data_source()[SPLIT]
         except Exception as e:  # a missing or damaged shard shows as many exception types
             raise DataError(f"{self.root / index['records']}: unreadable packed records "
@@ -201,7 +265,7 @@ class PackedFssSource(sources.FssSource):
         return self.records.where(name, "mask")
 
 
-def open_packed(root: str | Path, benchmark: str | None = None) -> sources.EpisodeSource:
+def open_packed(root: str | AnyPath, benchmark: str | None = None) -> sources.EpisodeSource:
     """The reader of a packed dataset; `benchmark`, when given, must be the one packed."""
     records = _Records(root)
     if benchmark is not None and benchmark != records.benchmark:

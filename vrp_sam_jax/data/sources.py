@@ -10,19 +10,24 @@ Layouts accepted (the root may be the folder that holds them, or the dataset fol
 - The toy benchmark: generated, no root.
 - Any of the first three packed by `vrp-sam pack` (`data.packed`): the root is its output.
 
+A root may be a local path or a bucket URL (`gs://...`, `vrp_sam_jax.paths`).
+
 Every failure names the file and the problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import numpy as np
+from etils import epath
 from PIL import Image, UnidentifiedImageError
 
 from vrp_sam_jax.data import toy
 from vrp_sam_jax.errors import DataError
+from vrp_sam_jax.paths import AnyPath, as_path
 
 IGNORE_LABEL = 255
 
@@ -40,11 +45,11 @@ class EpisodeSource(Protocol):
         """0-based classes in the image's mask (any pixel count)."""
 
 
-def decode(file: Path | BinaryIO, where: str, what: str, mode: str | None) -> np.ndarray:
+def decode(file: AnyPath | BinaryIO, where: str, what: str, mode: str | None) -> np.ndarray:
     """An image file (a path, or its bytes in a file object) -> array, converted to `mode`;
     the folder and the packed readers both decode with this, so they agree bit for bit."""
     try:
-        with Image.open(file) as img:
+        with _opened(file) as f, Image.open(f) as img:
             if mode is not None:
                 img = img.convert(mode)
             return np.asarray(img)
@@ -52,20 +57,27 @@ def decode(file: Path | BinaryIO, where: str, what: str, mode: str | None) -> np
         raise DataError(f"{where}: unreadable {what} ({e})") from e
 
 
-def _open(path: Path, what: str, name: str, mode: str | None) -> np.ndarray:
+def _opened(file: AnyPath | BinaryIO) -> BinaryIO:
+    """A path opened for reading (local or on a bucket), or the file object itself."""
+    return file.open("rb") if isinstance(file, Path | epath.Path) else contextlib.nullcontext(
+        file)
+
+
+def _open(path: AnyPath, what: str, name: str, mode: str | None) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: missing {what} for split entry {name!r}")
     return decode(path, str(path), what, mode)
 
 
-def image_size(file: Path | BinaryIO) -> tuple[int, int]:
+def image_size(file: AnyPath | BinaryIO) -> tuple[int, int]:
     """(width, height) from the file's header."""
-    with Image.open(file) as img:
+    with _opened(file) as f, Image.open(f) as img:
         return img.size
 
 
-def _find_root(root: str | Path, candidates: tuple[str, ...], marker: str, what: str) -> Path:
-    root = Path(root).expanduser()
+def _find_root(root: str | AnyPath, candidates: tuple[str, ...], marker: str, what: str
+               ) -> AnyPath:
+    root = as_path(root)
     for sub in (*candidates, ""):
         if (root / sub / marker).is_dir():
             return root / sub
@@ -78,10 +90,10 @@ class _LabelMapSource:
 
     benchmark = ""
 
-    def image_path(self, name: str) -> Path:
+    def image_path(self, name: str) -> AnyPath:
         raise NotImplementedError
 
-    def label_path(self, name: str) -> Path:
+    def label_path(self, name: str) -> AnyPath:
         raise NotImplementedError
 
     def image(self, name: str) -> np.ndarray:
@@ -129,31 +141,31 @@ class _LabelMapSource:
 class PascalSource(_LabelMapSource):
     benchmark = "pascal"
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | AnyPath):
         self.root = _find_root(root, ("VOC2012", "VOCdevkit/VOC2012"), "JPEGImages",
                                "PASCAL VOC2012 (JPEGImages + SegmentationClassAug)")
         if not (self.root / "SegmentationClassAug").is_dir():
             raise DataError(f"{self.root / 'SegmentationClassAug'}: missing (the SBD-augmented "
                             "masks PASCAL-5i uses; SegmentationClass alone is not enough)")
 
-    def image_path(self, name: str) -> Path:
+    def image_path(self, name: str) -> AnyPath:
         return self.root / "JPEGImages" / f"{name}.jpg"
 
-    def label_path(self, name: str) -> Path:
+    def label_path(self, name: str) -> AnyPath:
         return self.root / "SegmentationClassAug" / f"{name}.png"
 
 
 class CocoSource(_LabelMapSource):
     benchmark = "coco"
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | AnyPath):
         self.root = _find_root(root, ("COCO2014", "MSCOCO14"), "annotations",
                                "COCO 2014 (train2014/, val2014/, annotations/)")
 
-    def image_path(self, name: str) -> Path:
+    def image_path(self, name: str) -> AnyPath:
         return self.root / name
 
-    def label_path(self, name: str) -> Path:
+    def label_path(self, name: str) -> AnyPath:
         folder, _, file = name.partition("/")
         return self.root / "annotations" / folder / (Path(file).stem + ".png")
 
@@ -161,8 +173,8 @@ class CocoSource(_LabelMapSource):
 class FssSource:
     benchmark = "fss"
 
-    def __init__(self, root: str | Path):
-        root = Path(root).expanduser()
+    def __init__(self, root: str | AnyPath):
+        root = as_path(root)
         self.root = root / "FSS-1000" if (root / "FSS-1000").is_dir() else root
         if not self.root.is_dir():
             raise DataError(f"{root}: no FSS-1000 folder found")
@@ -209,7 +221,7 @@ class ToySource:
         return list(toy.present_classes(name))
 
 
-def make_source(benchmark: str, root: str | Path | None = None) -> EpisodeSource:
+def make_source(benchmark: str, root: str | AnyPath | None = None) -> EpisodeSource:
     """The reader of `benchmark` ('pascal', 'coco', 'fss' need `root`; 'toy' needs none)."""
     if benchmark == "toy":
         return ToySource()

@@ -14,14 +14,16 @@ kind, and a legend names the colours.
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vrp_sam_jax.evaluation.metric import episode_areas
+from vrp_sam_jax.files import write_bytes_atomic
 from vrp_sam_jax.image_io import overlay
+from vrp_sam_jax.paths import AnyPath
 from vrp_sam_jax.processes import is_writer
 
 TILE = 192  # pixels per image tile
@@ -148,15 +150,14 @@ def figure(rows: list[np.ndarray], condition: str) -> np.ndarray:
     return np.concatenate([header, *body, _legend(width)], 0)
 
 
-def _save(array: np.ndarray, path: str | Path) -> None:
+def _save(array: np.ndarray, path: str | AnyPath) -> None:
     """A PNG written whole or not at all."""
-    path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    Image.fromarray(array).save(partial, format="PNG")
-    partial.replace(path)
+    png = io.BytesIO()
+    Image.fromarray(array).save(png, format="PNG")
+    write_bytes_atomic(path, png.getvalue())
 
 
-def write_figure(rows: list[np.ndarray], path: str | Path, condition: str) -> None:
+def write_figure(rows: list[np.ndarray], path: str | AnyPath, condition: str) -> None:
     """The episode grid as a PNG. With several processes, the first writes its own
     episodes' rows."""
     if rows and is_writer():
@@ -190,7 +191,7 @@ def class_chart(class_iou: Mapping[int, float], class_name: Callable[[int], str]
     return np.asarray(chart)
 
 
-def write_class_chart(class_iou: Mapping[int, float], path: str | Path,
+def write_class_chart(class_iou: Mapping[int, float], path: str | AnyPath,
                       class_name: Callable[[int], str] = str, title: str = "") -> None:
     if class_iou and is_writer():
         _save(class_chart(class_iou, class_name, title), path)

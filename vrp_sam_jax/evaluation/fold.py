@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +24,7 @@ from vrp_sam_jax.evaluation.report import fold_table, table_markdown, write_resu
 from vrp_sam_jax.evaluation.step import EvalStep, jit_eval_step, jit_gp_sam_step
 from vrp_sam_jax.models import LoadedModel
 from vrp_sam_jax.names import CROSS_DOMAIN
+from vrp_sam_jax.paths import AnyPath, as_path
 from vrp_sam_jax.preprocess import logits_to_size
 
 
@@ -81,7 +81,7 @@ def _original_size_areas(source: EpisodeSource, episodes: list[protocols.Episode
 
 
 def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
-                  settings: EvalSettings, mesh, output_dir: str | Path | None = None,
+                  settings: EvalSettings, mesh, output_dir: str | AnyPath | None = None,
                   progress: bool = True) -> dict:
     """One fold -> {"miou", "fb_iou", "class_iou", "episodes", ...}; writes the figure of the
     first `settings.figures` episodes under `output_dir`."""
@@ -120,13 +120,14 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
               "class_names": names,
               "seconds": round(time.perf_counter() - start, 1)}
     if output_dir is not None:
-        Path(output_dir).mkdir(parents=True, exist_ok=True)
-        chart = Path(output_dir) / f"class_iou_fold{fold}.png"
+        output_dir = as_path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        chart = output_dir / f"class_iou_fold{fold}.png"
         write_class_chart(result["class_iou"], chart, name, f"{settings.title(fold)}: "
                           "per-class IoU (%)")
         result["class_chart"] = str(chart)
         if rows:
-            figure = Path(output_dir) / f"episodes_fold{fold}.png"
+            figure = output_dir / f"episodes_fold{fold}.png"
             write_figure(rows, figure, settings.condition)
             result["figure"] = str(figure)
     return result
@@ -142,7 +143,7 @@ def fold_markdown(result: dict, settings: EvalSettings) -> str:
 
 
 def evaluate_all_folds(model_for_fold: Callable[[int], LoadedModel], source: EpisodeSource,
-                       settings: EvalSettings, mesh, output_dir: str | Path,
+                       settings: EvalSettings, mesh, output_dir: str | AnyPath,
                        progress: bool = True) -> dict:
     """The four folds, each with its own model (`model_for_fold(fold)`), and the table in the
     paper's layout (F-0 F-1 F-2 F-3 Mean), written as `all_folds.{json,md}`."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.paths import AnyPath, as_path
 from vrp_sam_jax.processes import is_writer
 
 
@@ -37,12 +37,12 @@ def table_markdown(table: Mapping[str, Mapping[str, float]], title: str = "") ->
     return "\n".join(lines) + "\n"
 
 
-def write_results(directory: str | Path, name: str, payload: dict, markdown: str) -> None:
+def write_results(directory: str | AnyPath, name: str, payload: dict, markdown: str) -> None:
     """`name.json` and `name.md`, each whole or not at all; with several processes, only the
     first writes (all of them hold the same numbers)."""
     if not is_writer():
         return
-    directory = Path(directory)
+    directory = as_path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(directory / f"{name}.json", json.dumps(payload, indent=1))
     write_text_atomic(directory / f"{name}.md", markdown)

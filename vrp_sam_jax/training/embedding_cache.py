@@ -8,7 +8,8 @@ resolution and the storage dtype. Under the key, each process writes the images 
 memory-map every part. On a directory all processes see (`shared`), each embeds 1/N of the
 images; on a host's local disk, each embeds all of them. A part is only valid once its
 `.json` exists (written last), so an interrupted pre-pass is redone for that part on the next
-run.
+run. The directory may be on a bucket (`gs://...`): a part is written locally, then uploaded,
+and read back one embedding at a time by ranged reads (`_RemoteRows`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ import collections
 import functools
 import hashlib
 import json
+import shutil
+import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +34,7 @@ from tqdm import tqdm
 from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
+from vrp_sam_jax.paths import AnyPath, as_path, copy
 from vrp_sam_jax.preprocess import normalize_image, resize_image
 from vrp_sam_jax.sharding import one_in_flight, pad_rows
 
@@ -57,13 +62,15 @@ def cache_key(config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
 class EmbeddingCache:
     """Read side: image name -> embedding (h, w, C) in the stored dtype."""
 
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
+    def __init__(self, directory: str | AnyPath):
+        self.directory = as_path(directory)
         self.rows: dict[str, tuple[int, int]] = {}
-        self.parts: list[np.ndarray] = []
-        for index_file in sorted(self.directory.glob("part-*.json")):
+        self.parts: list[np.ndarray | _RemoteRows] = []
+        for index_file in sorted(self.directory.glob("part-*.json"), key=str):
             names = json.loads(index_file.read_text())["names"]
-            array = np.load(index_file.with_suffix(".npy"), mmap_mode="r")
+            array_file = index_file.with_suffix(".npy")
+            array = (np.load(array_file, mmap_mode="r") if isinstance(array_file, Path)
+                     else _RemoteRows(array_file))
             if array.shape[0] != len(names):
                 raise ValueError(f"{index_file}: {len(names)} names for {array.shape[0]} rows")
             for row, name in enumerate(names):
@@ -81,6 +88,33 @@ class EmbeddingCache:
         if missing:
             raise KeyError(f"{self.directory}: no cached embedding for {missing[:3]}")
         return np.stack([self.parts[p][r] for p, r in (self.rows[n] for n in names)])
+
+
+class _RemoteRows:
+    """The rows of a `.npy` file on a bucket, each read when asked for (one ranged read)."""
+
+    def __init__(self, path: AnyPath):
+        self.path = path
+        with path.open("rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or not shape:
+            raise ValueError(f"{path}: not a C-ordered array of rows")
+        self.shape, self.dtype = shape, dtype
+        self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        self._file = None
+        self._lock = threading.Lock()  # the loader's threads share the open file
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        with self._lock:
+            if self._file is None:
+                self._file = self.path.open("rb")
+            self._file.seek(self.offset + row * self.row_bytes)
+            data = self._file.read(self.row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
 
 
 @functools.lru_cache(maxsize=4)
@@ -114,7 +148,7 @@ def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
             yield first, np.stack([f.result() for f in futures])
 
 
-def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
+def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
           sam_params: dict, *, dtype: str = "float16", batch: int = 8, workers: int = 4,
           progress: bool = True, shared: bool = True) -> EmbeddingCache:
     """Embed the `names` not cached yet into `root/<cache_key>/part-*-p<process>.*` over this
@@ -124,7 +158,7 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
     them all."""
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-    directory = Path(root) / cache_key(config, sam_params, dtype)
+    directory = as_path(root) / cache_key(config, sam_params, dtype)
     directory.mkdir(parents=True, exist_ok=True)
     existing = EmbeddingCache(directory)
     wanted = sorted({n for n in names if n not in existing})
@@ -142,7 +176,8 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"
         shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, config.image_size,
                                                       config.image_size, 3), jnp.uint8)).shape
-        out = np.lib.format.open_memmap(stem.with_suffix(".npy.tmp"), mode="w+",
+        local = stem if isinstance(stem, Path) else Path(tempfile.mkdtemp()) / stem.name
+        out = np.lib.format.open_memmap(local.with_suffix(".npy.tmp"), mode="w+",
                                         dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
 
         with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
@@ -158,6 +193,10 @@ def build(root: str | Path, names: Iterable[str], source: EpisodeSource, config:
                 bar.update(len(images))
         out.flush()
         del out
-        stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))
+        if local is stem:
+            stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))
+        else:  # upload, then drop the local copy
+            copy(local.with_suffix(".npy.tmp"), stem.with_suffix(".npy"))
+            shutil.rmtree(local.parent)
         stem.with_suffix(".json").write_text(json.dumps({"names": mine}))
     return EmbeddingCache(directory)

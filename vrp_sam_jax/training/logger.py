@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from vrp_sam_jax import processes
+from vrp_sam_jax.paths import AnyPath, as_path
 
 
 class MetricLogger:
-    def __init__(self, workdir: str | Path, echo: bool = True):
+    def __init__(self, workdir: str | AnyPath, echo: bool = True):
         self.active = processes.is_writer()
         self.echo = echo
         self.writer = None
         if self.active:
             from tensorboardX import SummaryWriter
 
-            self.writer = SummaryWriter(str(Path(workdir) / "tensorboard"))
+            self.writer = SummaryWriter(str(as_path(workdir) / "tensorboard"))
 
     def write(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         if not self.active:

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from vrp_sam_jax.errors import CheckpointMismatchError, ConfigError, InputError
 from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
+from vrp_sam_jax.paths import AnyPath, absolute, as_path, move
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.weights.backbones import META as BACKBONE_META
 from vrp_sam_jax.weights.backbones import load_backbone, save_backbone
@@ -44,11 +44,11 @@ BACKBONE = "backbone"  # the run's copy of its frozen backbone (a converted back
 PARTS = ("backbone", "encoder", "sam")
 
 
-def is_run_dir(path: str | Path) -> bool:
-    return (Path(path) / CONFIG).is_file()
+def is_run_dir(path: str | AnyPath) -> bool:
+    return (as_path(path) / CONFIG).is_file()
 
 
-def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
+def write_config(workdir: AnyPath, config: ml_collections.ConfigDict) -> None:
     """Store the run's config (atomically), or check it against the stored one when
     resuming."""
     path = workdir / CONFIG
@@ -65,8 +65,8 @@ def write_config(workdir: Path, config: ml_collections.ConfigDict) -> None:
         write_text_atomic(path, to_json(config))
 
 
-def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / CONFIG
+def read_config(workdir: str | AnyPath) -> ml_collections.ConfigDict:
+    path = as_path(workdir) / CONFIG
     if not path.is_file():
         raise InputError(f"{workdir}: not a training work directory (no {CONFIG})")
     return from_json(path.read_text(), str(path))
@@ -75,8 +75,8 @@ def read_config(workdir: str | Path) -> ml_collections.ConfigDict:
 class Checkpoints:
     """The latest and the best checkpoints of one run."""
 
-    def __init__(self, workdir: str | Path, async_save: bool = True, keep: int = 2):
-        self.workdir = Path(workdir).absolute()
+    def __init__(self, workdir: str | AnyPath, async_save: bool = True, keep: int = 2):
+        self.workdir = absolute(workdir)
         self.latest = ocp.CheckpointManager(
             self.workdir / "checkpoints",
             options=ocp.CheckpointManagerOptions(max_to_keep=keep,
@@ -128,8 +128,7 @@ class Checkpoints:
               f"{str(error)[:200]}); resuming from an earlier checkpoint, the damaged one "
               f"is kept as {kept}", file=sys.stderr, flush=True)
         if processes.is_writer():
-            kept.parent.mkdir(exist_ok=True)
-            os.replace(damaged, kept)
+            move(damaged, kept)
         processes.barrier(f"checkpoint {step} set aside")
         self.latest.reload()
 
@@ -197,7 +196,7 @@ class Checkpoints:
         self.best.close()
 
 
-def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workdir: Path,
+def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workdir: AnyPath,
                    *, training: bool = False, sam: str | Path | None = None
                    ) -> tuple[dict, dict]:
     """(params, origin of each part) before training. Random weights (`init.random`: toy,
@@ -206,7 +205,7 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
     run's copy `workdir/backbone` (written at the start of training, so the work directory
     travels without the backbone file), and the VRP encoder is freshly initialised. Only
     `training` writes: reading a run never changes it."""
-    workdir = Path(workdir).absolute()
+    workdir = absolute(workdir)
     frozen_dir = workdir / FROZEN
     if config.init.random:
         origin = {part: f"{frozen_dir} (random, seed {config.init.seed})" for part in PARTS}
@@ -252,12 +251,12 @@ def _trained_origin(part: str, prefixes: tuple[str, ...], before: str, checkpoin
     return f"{before}, with {', '.join(touched)} from {checkpoint}"
 
 
-def restore(workdir: str | Path, which: str | int = "best", sam: str | Path | None = None
+def restore(workdir: str | AnyPath, which: str | int = "best", sam: str | Path | None = None
             ) -> tuple[ml_collections.ConfigDict, LoadedModel]:
     """A run's config and its model: the trained parameters of the best checkpoint (the
     latest when validation has not run yet), the latest, or the checkpoint of step `which`,
     over the frozen parts; `sam` replaces the SAM the run names (an official file moved)."""
-    workdir = Path(workdir).absolute()
+    workdir = absolute(workdir)
     config = read_config(workdir)
     model = model_config(config)
     params, origin = initial_params(config, model, workdir, sam=sam)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
@@ -29,6 +28,7 @@ from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
 from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params
+from vrp_sam_jax.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger
@@ -64,14 +64,14 @@ def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
     return wanted
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path, *,
+def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
           progress: bool = True, stop_after_seconds: float | None = None) -> dict:
     """Train (or resume) in `workdir`; returns the last validation metrics, the steps reached,
     the step it resumed from and timings. `stop_after_seconds`: stop at the first logging
     step (or epoch end) past that time, counted from this call, with a checkpoint there and
     `"stopped": True`; calling again continues (a Colab session, a preemptible job)."""
     deadline = None if stop_after_seconds is None else time.monotonic() + stop_after_seconds
-    workdir = Path(workdir).absolute()
+    workdir = absolute(workdir)
     progress = progress and processes.is_writer()
     config = check_values(absolute_paths(config), "config")
     model = model_config(config)
@@ -135,14 +135,14 @@ def _check_trainable(config: ml_collections.ConfigDict, model: VRPSamConfig) -> 
                           "cache.embeddings=False or freeze it")
 
 
-def _embedding_cache(run: Run, params: dict, source, workdir: Path, progress: bool):
+def _embedding_cache(run: Run, params: dict, source, workdir: AnyPath, progress: bool):
     config = run.config
     if not config.cache.embeddings:
         return None
     names = (set(protocols.training_images(config.data.benchmark, config.data.fold))
              | {e.query for e in validation_episodes(config)})
-    root = Path(config.cache.dir) if config.cache.dir else (
-        Path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
+    root = as_path(config.cache.dir) if config.cache.dir else (
+        as_path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
         else workdir / "embedding_cache")
     cache = embedding_cache.build(root, names, source, run.model, params["sam"],
                                   dtype=config.cache.dtype, progress=progress,

@@ -32,6 +32,7 @@ from vrp_sam_jax.models.backbones import (
     make_backbone,
 )
 from vrp_sam_jax.models.dinov2 import DinoSpec
+from vrp_sam_jax.paths import AnyPath, as_path
 
 FORMAT = "vrp_sam_jax.backbone/1"
 META = "backbone.json"
@@ -173,17 +174,20 @@ def convert_backbone(state_dict: dict, backbone: str | None,
                                       ignore=ignore)
 
 
-def save_backbone(name: str, params: dict, directory: str | Path) -> Path:
+def save_backbone(name: str, params: dict, directory: str | AnyPath) -> AnyPath:
     """A converted backbone alone (to initialise training): `backbone.json` + orbax params."""
     return save_params_dir(directory, params, META, {"format": FORMAT, "backbone": name})
 
 
-def load_backbone(path: str | Path, backbone: str | None = None) -> tuple[str, dict]:
+def load_backbone(path: str | AnyPath, backbone: str | None = None) -> tuple[str, dict]:
     """A backbone from a weight file (PSPNet, torchvision vgg16_bn, or the release's
     `best_model.pt`) or a directory written by `save_backbone`."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
+    if not path.is_dir() and not isinstance(path, Path):
+        raise CheckpointError(f"{path}: a backbone checkpoint file is read from a local path; "
+                              "copy it here first (a converted backbone directory may be a URL)")
     if not path.is_dir():
         return convert_backbone(load_state_dict(path), backbone, path)
     meta = read_meta(path, META, FORMAT, "backbone")
