@@ -11,6 +11,8 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -103,24 +105,57 @@ def bucket():
             server.stop()
 
 
+def _env(bucket: Emulator, tmp: Path, devices: int) -> dict:
+    """The environment of a process whose Cloud Storage clients all talk to the emulator."""
+    return {**os.environ, "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "STORAGE_EMULATOR_HOST": bucket.url,  # gcsfs, google-cloud-storage
+            "TENSORSTORE_GCS_HTTP_URL": bucket.url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
+            "FSSPEC_GCS_TOKEN": "anon",
+            # gcsfs's zonal-bucket probe speaks gRPC, which the emulator does not
+            "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
+            "VRP_SAM_PACKED_CACHE": str(tmp / "packed_copies")}
+
+
 def _run(bucket: Emulator, args: list[str], tmp: Path, devices: int = 4) -> str:
-    """A command in a fresh process whose Cloud Storage clients all talk to the emulator."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "STORAGE_EMULATOR_HOST": bucket.url,  # gcsfs, google-cloud-storage
-           "TENSORSTORE_GCS_HTTP_URL": bucket.url, "GOOGLE_AUTH_TOKEN_FOR_TESTING": "test",
-           "FSSPEC_GCS_TOKEN": "anon",
-           # gcsfs's zonal-bucket probe speaks gRPC, which the emulator does not
-           "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
-           "VRP_SAM_PACKED_CACHE": str(tmp / "packed_copies")}
-    done = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+    """A command in a fresh process; its output."""
+    done = subprocess.run([sys.executable, *args], cwd=REPO, env=_env(bucket, tmp, devices),
+                          capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (args, done.stderr[-3000:])
     return done.stdout
 
 
 def _cli(bucket: Emulator, args: list[str], tmp: Path) -> str:
     return _run(bucket, ["-m", "vrp_sam_jax.cli", *args], tmp)
+
+
+def _train_in_two_processes(bucket: Emulator, args: list[str], tmp: Path) -> dict:
+    """`vrp-sam train` in 2 processes x 2 CPU devices (a pod slice's hosts); the result line
+    of process 0, which process 1 must agree with."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    logs = Path(tempfile.mkdtemp(dir=tmp))
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "vrp_sam_jax.cli", "train", *args, "--coordinator-address",
+         f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
+        env=_env(bucket, tmp, 2), stdout=(logs / f"p{i}.out").open("w"),
+        stderr=(logs / f"p{i}.err").open("w")) for i in range(2)]
+    deadline = time.time() + 900
+    # a failed process leaves the other waiting in a collective: stop at the first failure
+    while time.time() < deadline and any(p.poll() is None for p in procs) and not any(
+            p.poll() for p in procs):
+        time.sleep(0.2)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.wait()
+    errors = [(logs / f"p{i}.err").read_text()[-2500:] for i in range(2)]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    results = [json.loads((logs / f"p{i}.out").read_text().strip().splitlines()[-1])
+               for i in range(2)]
+    assert results[0]["steps"] == results[1]["steps"]
+    return results[0]
 
 
 def test_paths_keep_local_paths_and_name_bad_urls(tmp_path, monkeypatch):
@@ -176,18 +211,21 @@ def _trainable(directory: Path) -> list[np.ndarray]:
 
 
 def test_a_run_on_a_bucket_resumes_and_equals_a_local_run(bucket, tmp_path):
+    """As on a TPU pod slice: 2 processes share the run and the embedding cache on the
+    bucket; a first session stops after its first step (a checkpoint there), a second
+    finishes. The same two processes on local disk, uninterrupted, give the same parameters
+    bit for bit."""
     run, cache = f"gs://{BUCKET}/runs/toy", f"gs://{BUCKET}/cache"
-    # a first session stops after its first step (a checkpoint there), the second finishes
-    first = _cli(bucket, ["train", "--workdir", run, *TRAIN, f"--config.cache.dir={cache}",
-                          "--stop-after-minutes", "0.0001"], tmp_path)
-    assert json.loads(first.strip().splitlines()[-1])["stopped"] is True
-    second = _cli(bucket, ["train", "--workdir", run, *TRAIN, f"--config.cache.dir={cache}"],
-                  tmp_path)
-    resumed = json.loads(second.strip().splitlines()[-1])
+    first = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN,
+                                             f"--config.cache.dir={cache}",
+                                             "--stop-after-minutes", "0.0001"], tmp_path)
+    assert first["stopped"] is True
+    resumed = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN,
+                                               f"--config.cache.dir={cache}"], tmp_path)
     assert resumed["steps"] == 4 and resumed["resumed_from"] == 1
     local = tmp_path / "local_run"
-    _cli(bucket, ["train", "--workdir", str(local), *TRAIN,
-                  f"--config.cache.dir={tmp_path / 'cache'}"], tmp_path)
+    _train_in_two_processes(bucket, ["--workdir", str(local), *TRAIN,
+                                     f"--config.cache.dir={tmp_path / 'cache'}"], tmp_path)
 
     stored = bucket.names("runs/toy/")
     assert "runs/toy/config.json" in stored
@@ -196,7 +234,8 @@ def test_a_run_on_a_bucket_resumes_and_equals_a_local_run(bucket, tmp_path):
     assert any(n.startswith("runs/toy/best/") for n in stored)
     assert any(n.startswith("runs/toy/tensorboard/events.out.tfevents") for n in stored)
     parts = [n for n in bucket.names("cache/") if n.endswith(".npy")]
-    assert len(parts) == 1  # embedded once, by the first session; the second read it
+    # embedded once, half by each process of the first session; the second read them
+    assert [p[-6:] for p in parts] == ["p0.npy", "p1.npy"]
 
     # the bucket's run, exported to local disk, holds the local run's parameters bit for bit
     for which in ("latest", "best"):

@@ -77,17 +77,23 @@ class Checkpoints:
 
     def __init__(self, workdir: str | AnyPath, async_save: bool = True, keep: int = 2):
         self.workdir = absolute(workdir)
+        # two managers save at once (a validation step): each needs its own barrier names,
+        # or with several processes their finalisations meet at one barrier and fail
         self.latest = ocp.CheckpointManager(
             self.workdir / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep,
-                                                 enable_async_checkpointing=async_save),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, enable_async_checkpointing=async_save,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix="latest")),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "position": ocp.JsonCheckpointHandler()})
         self.best = ocp.CheckpointManager(
             self.workdir / "best",
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1, best_fn=lambda m: m["miou"], best_mode="max",
-                keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save),
+                keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix="best")),
             item_names=("params", "metrics"))
 
     def latest_step(self) -> int | None:
