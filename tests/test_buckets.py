@@ -195,10 +195,18 @@ def test_dataset_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_path):
         assert sorted(k for k in out[label] if k != "kind") == keys
         for key in keys:
             assert np.array_equal(out["local"][key], out[label][key]), (label, key)
-    # the packed shards were copied once to local disk, whole, and read there
+    # the packed shards were copied once to local disk, whole, and read there; a second
+    # reader finds the copy complete and reads it without copying again
     copies = list((tmp_path / "packed_copies").glob("*/complete.json"))
     assert len(copies) == 1
-    assert any(p.suffix != ".json" for p in copies[0].parent.rglob("*array_record*"))
+    shards = sorted(copies[0].parent.rglob("*.array_record*"))
+    assert shards and all(p.stat().st_size > 0 for p in shards)
+    before = [p.stat().st_mtime_ns for p in (copies[0], *shards)]
+    _run(bucket, [script, f"gs://{BUCKET}/packed", str(listed), str(tmp_path / "again.npz")],
+         tmp_path)
+    assert [p.stat().st_mtime_ns for p in (copies[0], *shards)] == before
+    again = dict(np.load(tmp_path / "again.npz"))
+    assert all(np.array_equal(out["local"][key], again[key]) for key in keys)
 
 
 def _trainable(directory: Path) -> list[np.ndarray]:

@@ -144,18 +144,21 @@ def _pack_local(benchmark: str, files: list[tuple[str, AnyPath, AnyPath]], outpu
 
 def local_copy(root: AnyPath, index: dict, cache: str | Path | None = None) -> Path:
     """A packed dataset on a bucket, copied once into a local directory (`cache`, else
-    $VRP_SAM_PACKED_CACHE, else ~/.cache/vrp_sam_jax/packed), keyed by its URL and index; a
-    copy is complete once its `complete.json` exists (written last), and is reused then."""
+    $VRP_SAM_PACKED_CACHE, else ~/.cache/vrp_sam_jax/packed), keyed by its URL and index. A
+    copy is complete once its `complete.json` exists (written last), and is reused while it
+    lists the same files and sizes as the bucket (a dataset packed again is copied again)."""
     base = Path(cache or os.environ.get(LOCAL_COPY) or
                 Path.home() / ".cache" / "vrp_sam_jax" / "packed").expanduser()
     key = hashlib.sha1(f"{root}\n{json.dumps(index, sort_keys=True)}".encode()).hexdigest()
     local = base / key[:16]
-    if (local / "complete.json").is_file():
-        return local
     remote = root / index["records"]
     files = _remote_files(remote)
     if not files:
         raise DataError(f"{remote}: no packed records there (named by {root / INDEX})")
+    listing = {str(f.relative_to(remote)): f.stat().length for f in files}
+    done = local / "complete.json"
+    if done.is_file() and json.loads(done.read_text()).get("files") == listing:
+        return local
     for file in tqdm(files, desc=f"copying {root} to {local}", unit="file"):
         target = local / index["records"] / file.relative_to(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,8 +166,7 @@ def local_copy(root: AnyPath, index: dict, cache: str | Path | None = None) -> P
         copy(file, partial)
         os.replace(partial, target)
     write_text_atomic(local / INDEX, json.dumps(index))
-    write_text_atomic(local / "complete.json", json.dumps({"source": str(root),
-                                                           "files": len(files)}))
+    write_text_atomic(done, json.dumps({"source": str(root), "files": listing}))
     return local
 
 

@@ -105,15 +105,14 @@ class _RemoteRows:
             raise ValueError(f"{path}: not a C-ordered array of rows")
         self.shape, self.dtype = shape, dtype
         self.row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
-        self._file = None
-        self._lock = threading.Lock()  # the loader's threads share the open file
+        self._open = threading.local()  # one open file per loader thread: reads overlap
 
     def __getitem__(self, row: int) -> np.ndarray:
-        with self._lock:
-            if self._file is None:
-                self._file = self.path.open("rb")
-            self._file.seek(self.offset + row * self.row_bytes)
-            data = self._file.read(self.row_bytes)
+        file = getattr(self._open, "file", None)
+        if file is None:
+            file = self._open.file = self.path.open("rb")
+        file.seek(self.offset + row * self.row_bytes)
+        data = file.read(self.row_bytes)
         return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
 
 
