@@ -39,13 +39,14 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
     path = absolute(source)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
-    if not isinstance(path, Path) and not run_dir.is_run_dir(path):
+    is_run = run_dir.is_run_dir(path)  # one look (on a bucket, a request)
+    if not isinstance(path, Path) and not is_run:
         raise CheckpointError(f"{path}: only training work directories are read from a bucket;"
                               " copy a converted directory or best_model.pt here first")
-    if which != "best" and not run_dir.is_run_dir(path):
+    if which != "best" and not is_run:
         raise InputError(f"{path}: choosing a checkpoint ({which!r}) applies to training "
                          "work directories only")
-    if run_dir.is_run_dir(path):
+    if is_run:
         model = _from_run(path, which, sam, sam_type, backbone)
     elif path.is_dir():
         model = _from_directory(path, sam, sam_type, backbone)
