@@ -14,13 +14,79 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def _start_compile_cache() -> Path | None:
+    """One JAX persistent compilation cache for the whole test session, set in the environment
+    before JAX is imported, so that this process and every `vrp-sam` subprocess the tests start
+    (they inherit `os.environ`) share it: the toy model's steps, compiled by dozens of trainings,
+    evaluations and predictions in and out of process, compile once. Every program is cached,
+    however fast its compilation or small its executable (CPU programs are both).
+
+    Returns the directory to delete at the session's end, or None where the developer's own
+    `JAX_COMPILATION_CACHE_DIR` is used (kept, so that runs after the first reuse it)."""
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="vrp_sam_tests_jax_cache_"))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(directory)
+    return directory
+
+
+_OWN_COMPILE_CACHE = _start_compile_cache()
+_CACHE_EVENTS: dict[str, float] = {}
+
+
+def _count_cache_event(event: str, **_) -> None:
+    if event.startswith("/jax/compilation_cache/"):
+        _CACHE_EVENTS[event] = _CACHE_EVENTS.get(event, 0) + 1
+
+
+def _add_cache_duration(event: str, seconds: float, **_) -> None:
+    if event.startswith("/jax/compilation_cache/"):
+        _CACHE_EVENTS[event] = _CACHE_EVENTS.get(event, 0) + seconds
+
+
+def pytest_configure(config) -> None:
+    import jax
+
+    assert jax.config.jax_compilation_cache_dir == os.environ["JAX_COMPILATION_CACHE_DIR"], (
+        "JAX was imported before tests/conftest.py set its compilation cache")
+    jax.monitoring.register_event_listener(_count_cache_event)
+    jax.monitoring.register_event_duration_secs_listener(_add_cache_duration)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """What the persistent compilation cache holds (written by every process of the session)
+    and, where this process compiled anything (not an xdist controller), how often it read
+    the cache instead."""
+    directory = Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
+    entries = [f for f in directory.iterdir() if f.is_file()] if directory.is_dir() else []
+    size = sum(f.stat().st_size for f in entries)
+    line = (f"JAX compilation cache {directory}: {len(entries)} programs "
+            f"({size / 2**20:.0f} MiB) from all processes")
+    hits = int(_CACHE_EVENTS.get("/jax/compilation_cache/cache_hits", 0))
+    misses = int(_CACHE_EVENTS.get("/jax/compilation_cache/cache_misses", 0))
+    if hits or misses:
+        saved = _CACHE_EVENTS.get("/jax/compilation_cache/compile_time_saved_sec", 0.0)
+        line += (f"; in this process {hits} read ({saved:.0f} s of compilation saved), "
+                 f"{misses} compiled and written")
+    terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_COMPILE_CACHE is not None:
+        shutil.rmtree(_OWN_COMPILE_CACHE, ignore_errors=True)
 
 
 def _install_torchvision_stand_in() -> None:
@@ -91,3 +157,30 @@ def toy_run(tmp_path_factory) -> Path:
                  "--config.model.image_size=64", "--config.train.epochs=1",
                  "--config.train.steps_per_epoch=4", "--config.data.val_episodes=8"]) == 0
     return workdir
+
+
+def _official_sam(tmp_path_factory, model_type: str):
+    import torch
+    from torch_sam import build_torch_sam
+
+    import sam_port
+
+    model = build_torch_sam(sam_port.get_config(model_type), seed=7)
+    path = tmp_path_factory.mktemp(f"{model_type}_sam") / f"sam_{model_type}.pth"
+    torch.save(model.state_dict(), path)
+    return path, model
+
+
+@pytest.fixture(scope="session")
+def tiny_sam(tmp_path_factory):
+    """(path, model): the official PyTorch SAM at our tiny config with random weights
+    (tests/torch_sam.py), `torch.save`d once for the session in the official checkpoint's
+    layout. Shared: a test that writes beside it, or changes the model, takes a copy."""
+    return _official_sam(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def vit_b_sam(tmp_path_factory):
+    """(path, model): as `tiny_sam`, at ViT-B, for the few checks where full size is the
+    point (built once: 90 M parameters, 360 MB on disk)."""
+    return _official_sam(tmp_path_factory, "vit_b")

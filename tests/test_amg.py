@@ -129,12 +129,10 @@ def test_generator_parity(models, crop_n_layers):
 
 
 @pytest.mark.full_size
-def test_generator_parity_vit_b(tmp_path):
+def test_generator_parity_vit_b(vit_b_sam):
     """Full-size ViT-B (random weights) on a 240x320 picture, 6x6 points: the masks all span
     the image, so NMS is off and the score filters select."""
-    torch_model = build_torch_sam(sam_port.get_config("vit_b"), seed=7)
-    path = tmp_path / "sam_vit_b.pth"
-    torch.save(torch_model.state_dict(), path)
+    path, torch_model = vit_b_sam
     kwargs = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0,
                   box_nms_thresh=1.0)
     image = _scene(240, 320)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch_sam import build_torch_sam, state_dict_numpy
+from torch_sam import state_dict_numpy
 
 import sam_port
 from sam_port.convert import params_to_state_dict
@@ -69,10 +69,8 @@ def test_reader_reports_corrupt_files(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    model = build_torch_sam(sam_port.get_config("tiny"), seed=3)
-    path = tmp_path_factory.mktemp("ckpt") / "sam_tiny.pth"
-    torch.save(model.state_dict(), path)
+def tiny_checkpoint(tiny_sam):
+    path, model = tiny_sam
     return path, state_dict_numpy(model)
 
 

@@ -5,17 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 from PIL import Image
-from torch_sam import build_torch_sam
 
-import sam_port
 from vrp_sam_jax.cli import main
 
 
-def test_convert_and_predict(tmp_path, capsys):
-    ckpt = tmp_path / "sam_tiny.pth"
-    torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=1).state_dict(), ckpt)
+def test_convert_and_predict(tiny_sam, tmp_path, capsys):
+    ckpt, _ = tiny_sam
     out = tmp_path / "converted"
     assert main(["convert-sam", "--model-type", "tiny", "--checkpoint", str(ckpt),
                  "--output", str(out)]) == 0
@@ -34,15 +30,14 @@ def test_convert_and_predict(tmp_path, capsys):
     assert (tmp_path / "out" / "mask_overlay.png").is_file()
 
 
-def test_errors_are_one_line(tmp_path, capsys):
+def test_errors_are_one_line(tiny_sam, tmp_path, capsys):
     bad = tmp_path / "broken.pth"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     assert main(["convert-sam", "--checkpoint", str(bad), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("vrp-sam: error: ") and "broken.pth" in err and "\n" not in err
 
-    ckpt = tmp_path / "sam_tiny.pth"
-    torch.save(build_torch_sam(sam_port.get_config("tiny")).state_dict(), ckpt)
+    ckpt, _ = tiny_sam
     corrupt = tmp_path / "img.png"
     corrupt.write_bytes(b"\x89PNG garbage")
     assert main(["sam-predict", "--checkpoint", str(ckpt), "--image", str(corrupt),
@@ -60,9 +55,8 @@ def test_demo(tmp_path, capsys):
     assert mask.shape == (480, 640) and result["mask_pixels"] == int((mask == 255).sum())
 
 
-def test_demo_with_checkpoint(tmp_path, capsys):
-    ckpt = tmp_path / "sam_tiny.pth"
-    torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=2).state_dict(), ckpt)
+def test_demo_with_checkpoint(tiny_sam, tmp_path, capsys):
+    ckpt, _ = tiny_sam
     assert main(["sam-demo", "--sam-checkpoint", str(ckpt), "--output-dir", str(tmp_path)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["weights"] == "checkpoint" and result["model_type"] == "tiny"

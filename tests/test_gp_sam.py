@@ -9,6 +9,7 @@ weights).
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +18,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch_sam import build_torch_sam, state_dict_numpy
+from torch_sam import state_dict_numpy
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, nchw, randomize_
 
-import sam_port
 from sam_port.checkpoint import convert_sam_state_dict
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, gp_sam
@@ -68,9 +68,9 @@ def test_pseudo_mask_thresholds_the_normalised_prior():
 
 
 @pytest.fixture(scope="module")
-def models():
+def models(tiny_sam):
     enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=31)
-    sam = build_torch_sam(sam_port.get_config("tiny"), seed=32)
+    _, sam = tiny_sam
     weights = convert_release(enc.state_dict_release(), None, "mem")
     params = {"backbone": weights.params["backbone"],  # no encoder: GP-SAM needs none
               "sam": convert_sam_state_dict(state_dict_numpy(sam), "tiny", "mem").params}
@@ -157,12 +157,11 @@ def test_vrp_evaluation_without_a_checkpoint_is_one_line(capsys):
     assert "--checkpoint is needed" in capsys.readouterr().err
 
 
-def test_predict_gp_sam_needs_no_trained_model(tmp_path, capsys):
+def test_predict_gp_sam_needs_no_trained_model(tiny_sam, tmp_path, capsys):
     """`vrp-sam predict --method gp-sam` from a SAM file and a backbone file only; without
     them, and without --method gp-sam, a VRP checkpoint is asked for in one line."""
     enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=41)
-    sam = build_torch_sam(sam_port.get_config("tiny"), seed=42)
-    torch.save(sam.state_dict(), tmp_path / "sam.pth")
+    shutil.copy(tiny_sam[0], tmp_path / "sam.pth")
     torch.save(enc.backbone_net.state_dict(), tmp_path / "backbone.pth")
     rng = np.random.default_rng(3)
     for name in ("ref", "t1", "t2"):

@@ -6,13 +6,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from commands import predict_argv
 from PIL import Image
-from torch_sam import build_torch_sam
 from torch_vrp import TorchVRPEncoder, randomize_
 
 import sam_port
@@ -39,13 +40,12 @@ def _fails(capsys, argv: list[str], *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_sam):
     d = tmp_path_factory.mktemp("hostile")
     encoder = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=31)
     torch.save({k: torch.from_numpy(v) for k, v in encoder.state_dict_release().items()},
                d / "best_model.pt")
-    torch.save(build_torch_sam(sam_port.get_config("tiny"), seed=32).state_dict(),
-               d / "sam.pth")
+    shutil.copy(tiny_sam[0], d / "sam.pth")
     rng = np.random.default_rng(3)
     for name, (w, h) in {"ref": (120, 80), "t1": (64, 48), "t2": (50, 70)}.items():
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(d / f"{name}.png")
@@ -54,8 +54,7 @@ def files(tmp_path_factory):
 
 
 def _predict(d: Path, out: Path, *args: str) -> list[str]:
-    return ["predict", "--vrp-checkpoint", str(d / "best_model.pt"), "--sam-checkpoint",
-            str(d / "sam.pth"), "--output-dir", str(out), *args]
+    return predict_argv(d / "best_model.pt", d / "sam.pth", out, *args)
 
 
 @pytest.mark.parametrize("annotation,fragments", [

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from commands import predict_argv
 from PIL import Image
-from torch_sam import build_torch_sam
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
-import sam_port
 from vrp_sam_jax import model_io
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.conditions import rasterize_boxes
@@ -43,9 +42,9 @@ def _toy_files(d: Path) -> dict[str, Path]:
 
 
 def _predict(source: Path, paths: dict, out: Path, *extra: str) -> dict:
-    assert main(["predict", "--vrp-checkpoint", str(source), "--reference", str(paths["ref"]),
-                 "--reference-mask", str(paths["mask"]), str(paths["t1"]), str(paths["t2"]),
-                 "--output-dir", str(out), "--save-logits", *extra]) == 0
+    assert main(predict_argv(source, None, out, "--reference", str(paths["ref"]),
+                             "--reference-mask", str(paths["mask"]), str(paths["t1"]),
+                             str(paths["t2"]), "--save-logits", *extra)) == 0
     return {name: (np.load(out / f"{name}_logits.npy"),
                    np.asarray(Image.open(out / f"{name}.png"))) for name in ("t1", "t2")}
 
@@ -107,14 +106,6 @@ def jax_leaves(tree) -> list[np.ndarray]:
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
-
-
-@pytest.fixture(scope="module")
-def tiny_sam(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sam")
-    sam = build_torch_sam(sam_port.get_config("tiny"), seed=5)
-    torch.save(sam.state_dict(), d / "sam_tiny.pth")
-    return d / "sam_tiny.pth", sam.eval()
 
 
 def test_release_checkpoint_round_trips_through_our_directory(tiny_sam, tmp_path, capsys):

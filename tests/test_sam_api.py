@@ -14,7 +14,6 @@ import pytest
 import torch
 from segment_anything import SamPredictor as TorchPredictor
 from segment_anything.utils.transforms import ResizeLongestSide as TorchResize
-from torch_sam import build_torch_sam
 
 import sam_port
 from sam_port.host_array import HostArray
@@ -94,10 +93,8 @@ def _image(h: int = 120, w: int = 160) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    torch_model = build_torch_sam(sam_port.get_config("tiny"), seed=11)
-    path = tmp_path_factory.mktemp("api") / "sam_tiny.pth"
-    torch.save(torch_model.state_dict(), path)
+def models(tiny_sam):
+    path, torch_model = tiny_sam
     return torch_model, path
 
 

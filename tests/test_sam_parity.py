@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from segment_anything import SamPredictor as TorchSamPredictor
-from torch_sam import build_torch_sam
 
 import sam_port
 from sam_port.compute import embed_images
@@ -22,12 +21,10 @@ LOGIT_TOL = 1e-3
 
 
 @pytest.fixture(scope="module", params=["tiny", pytest.param("vit_b", marks=pytest.mark.full_size)])
-def models(request, tmp_path_factory):
+def models(request):
     """(torch SAM, our SAM loaded from the torch.save'd official-layout state dict)."""
     model_type = request.param
-    torch_model = build_torch_sam(sam_port.get_config(model_type), seed=7)
-    path = tmp_path_factory.mktemp(model_type) / f"sam_{model_type}.pth"
-    torch.save(torch_model.state_dict(), path)
+    path, torch_model = request.getfixturevalue(f"{model_type}_sam")
     ours = sam_port.load_sam(path, model_type)
     assert ours.model_type == model_type
     return torch_model, ours

@@ -4,16 +4,16 @@ SAM and tiny backbone in the official/release layouts, images of several sizes."
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
 import torch
+from commands import predict_argv
 from PIL import Image
-from torch_sam import build_torch_sam
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
-import sam_port
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.conditions import rasterize_boxes, rasterize_points, rasterize_scribble
 from vrp_sam_jax.image_io import read_mask
@@ -23,13 +23,13 @@ LOGIT_TOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, tiny_sam):
     d = tmp_path_factory.mktemp("vrp_cli")
     enc = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=21)
-    sam = build_torch_sam(sam_port.get_config("tiny"), seed=22)
+    sam_path, sam = tiny_sam
     torch.save({k: torch.from_numpy(v) for k, v in enc.state_dict_release().items()},
                d / "best_model.pt")
-    torch.save(sam.state_dict(), d / "sam_tiny.pth")
+    shutil.copy(sam_path, d / "sam_tiny.pth")
     torch.save(enc.backbone_net.state_dict(), d / "resnet_tiny_v2.pth")
     rng = np.random.default_rng(0)
     paths = {}
@@ -47,8 +47,7 @@ def files(tmp_path_factory):
 
 
 def _predict(d, paths, *extra, out="out"):
-    return main(["predict", "--sam-checkpoint", str(d / "sam_tiny.pth"), "--vrp-checkpoint",
-                 str(d / "best_model.pt"), "--output-dir", str(d / out), *extra])
+    return main(predict_argv(d / "best_model.pt", d / "sam_tiny.pth", d / out, *extra))
 
 
 def test_predict_box_matches_reference(files, capsys):

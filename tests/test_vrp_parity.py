@@ -70,12 +70,12 @@ def _episode(size: int, shots: int, condition: str, seed: int):
 
 
 @pytest.fixture(scope="module")
-def release_models(tmp_path_factory):
+def release_models(tmp_path_factory, vit_b_sam):
     """(torch VRP-SAM, our config, our params) for ResNet-50 at the release's widths (256-d
     prompts into a ViT-B-sized SAM decoder); images at 128 to keep CPU time small. SAM image
     embeddings are random and given to both, so ViT-B's encoder is not run."""
     torch_enc = randomize_(TorchVRPEncoder("resnet50"), seed=3)
-    torch_sam = build_torch_sam(sam_port.get_config("vit_b"), seed=4)
+    _, torch_sam = vit_b_sam
     path = tmp_path_factory.mktemp("vrp") / "best_model.pt"
     torch.save({k: torch.from_numpy(v) for k, v in torch_enc.state_dict_release().items()}, path)
     weights = read_release(path, "resnet50")

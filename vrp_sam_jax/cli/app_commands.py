@@ -78,5 +78,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=8,
                    help="targets per device call")
     p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32")
+    options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=app)

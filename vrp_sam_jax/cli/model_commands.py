@@ -133,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="targets per device call (one compiled program for all sizes)")
     p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32",
                    help="compute dtype of the frozen backbone and SAM image encoder")
+    options.add_compile_cache(p)
     p.set_defaults(func=predict)
 
     p = sub.add_parser("export", help="any model source -> a self-contained converted "

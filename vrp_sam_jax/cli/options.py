@@ -129,6 +129,15 @@ def add_gp_sam(p: argparse.ArgumentParser) -> None:
                         "default: init.backbone_checkpoint)")
 
 
+def add_compile_cache(p: argparse.ArgumentParser) -> None:
+    """`--compile-cache`: where JAX keeps the programs it compiled (`compile_cache.use`)."""
+    p.add_argument("--compile-cache", default=None, metavar="DIR|none",
+                   help="JAX's persistent compilation cache, so that a later run (a resumed "
+                        "training, the same model evaluated again) compiles nothing it compiled "
+                        "before; default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/vrp-sam/jax; "
+                        "none: off")
+
+
 def add_distributed(p: argparse.ArgumentParser) -> None:
     """The options that start JAX's multi-process runtime (`processes.initialize`)."""
     g = p.add_argument_group("several processes (docs/LAUNCH.md)")

@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stop-after-minutes", type=options.positive_number, default=None,
                    help="stop (with a checkpoint) after this long; the same command resumes")
     options.add_distributed(p)
+    options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=train, overrides_allowed=True)
 
@@ -154,11 +155,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", default="eval_out")
     options.add_gp_sam(p)
     options.add_distributed(p)
+    options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=evaluate, overrides_allowed=True)
 
     p = sub.add_parser("demo", help="embedded demo: VRP-SAM learns the toy benchmark on a CPU "
                                     "(no download, no dataset)")
     p.add_argument("--output-dir", default="demo_out")
+    options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=demo, overrides_allowed=True)

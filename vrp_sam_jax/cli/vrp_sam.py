@@ -68,6 +68,10 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     try:
+        if hasattr(args, "compile_cache"):  # the commands that compile the model
+            from vrp_sam_jax import compile_cache
+
+            compile_cache.use(args.compile_cache)
         return args.func(args)
     except EXPECTED_ERRORS as e:
         print(f"vrp-sam: error: {e}", file=sys.stderr)
