@@ -129,6 +129,11 @@ def _cli(bucket: Emulator, args: list[str], tmp: Path) -> str:
     return _run(bucket, ["-m", "vrp_sam_jax.cli", *args], tmp)
 
 
+def _cli_in_one_process(bucket: Emulator, commands: list[list[str]], tmp: Path) -> None:
+    _run(bucket, [str(REPO / "tests/scripts/commands_in_one_process.py"),
+                  *map(json.dumps, commands)], tmp)
+
+
 def _train_in_two_processes(bucket: Emulator, args: list[str], tmp: Path) -> dict:
     """`vrp-sam train` in 2 processes x 2 CPU devices (a pod slice's hosts); the result line
     of process 0, which process 1 must agree with."""
@@ -245,21 +250,20 @@ def test_a_run_on_a_bucket_resumes_and_equals_a_local_run(bucket, tmp_path):
     # embedded once, half by each process of the first session; the second read them
     assert [p[-6:] for p in parts] == ["p0.npy", "p1.npy"]
 
-    # the bucket's run, exported to local disk, holds the local run's parameters bit for bit
+    # the bucket's run, exported to local disk, holds the local run's parameters bit for bit;
+    # evaluation reads the run from the bucket and writes its report there
+    exports = [["export", "--checkpoint", checkpoint, "--which", which, "--output",
+                str(tmp_path / f"{where}_{which}")]
+               for which in ("latest", "best") for where, checkpoint in (("bucket", run),
+                                                                         ("local", str(local)))]
+    evaluate = ["evaluate", "--shots", "1", "--num-episodes", "8", "--quiet"]
+    _cli_in_one_process(bucket, [
+        *exports, [*evaluate, "--checkpoint", run, "--output-dir", f"gs://{BUCKET}/eval"],
+        [*evaluate, "--checkpoint", str(local), "--output-dir", str(tmp_path / "eval")]],
+        tmp_path)
     for which in ("latest", "best"):
-        _cli(bucket, ["export", "--checkpoint", run, "--which", which, "--output",
-                      str(tmp_path / f"bucket_{which}")], tmp_path)
-        _cli(bucket, ["export", "--checkpoint", str(local), "--which", which, "--output",
-                      str(tmp_path / f"local_{which}")], tmp_path)
         a, b = _trainable(tmp_path / f"bucket_{which}"), _trainable(tmp_path / f"local_{which}")
         assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True)), which
-
-    # evaluation reads the run from the bucket and writes its report there
-    evaluate = ["evaluate", "--shots", "1", "--num-episodes", "8", "--quiet"]
-    _cli(bucket, [*evaluate, "--checkpoint", run, "--output-dir", f"gs://{BUCKET}/eval"],
-         tmp_path)
-    _cli(bucket, [*evaluate, "--checkpoint", str(local), "--output-dir",
-                  str(tmp_path / "eval")], tmp_path)
     remote = json.loads(bucket.get("eval/fold0.json"))
     here = json.loads((tmp_path / "eval" / "fold0.json").read_text())
     assert remote["miou"] == here["miou"] and remote["class_areas"] == here["class_areas"]

@@ -230,14 +230,20 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
             != embedding_cache.cache_key(model, params["sam"], "float32"))
 
 
+# The toy config at 64 pixels, 4 steps: the demo's and the damaged-checkpoint test's training
+# (its schedule's length is part of the compiled step), so the second reads the first's programs
+# from the session's compilation cache.
+SMALL_TOY = ["--config.model.image_size=64", "--config.train.epochs=1",
+             "--config.train.steps_per_epoch=4"]
+
+
 def test_demo_interface_small(tmp_path, capsys):
-    code = main(["demo", "--output-dir", str(tmp_path), "--quiet",
-                 "--config.model.image_size=64", "--config.train.epochs=1",
-                 "--config.train.steps_per_epoch=3", "--config.data.val_episodes=8"])
+    code = main(["demo", "--output-dir", str(tmp_path), "--quiet", *SMALL_TOY,
+                 "--config.data.val_episodes=8"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"miou_trained", "miou_untrained", "episodes", "seconds"} <= set(result)
-    assert result["episodes"] == 8 and result["train_steps"] == 3
+    assert result["episodes"] == 8 and result["train_steps"] == 4
     assert (tmp_path / "episodes.png").is_file()
 
 
@@ -247,9 +253,8 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     from vrp_sam_jax.training.run_dir import restore
 
     workdir = tmp_path / "run"
-    args = ["train", "--workdir", str(workdir), "--config", "toy", "--quiet",
-            "--config.model.image_size=64", "--config.train.epochs=1",
-            "--config.train.steps_per_epoch=4", "--config.checkpoint.every_steps=2",
+    args = ["train", "--workdir", str(workdir), "--config", "toy", "--quiet", *SMALL_TOY,
+            "--config.checkpoint.every_steps=2",
             "--config.data.val_episodes=4", "--config.checkpoint.async_save=False"]
     assert main(args) == 0
     _, model = restore(workdir, "latest")

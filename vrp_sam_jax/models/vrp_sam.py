@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from sam_port.config import SamConfig, get_config
 from sam_port.interpolate import resize_bilinear, resize_nearest
 from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
-from sam_port.modeling.sam import Sam
+from sam_port.modeling.sam import INIT_COMPILER_OPTIONS, Sam
 from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
 from vrp_sam_jax.names import COMPUTE_DTYPES, QUERY_INITS
@@ -246,7 +246,14 @@ def abstract_params(config: VRPSamConfig) -> dict:
 
 def init_params(config: VRPSamConfig, seed: int = 0) -> dict:
     """Random parameters (tests, demos, training from scratch)."""
-    return jax.jit(_init, static_argnums=0)(config, jax.random.key(seed))
+    return jax.jit(_init, static_argnums=0, compiler_options=INIT_COMPILER_OPTIONS)(
+        config, jax.random.key(seed))
+
+
+def init_encoder_params(config: VRPSamConfig, seed: int = 0) -> dict:
+    """The VRP encoder's part of `init_params(config, seed)` alone (XLA drops the rest)."""
+    return jax.jit(lambda key: _init(config, key)["encoder"],
+                   compiler_options=INIT_COMPILER_OPTIONS)(jax.random.key(seed))
 
 
 def count_params(tree) -> int:

@@ -30,7 +30,7 @@ from vrp_sam_jax.config import from_json, model_config, resume_mismatches, to_js
 from vrp_sam_jax.errors import CheckpointMismatchError, ConfigError, InputError
 from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
-from vrp_sam_jax.models.vrp_sam import _init, abstract_params, init_params
+from vrp_sam_jax.models.vrp_sam import abstract_params, init_encoder_params, init_params
 from vrp_sam_jax.paths import AnyPath, absolute, as_path, move
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.weights.backbones import META as BACKBONE_META
@@ -240,8 +240,7 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
         backbone_origin = str(config.init.backbone_checkpoint)
         if training:  # all processes save together
             save_backbone(model.backbone, backbone, copy)
-    encoder = jax.jit(lambda key: _init(model, key)["encoder"])(
-        jax.random.key(config.init.seed))  # XLA drops the unused SAM/backbone init
+    encoder = init_encoder_params(model, config.init.seed)
     origin = {"backbone": backbone_origin, "encoder": f"random (seed {config.init.seed})",
               "sam": str(Path(sam).absolute())}
     return {"backbone": backbone, "encoder": encoder,
