@@ -50,7 +50,7 @@ def measure(sam_type: str, image_size: int, num_images: int, batch: int) -> dict
     source = MemorySource(num_images, image_size)
     mesh = mesh_lib.make_mesh(devices=jax.local_devices())
     per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
-    embed = embedding_cache._embed_fn(config, mesh, "float16")
+    embed = embedding_cache.jit_embed(config, mesh, "float16")
     sam = jax.device_put(sam_params, mesh_lib.replicated(mesh))
     images = np.stack(list(source.images.values())[:per_call])
     calls = -(-num_images // per_call)

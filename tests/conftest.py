@@ -95,7 +95,8 @@ def pytest_unconfigure(config) -> None:
 # instead of one of them finishing a long file alone.
 LONGEST_FIRST = ("test_training.py", "test_multiprocess.py", "test_sam_parity.py",
                  "test_buckets.py", "test_app.py", "test_vrp_parity.py", "test_model_io.py",
-                 "test_evaluation.py", "test_amg.py", "test_ablations.py", "test_notebook.py")
+                 "test_evaluation.py", "test_amg.py", "test_ablations.py", "test_plan.py",
+                 "test_notebook.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -164,12 +165,13 @@ _install_torchvision_stand_in()
 def toy_run(tmp_path_factory) -> Path:
     """A toy work directory trained for a few steps (`vrp-sam train --config toy`), shared by
     the evaluation, model-source and notebook tests."""
+    from commands import SMALL_TOY_TRAINING
+
     from vrp_sam_jax.cli import main
 
     workdir = tmp_path_factory.mktemp("toy_run")
     assert main(["train", "--config", "toy", "--workdir", str(workdir), "--quiet",
-                 "--config.model.image_size=64", "--config.train.epochs=1",
-                 "--config.train.steps_per_epoch=4", "--config.data.val_episodes=8"]) == 0
+                 *SMALL_TOY_TRAINING, "--config.data.val_episodes=8"]) == 0
     return workdir
 
 

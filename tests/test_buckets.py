@@ -135,8 +135,9 @@ def _cli_in_one_process(bucket: Emulator, commands: list[list[str]], tmp: Path) 
 
 
 def _train_in_two_processes(bucket: Emulator, args: list[str], tmp: Path) -> dict:
-    """`vrp-sam train` in 2 processes x 2 CPU devices (a pod slice's hosts); the result line
-    of process 0, which process 1 must agree with."""
+    """`vrp-sam train` in 2 processes x 4 CPU devices (a pod slice's hosts; test_multiprocess's
+    layout and training, whose compiled programs the session's cache then holds); the result
+    line of process 0, which process 1 must agree with."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -144,7 +145,7 @@ def _train_in_two_processes(bucket: Emulator, args: list[str], tmp: Path) -> dic
     procs = [subprocess.Popen(
         [sys.executable, "-m", "vrp_sam_jax.cli", "train", *args, "--coordinator-address",
          f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
-        env=_env(bucket, tmp, 2), stdout=(logs / f"p{i}.out").open("w"),
+        env=_env(bucket, tmp, 4), stdout=(logs / f"p{i}.out").open("w"),
         stderr=(logs / f"p{i}.err").open("w")) for i in range(2)]
     deadline = time.time() + 900
     # a failed process leaves the other waiting in a collective: stop at the first failure

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from commands import predict_argv
+from commands import SMALL_TOY_TRAINING, predict_argv
 from PIL import Image
 from torch_vrp import TorchVRPEncoder, randomize_
 
@@ -231,8 +231,7 @@ def test_bad_evaluation_arguments(toy_run, tmp_path, capsys, args, fragment):
 def test_resuming_with_another_learning_rate_is_refused(toy_run, capsys):
     before = (toy_run / "config.json").read_bytes()
     _fails(capsys, ["train", "--config", "toy", "--workdir", str(toy_run), "--quiet",
-                    "--config.model.image_size=64", "--config.train.epochs=1",
-                    "--config.train.steps_per_epoch=4", "--config.data.val_episodes=8",
+                    *SMALL_TOY_TRAINING, "--config.data.val_episodes=8",
                     "--config.train.lr=0.01"], "train.lr: checkpoint 0.002, config 0.01")
     assert (toy_run / "config.json").read_bytes() == before
 

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from commands import SMALL_TOY_TRAINING
 
 from vrp_sam_jax import config as config_lib
 from vrp_sam_jax.cli import main
@@ -230,15 +231,8 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
             != embedding_cache.cache_key(model, params["sam"], "float32"))
 
 
-# The toy config at 64 pixels, 4 steps: the demo's and the damaged-checkpoint test's training
-# (its schedule's length is part of the compiled step), so the second reads the first's programs
-# from the session's compilation cache.
-SMALL_TOY = ["--config.model.image_size=64", "--config.train.epochs=1",
-             "--config.train.steps_per_epoch=4"]
-
-
 def test_demo_interface_small(tmp_path, capsys):
-    code = main(["demo", "--output-dir", str(tmp_path), "--quiet", *SMALL_TOY,
+    code = main(["demo", "--output-dir", str(tmp_path), "--quiet", *SMALL_TOY_TRAINING,
                  "--config.data.val_episodes=8"])
     assert code == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -253,7 +247,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
     from vrp_sam_jax.training.run_dir import restore
 
     workdir = tmp_path / "run"
-    args = ["train", "--workdir", str(workdir), "--config", "toy", "--quiet", *SMALL_TOY,
+    args = ["train", "--workdir", str(workdir), "--config", "toy", "--quiet", *SMALL_TOY_TRAINING,
             "--config.checkpoint.every_steps=2",
             "--config.data.val_episodes=4", "--config.checkpoint.async_save=False"]
     assert main(args) == 0

@@ -1,4 +1,4 @@
-"""Runs: `train`, `evaluate`, `demo`."""
+"""Runs: `train`, `evaluate`, `demo`, and `plan` (a run compiled ahead of time for a TPU slice)."""
 
 from __future__ import annotations
 
@@ -111,6 +111,19 @@ def demo(args: argparse.Namespace) -> int:
     return run.main(args.output_dir, args.overrides, progress=not args.quiet)
 
 
+def plan(args: argparse.Namespace) -> int:
+    import sys
+
+    from vrp_sam_jax.config import load_config
+    from vrp_sam_jax.training import plan as planner
+
+    config = load_config(args.config, args.overrides)
+    say = (lambda _: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
+    result = planner.plan(config, args.topology, progress=say)
+    print(json.dumps(result) if args.json else planner.table(result))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train VRP-SAM from a config (ml_collections file)")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
@@ -165,3 +178,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=demo, overrides_allowed=True)
+
+    p = sub.add_parser("plan", help="compile a run's steps ahead of time for a TPU slice "
+                                    "(no TPU needed): bytes per chip, FLOPs, collectives")
+    p.add_argument("--config", required=True, help=CONFIG_HELP)
+    p.add_argument("--topology", required=True,
+                   help="TPU slice as JAX names it: v5e:2x2, v5e:4x4, v4:2x2x2, v5p:2x2x1, ...")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    options.add_quiet(p)
+    p.set_defaults(func=plan, overrides_allowed=True)

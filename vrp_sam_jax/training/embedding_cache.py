@@ -117,7 +117,7 @@ class _RemoteRows:
 
 
 @functools.lru_cache(maxsize=4)
-def _embed_fn(config: VRPSamConfig, mesh, dtype: str):
+def jit_embed(config: VRPSamConfig, mesh, dtype: str):
     """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
     model = VRPSam(config)
     batch = sharding.batch_sharding(mesh)
@@ -169,7 +169,7 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, conf
     if mine:
         mesh = sharding.make_mesh(devices=jax.local_devices())
         per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
-        embed = _embed_fn(config, mesh, dtype)
+        embed = jit_embed(config, mesh, dtype)
         sam = jax.device_put(sam_params, sharding.replicated(mesh))
         part = len(list(directory.glob("part-*.npy")))
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"

@@ -1,0 +1,93 @@
+"""`vrp-sam plan`: a run's steps compiled for a TPU slice with no TPU here (libtpu, the `tpu`
+extra), checked against an independent compile, for the collectives a data-only mesh needs,
+and for a batch no chip holds."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from vrp_sam_jax import sharding
+from vrp_sam_jax.cli import main
+from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.models import abstract_params, count_params, init_params
+from vrp_sam_jax.training import partition
+from vrp_sam_jax.training import plan as planner
+from vrp_sam_jax.training.embedding_cache import jit_embed
+
+pytest.importorskip("libtpu", reason="the `tpu` extra (in the test extra) is not installed")
+
+# The toy run at 64 pixels with SAM and the backbone frozen, so it has all four steps.
+TOY = ["model.image_size=64", "train.trainable=encoder"]
+
+
+def test_plan_reports_every_step_for_a_v5e_slice(capsys):
+    assert main(["plan", "--config", "toy", "--topology", "v5e:2x2", "--json", "--quiet",
+                 *[f"--config.{o}" for o in TOY]]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert captured.err == ""  # libtpu's own warnings kept off the terminal
+    assert (result["chips"], result["device_kind"], result["mesh"]) == (
+        4, "TPU v5 lite", {"data": 4, "model": 1})
+    assert result["hbm_bytes_per_chip"] == 16 * 1024**3
+    assert set(result["steps"]) == {"train", "train_cached", "eval", "cache"}
+    for name, step in result["steps"].items():
+        assert step["flops_per_chip"] > 0 and 0 < step["peak_bytes"] < 2**30, name
+        assert step["fits"] is True, name
+    # training's only traffic between chips on a data-only mesh: the trainable parameters'
+    # gradients (float32) and the loss, summed; the episodes' areas (int32, 2x2 per episode)
+    # gathered for the metrics; never a batch
+    config = load_config("toy", TOY)
+    params = abstract_params(model_config(config))
+    trainable, _ = partition.split(params, ("encoder",))
+    gradient_bytes = 4 * count_params(trainable)
+    for name in ("train", "train_cached"):
+        traffic = result["steps"][name]["collectives"]
+        assert set(traffic) <= {"all-reduce", "all-gather"}, traffic
+        assert gradient_bytes <= traffic["all-reduce"]["bytes"] <= gradient_bytes + 64, traffic
+        assert traffic["all-gather"]["bytes"] == 8 * 2 * 2 * 4, traffic
+    assert result["estimate"]["train_steps"] == 8 * 50
+    assert result["estimate"]["train_seconds_at_peak"] > 0
+
+
+def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
+    """The embedding pre-pass compiled here from real parameters and images, and by `plan`
+    from the config alone: the same bytes, FLOPs and collectives. A batch no chip holds: fits
+    false, with its bytes."""
+    devices = planner.topology_devices("v5e:2x2")
+    config = load_config("toy", TOY)
+    model = model_config(config)
+    mesh = sharding.make_mesh(devices=devices)
+    sam = init_params(model)["sam"]
+    images = np.zeros((config.train.global_batch, 64, 64, 3), np.uint8)
+
+    def placed(x, where):
+        return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=where)
+
+    with planner.not_cached():  # compiled here, not read from plan's (or anyone's) cache
+        independent = jit_embed(model, mesh, config.cache.dtype).lower(
+            jax.tree.map(lambda x: placed(x, sharding.replicated(mesh)), sam),
+            placed(images, sharding.batch_sharding(mesh))).compile()
+    hbm = planner.CHIPS["TPU v5 lite"].hbm_bytes
+    ours = planner.analyse(planner.steps(config, devices)["cache"](), hbm, 1)
+    assert ours == planner.analyse(independent, hbm, 1)
+    assert ours["fits"] is True and ours["flops_per_chip"] > 0
+
+    huge = load_config("toy", [*TOY, f"train.global_batch={2**21}"])
+    absurd = planner.measure(planner.steps(huge, devices)["cache"], hbm, 1)
+    assert absurd["fits"] is False and absurd["peak_bytes"] > hbm, absurd
+    assert "Ran out of memory" in absurd["refused"]
+
+
+def test_plan_refusals_are_one_line(capsys):
+    assert main(["plan", "--config", "toy", "--topology", "v9:1x1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown TPU topology 'v9:1x1' (examples: v5e:2x2" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["plan", "--config", "toy", "--topology", "v5e:2x2",
+                 "--config.train.global_batch=6"]) == 2
+    err = capsys.readouterr().err
+    assert "v5e:2x2:" in err and len(err.strip().splitlines()) == 1
