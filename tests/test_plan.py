@@ -72,12 +72,12 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
             jax.tree.map(lambda x: placed(x, sharding.replicated(mesh)), sam),
             placed(images, sharding.batch_sharding(mesh))).compile()
     hbm = planner.CHIPS["TPU v5 lite"].hbm_bytes
-    ours = planner.analyse(planner.steps(config, devices)["cache"](), hbm, 1)
+    ours = planner.analyse(planner.steps(config, mesh)["cache"](), hbm, 1)
     assert ours == planner.analyse(independent, hbm, 1)
     assert ours["fits"] is True and ours["flops_per_chip"] > 0
 
     huge = load_config("toy", [*TOY, f"train.global_batch={2**21}"])
-    absurd = planner.measure(planner.steps(huge, devices)["cache"], hbm, 1)
+    absurd = planner.measure(planner.steps(huge, mesh)["cache"], hbm, 1)
     assert absurd["fits"] is False and absurd["peak_bytes"] > hbm, absurd
     assert "Ran out of memory" in absurd["refused"]
 

@@ -39,6 +39,7 @@ from vrp_sam_jax.preprocess import normalize_image
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.embedding_cache import DTYPES, jit_embed
+from vrp_sam_jax.training.trainer import trains_sam_image_encoder
 
 TOPOLOGY_EXAMPLES = ("v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2")
 
@@ -200,12 +201,11 @@ def measure(compile_step: Callable, hbm_bytes: float | None, devices_per_chip: i
     return {**result, "compile_seconds": round(time.perf_counter() - start, 1)}
 
 
-def steps(config: ml_collections.ConfigDict, devices: list) -> dict[str, Callable]:
-    """name -> a function compiling that step of the run for `devices` (returns the compiled
+def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Callable]:
+    """name -> a function compiling that step of the run for `mesh` (returns the compiled
     program): `train` (SAM's image encoder inside), `train_cached` (its embeddings from the
     cache; only where the encoder is frozen), `eval` and `cache` (the embedding pre-pass)."""
     model = model_config(config)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
     sharding.check_batch(config.train.global_batch, mesh)
     rows = config.train.global_batch
     params = abstract_params(model)
@@ -231,8 +231,7 @@ def steps(config: ml_collections.ConfigDict, devices: list) -> dict[str, Callabl
                           _with(with_batch, rows_sharding), key).compile()
 
     out = {"train": lambda: train(batch)}
-    if not any(p == "sam" or p.startswith("sam/image_encoder")
-               for p in config.train.trainable):
+    if not trains_sam_image_encoder(tuple(config.train.trainable)):
         out["train_cached"] = lambda: train(cached)
     out["eval"] = lambda: jit_eval_step(model, mesh).lower(
         _with(params, sharding.param_shardings(mesh, params)),
@@ -253,7 +252,8 @@ def plan(config: ml_collections.ConfigDict, topology: str,
     kind = devices[0].device_kind
     chip = CHIPS.get(kind)
     try:
-        compilers = steps(config, devices)
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
+        compilers = steps(config, mesh)
     except ConfigError as error:
         raise InputError(f"{topology}: {error}") from None
     chips = chip_count(devices)
@@ -263,7 +263,6 @@ def plan(config: ml_collections.ConfigDict, topology: str,
         progress(f"compiling {name} for {topology} ...")
         report[name] = measure(compile_step, None if chip is None else chip.hbm_bytes / per_chip,
                                per_chip)
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
     result = {"topology": topology, "chips": chips, "devices": len(devices),
               "device_kind": kind,
               "hbm_bytes_per_chip": None if chip is None else chip.hbm_bytes,

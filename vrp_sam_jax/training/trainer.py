@@ -120,6 +120,13 @@ def validation_episodes(config: ml_collections.ConfigDict) -> list[protocols.Epi
     return protocols.episodes(d.benchmark, d.fold, d.shots, d.val_protocol, d.val_episodes)
 
 
+def trains_sam_image_encoder(trainable: tuple[str, ...]) -> bool:
+    """Whether the `train.trainable` paths include SAM's image encoder (then its embeddings
+    cannot come from a cache)."""
+    return any(p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
+               for p in trainable)
+
+
 def _check_trainable(config: ml_collections.ConfigDict, model: VRPSamConfig) -> None:
     """`train.trainable` names parameters of the model, and cached SAM embeddings are only
     asked for with SAM's image encoder frozen."""
@@ -127,9 +134,7 @@ def _check_trainable(config: ml_collections.ConfigDict, model: VRPSamConfig) -> 
         partition.split(abstract_params(model), tuple(config.train.trainable))
     except ValueError as e:
         raise ConfigError(f"train.trainable: {e}") from e
-    if config.cache.embeddings and any(
-            p in ("sam", "sam/image_encoder") or p.startswith("sam/image_encoder/")
-            for p in config.train.trainable):
+    if config.cache.embeddings and trains_sam_image_encoder(config.train.trainable):
         raise ConfigError("cache.embeddings=True, but SAM's image encoder is trained "
                           f"(train.trainable={tuple(config.train.trainable)}): set "
                           "cache.embeddings=False or freeze it")
