@@ -161,6 +161,27 @@ def _install_torchvision_stand_in() -> None:
 _install_torchvision_stand_in()
 
 
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """`build(folder)`'s folder, built by the first of the session's processes to ask (the
+    README's `-n 2` runs two xdist workers, each its own pytest session; both find the folder
+    in the base directory they share, under a lock the builder holds until it is done).
+    Readers must not write in it. A build that failed is started again by the next to ask."""
+    import fcntl
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' base directories are siblings
+    folder, done = root / name, root / f"{name}.built"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or its holder dies
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory) -> Path:
     """A toy work directory trained for a few steps (`vrp-sam train --config toy`), shared by
@@ -169,10 +190,22 @@ def toy_run(tmp_path_factory) -> Path:
 
     from vrp_sam_jax.cli import main
 
-    workdir = tmp_path_factory.mktemp("toy_run")
-    assert main(["train", "--config", "toy", "--workdir", str(workdir), "--quiet",
-                 *SMALL_TOY_TRAINING, "--config.data.val_episodes=8"]) == 0
-    return workdir
+    def build(workdir: Path) -> None:
+        assert main(["train", "--config", "toy", "--workdir", str(workdir), "--quiet",
+                     *SMALL_TOY_TRAINING, "--config.data.val_episodes=8"]) == 0
+
+    return _built_once(tmp_path_factory, "toy_run", build)
+
+
+@pytest.fixture(scope="session")
+def two_process_run(tmp_path_factory) -> Path:
+    """The toy training of tests/pod_runs.py in 2 processes x 4 CPU devices (one shared
+    embedding cache): the run test_multiprocess.py compares with one process, a killed and
+    resumed pair and a two-process evaluation, and test_buckets.py with the same run on a
+    bucket."""
+    from pod_runs import train_two_processes
+
+    return _built_once(tmp_path_factory, "two_process_run", train_two_processes) / "run"
 
 
 def _official_sam(tmp_path_factory, model_type: str):

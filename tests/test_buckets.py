@@ -8,31 +8,22 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pod_runs import LAST_STEP, TRAIN, cache, finish, free_port, launch, results
 
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.paths import absolute, as_path, is_url
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "vrp-sam-test"
-TRAIN = ["--config", str(REPO / "configs/toy.py"), "--quiet", "--config.model.image_size=64",
-         "--config.train.epochs=2", "--config.train.steps_per_epoch=2",
-         "--config.checkpoint.every_steps=1", "--config.log.val_every_epochs=1",
-         "--config.data.val_episodes=8", "--config.log.every_steps=1",
-         "--config.data.workers=1", "--config.train.trainable=encoder",
-         "--config.cache.embeddings=True"]
-
-
 class Emulator:
     """The emulator's HTTP API, to put and read objects without the code under test."""
 
@@ -92,9 +83,7 @@ def bucket():
     from gcp_storage_emulator.handlers import objects
     from gcp_storage_emulator.server import create_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(objects, "download", _with_generation(objects.download))
         server = create_server("127.0.0.1", port, in_memory=True, default_bucket=BUCKET)
@@ -135,33 +124,14 @@ def _cli_in_one_process(bucket: Emulator, commands: list[list[str]], tmp: Path) 
 
 
 def _train_in_two_processes(bucket: Emulator, args: list[str], tmp: Path) -> dict:
-    """`vrp-sam train` in 2 processes x 4 CPU devices (a pod slice's hosts; test_multiprocess's
-    layout and training, whose compiled programs the session's cache then holds); the result
-    line of process 0, which process 1 must agree with."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    """`vrp-sam train` in 2 processes x 4 CPU devices (tests/pod_runs.py's layout and
+    training, whose compiled programs the session's cache then holds); the result line of
+    process 0, which process 1 must agree with."""
     logs = Path(tempfile.mkdtemp(dir=tmp))
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "vrp_sam_jax.cli", "train", *args, "--coordinator-address",
-         f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], cwd=REPO,
-        env=_env(bucket, tmp, 4), stdout=(logs / f"p{i}.out").open("w"),
-        stderr=(logs / f"p{i}.err").open("w")) for i in range(2)]
-    deadline = time.time() + 900
-    # a failed process leaves the other waiting in a collective: stop at the first failure
-    while time.time() < deadline and any(p.poll() is None for p in procs) and not any(
-            p.poll() for p in procs):
-        time.sleep(0.2)
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-        p.wait()
-    errors = [(logs / f"p{i}.err").read_text()[-2500:] for i in range(2)]
-    assert [p.returncode for p in procs] == [0, 0], errors
-    results = [json.loads((logs / f"p{i}.out").read_text().strip().splitlines()[-1])
-               for i in range(2)]
-    assert results[0]["steps"] == results[1]["steps"]
-    return results[0]
+    first, second = results(finish(launch(["train", *args], logs, 2, 4, _env(bucket, tmp, 4)),
+                                   logs))
+    assert first["steps"] == second["steps"]
+    return first
 
 
 def test_paths_keep_local_paths_and_name_bad_urls(tmp_path, monkeypatch):
@@ -224,27 +194,25 @@ def _trainable(directory: Path) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(model.params["encoder"])]
 
 
-def test_a_run_on_a_bucket_resumes_and_equals_a_local_run(bucket, tmp_path):
+def test_a_run_on_a_bucket_resumes_and_equals_a_local_run(bucket, two_process_run,
+                                                           tmp_path):
     """As on a TPU pod slice: 2 processes share the run and the embedding cache on the
     bucket; a first session stops after its first step (a checkpoint there), a second
     finishes. The same two processes on local disk, uninterrupted, give the same parameters
     bit for bit."""
-    run, cache = f"gs://{BUCKET}/runs/toy", f"gs://{BUCKET}/cache"
-    first = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN,
-                                             f"--config.cache.dir={cache}",
+    run, embeddings = f"gs://{BUCKET}/runs/toy", f"gs://{BUCKET}/cache"
+    first = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN, *cache(embeddings),
                                              "--stop-after-minutes", "0.0001"], tmp_path)
     assert first["stopped"] is True
-    resumed = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN,
-                                               f"--config.cache.dir={cache}"], tmp_path)
-    assert resumed["steps"] == 4 and resumed["resumed_from"] == 1
-    local = tmp_path / "local_run"
-    _train_in_two_processes(bucket, ["--workdir", str(local), *TRAIN,
-                                     f"--config.cache.dir={tmp_path / 'cache'}"], tmp_path)
+    resumed = _train_in_two_processes(bucket, ["--workdir", run, *TRAIN, *cache(embeddings)],
+                                      tmp_path)
+    assert resumed["steps"] == LAST_STEP and resumed["resumed_from"] == 1
+    local = two_process_run  # the same training on local disk, uninterrupted
 
     stored = bucket.names("runs/toy/")
     assert "runs/toy/config.json" in stored
-    assert json.loads(bucket.get("runs/toy/config.json"))["cache"]["dir"] == cache
-    assert any(n.startswith("runs/toy/checkpoints/4/") for n in stored)
+    assert json.loads(bucket.get("runs/toy/config.json"))["cache"]["dir"] == embeddings
+    assert any(n.startswith(f"runs/toy/checkpoints/{LAST_STEP}/") for n in stored)
     assert any(n.startswith("runs/toy/best/") for n in stored)
     assert any(n.startswith("runs/toy/tensorboard/events.out.tfevents") for n in stored)
     parts = [n for n in bucket.names("cache/") if n.endswith(".npy")]

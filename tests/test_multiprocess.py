@@ -5,76 +5,17 @@ devices, resume bit for bit after both are SIGKILLed, and evaluate like 1 proces
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from pod_runs import LAST_STEP, TRAIN, cache, finish, launch, results
 
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.training import partition
-
-REPO = Path(__file__).resolve().parents[1]
-TRAIN = ["--config", str(REPO / "configs/toy.py"), "--quiet", "--config.model.image_size=64",
-         "--config.train.epochs=2", "--config.train.steps_per_epoch=2",
-         "--config.checkpoint.every_steps=1", "--config.log.val_every_epochs=1",
-         "--config.data.val_episodes=8", "--config.log.every_steps=1",
-         "--config.data.workers=1", "--config.train.trainable=encoder"]
-LAST_STEP = 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _launch(args: list[str], logs: Path, processes: int, devices: int
-            ) -> list[subprocess.Popen]:
-    """The same `vrp-sam` command in `processes` processes of `devices` CPU devices each."""
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-    port = _free_port()
-    procs = []
-    for i in range(processes):
-        distributed = (["--coordinator-address", f"127.0.0.1:{port}", "--num-processes",
-                        str(processes), "--process-id", str(i)] if processes > 1 else [])
-        with open(logs / f"p{i}.out", "w") as out, open(logs / f"p{i}.err", "w") as err:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "vrp_sam_jax.cli", *args, *distributed], cwd=REPO,
-                stdout=out, stderr=err, env=env))
-    return procs
-
-
-def _finish(procs: list[subprocess.Popen], logs: Path, timeout: float = 900) -> list[str]:
-    """Wait for every process; on a failure or a hang stop all and show the logs."""
-    deadline = time.time() + timeout
-    # one failed process leaves the others waiting in a collective: stop at the first failure
-    while (time.time() < deadline and any(p.poll() is None for p in procs)
-           and not any(p.poll() for p in procs)):
-        time.sleep(0.2)
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    codes = [p.returncode for p in procs]
-    errs = [(logs / f"p{i}.err").read_text()[-2500:] for i in range(len(procs))]
-    assert codes == [0] * len(procs), (codes, errs)
-    return [(logs / f"p{i}.out").read_text() for i in range(len(procs))]
-
-
-def _cache(directory: Path, shared: bool) -> list[str]:
-    """SAM embeddings cached in `directory`: one directory for all processes (`shared`), or
-    each process embedding every image itself."""
-    return ["--config.cache.embeddings=True", f"--config.cache.dir={directory}",
-            f"--config.cache.shared={shared}"]
 
 
 def _summaries(events: Path) -> dict[str, list]:
@@ -108,23 +49,9 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True))
 
 
-@pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("two_processes")
-    outs = _finish(_launch(["train", "--workdir", str(root / "run"), *TRAIN,
-                            *_cache(root / "cache", True)], root / "logs", 2, 4), root / "logs")
-    results = [json.loads(o.strip().splitlines()[-1]) for o in outs]
-    assert results[0]["steps"] == results[1]["steps"] == LAST_STEP
-    assert results[0]["miou"] == results[1]["miou"]  # validation reduced over processes
-    parts = sorted(p.name for p in (root / "cache").glob("*/part-*.json"))
-    assert [p[-7:] for p in parts] == ["p0.json", "p1.json"]  # each embedded its half
-    return root / "run"
-
-
 def test_two_processes_train_like_one_process(two_process_run, tmp_path):
-    _finish(_launch(["train", "--workdir", str(tmp_path / "run"), *TRAIN,
-                     *_cache(tmp_path / "cache", True)], tmp_path / "logs", 1, 8),
-            tmp_path / "logs")
+    finish(launch(["train", "--workdir", str(tmp_path / "run"), *TRAIN,
+                   *cache(tmp_path / "cache")], tmp_path / "logs", 1, 8), tmp_path / "logs")
     step_two, two = _trainable(two_process_run)
     step_one, one = _trainable(tmp_path / "run")
     assert step_two == step_one == LAST_STEP
@@ -151,8 +78,8 @@ def test_both_processes_killed_resume_bit_identical(two_process_run, tmp_path):
     run, logs = tmp_path / "run", tmp_path / "logs"
     # here each process embeds every image (a host-local cache), and ends where the shared
     # cache's run does
-    train = ["train", "--workdir", str(run), *TRAIN, *_cache(tmp_path / "local", False)]
-    procs = _launch(train, logs, 2, 4)
+    train = ["train", "--workdir", str(run), *TRAIN, *cache(tmp_path / "local", False)]
+    procs = launch(train, logs, 2, 4)
     deadline = time.time() + 900
     while not (run / "checkpoints" / "2").is_dir():  # orbax renames a finished step into place
         assert all(p.poll() is None for p in procs), [
@@ -164,8 +91,7 @@ def test_both_processes_killed_resume_bit_identical(two_process_run, tmp_path):
     for p in procs:
         p.wait()
     assert not (run / "checkpoints" / str(LAST_STEP)).exists()
-    outs = _finish(_launch(train, logs, 2, 4), logs)
-    assert json.loads(outs[0].strip().splitlines()[-1])["steps"] == LAST_STEP
+    assert results(finish(launch(train, logs, 2, 4), logs))[0]["steps"] == LAST_STEP
     step_a, a = _trainable(two_process_run)
     step_b, b = _trainable(run)
     assert step_a == step_b == LAST_STEP
@@ -182,7 +108,7 @@ def test_two_process_evaluation_equals_one_process(two_process_run, tmp_path, ca
         if processes == 1:  # this process, one CPU device
             assert main(args) == 0, capsys.readouterr().err
         else:
-            _finish(_launch(args, out / "logs", processes, 4), out / "logs")
+            finish(launch(args, out / "logs", processes, 4), out / "logs")
         assert (out / "episodes_fold0.png").is_file() and (out / "fold0.md").is_file()
         return json.loads((out / "fold0.json").read_text())
 

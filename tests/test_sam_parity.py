@@ -1,6 +1,9 @@
 """Numerical parity of the Flax SAM with the official `segment_anything` package.
 
 Random weights (every parameter randomised, see torch_sam.py), random non-zero inputs, float32.
+Image embeddings are compared on a noisy non-square picture, each side through its own
+predictor's preprocessing (resize, normalise, pad), so one encoder forward per side serves
+both the embedding and the predictor checks.
 Tolerances (max abs): image embeddings 1e-4; low-res mask logits and IoU predictions 1e-3.
 The tiny config runs the whole matrix; full-size ViT-B at 1024x1024 runs it once per CI run.
 """
@@ -14,7 +17,6 @@ import torch
 from segment_anything import SamPredictor as TorchSamPredictor
 
 import sam_port
-from sam_port.compute import embed_images
 
 EMBED_TOL = 1e-4
 LOGIT_TOL = 1e-3
@@ -30,20 +32,33 @@ def models(request):
     return torch_model, ours
 
 
-def _torch_embed(torch_model, images_nhwc: np.ndarray) -> np.ndarray:
-    with torch.no_grad():
-        out = torch_model.image_encoder(torch.from_numpy(images_nhwc).permute(0, 3, 1, 2))
-    return out.permute(0, 2, 3, 1).numpy()
+def _picture() -> np.ndarray:
+    """A 480x640 RGB picture: smooth ramps plus uniform noise, no saturated pixels."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:480, 0:640]
+    smooth = np.stack([xx / 3, yy / 2, (xx + yy) / 5], -1)
+    return np.clip(smooth + rng.integers(0, 60, size=(480, 640, 3)), 1, 255).astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
-def embeddings(models):
-    """Both models' embeddings of the same random normalised image."""
+def predictors(models):
+    """The official SamPredictor and ours, each set on the same non-square picture: resized,
+    normalised, padded and embedded once per model (a ViT-B forward of the official model takes
+    a CPU tens of seconds), for the embedding check, the decoding matrix and the predictor
+    test."""
     torch_model, ours = models
-    size = ours.config.img_size
-    images = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
-    return _torch_embed(torch_model, images), np.asarray(embed_images(ours.config, ours.params,
-                                                                      images))
+    ref_pred, pred = TorchSamPredictor(torch_model), sam_port.SamPredictor(ours)
+    image = _picture()
+    ref_pred.set_image(image)
+    pred.set_image(image)
+    return ref_pred, pred
+
+
+@pytest.fixture(scope="module")
+def embeddings(predictors):
+    """Both models' embeddings (NHWC) of the same picture."""
+    ref_pred, pred = predictors
+    return ref_pred.features.permute(0, 2, 3, 1).numpy(), np.asarray(pred.embedding_nhwc)
 
 
 def test_image_embeddings(embeddings):
@@ -125,18 +140,10 @@ def _check_prediction(ref_pred, pred, kwargs: dict, threshold_margin: float = LO
     return ref
 
 
-def test_predictor_non_square(models):
+def test_predictor_non_square(predictors):
     """The public predictor on a 480x640 image: resize, normalise, pad, prompt transforms,
     low-res logits, upscaling to the original size and thresholding, against SamPredictor."""
-    torch_model, ours = models
-    rng = np.random.default_rng(3)
-    yy, xx = np.mgrid[0:480, 0:640]
-    smooth = np.stack([xx / 3, yy / 2, (xx + yy) / 5], -1)
-    image = np.clip(smooth + rng.integers(0, 60, size=(480, 640, 3)), 1, 255).astype(np.uint8)
-
-    ref_pred, pred = TorchSamPredictor(torch_model), sam_port.SamPredictor(ours)
-    ref_pred.set_image(image)
-    pred.set_image(image)
+    ref_pred, pred = predictors
     assert pred.input_size == tuple(ref_pred.input_size)
     assert pred.original_size == tuple(ref_pred.original_size)
 

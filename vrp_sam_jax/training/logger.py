@@ -10,15 +10,30 @@ from vrp_sam_jax import processes
 from vrp_sam_jax.paths import AnyPath, as_path
 
 
+def _summary_writer_class() -> type:
+    """tensorboardX's SummaryWriter, imported without PyTorch where PyTorch is installed but
+    not yet imported: tensorboardX's writer module imports torch only to accept its tensors
+    (we log floats and numpy arrays), and that import costs every run about a second of its
+    start-up. A `None` in `sys.modules` makes `import torch` fail for the duration."""
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricLogger:
     def __init__(self, workdir: str | AnyPath, echo: bool = True):
         self.active = processes.is_writer()
         self.echo = echo
         self.writer = None
         if self.active:
-            from tensorboardX import SummaryWriter
-
-            self.writer = SummaryWriter(str(as_path(workdir) / "tensorboard"))
+            self.writer = _summary_writer_class()(str(as_path(workdir) / "tensorboard"))
 
     def write(self, step: int, scalars: dict[str, float], prefix: str = "") -> None:
         if not self.active:
