@@ -4,6 +4,7 @@ runs and exported models."""
 
 from __future__ import annotations
 
+import functools
 import json
 
 import jax
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
+from sam_port.modeling.sam import INIT_COMPILER_OPTIONS
 from vrp_sam_jax.config import from_json, load_config, model_config, to_json
 from vrp_sam_jax.errors import CheckpointError, ConfigError
-from vrp_sam_jax.models import VRPSam, VRPSamConfig, summary
+from vrp_sam_jax.models import VRPSam, VRPSamConfig, init_params, summary
 from vrp_sam_jax.models.vrp_encoder import masked_average_pooling, query_offset
 from vrp_sam_jax.names import LOSSES, QUERY_INITS
 from vrp_sam_jax.training.loss import segmentation_loss
@@ -35,10 +37,11 @@ def _through_prompts(m: VRPSam, refs, masks, target):
 
 
 def _params(config: VRPSamConfig, seed: int = 0) -> dict:
-    """Random backbone and encoder (no SAM: the prompts do not reach it), initialised
-    eagerly: cheaper than compiling the whole model's initialisation."""
-    return VRPSam(config).init(jax.random.key(seed), *_inputs(config.image_size),
-                               method=_through_prompts)["params"]
+    """Random backbone and encoder (no SAM: the prompts do not reach it), initialised by one
+    program compiled as the models' initialisations are (INIT_COMPILER_OPTIONS)."""
+    init = functools.partial(VRPSam(config).init, method=_through_prompts)
+    return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)(
+        jax.random.key(seed), *_inputs(config.image_size))["params"]
 
 
 def _prompts(config: VRPSamConfig, params: dict, refs, masks, target) -> np.ndarray:
@@ -170,7 +173,7 @@ def test_the_train_step_minimises_the_configured_loss():
 
     config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
                           num_queries=4)
-    params = jax.jit(VRPSam(config).init)(jax.random.key(0), *_inputs(64, 1))["params"]
+    params = init_params(config)
     trainable, frozen = partition.split(params, ("encoder",))
     episodes = protocols.training_episodes("toy", 0, 1, 0, 7)[:2]
     batch = next(iter(EpisodeLoader(ToySource(), episodes, 2, EpisodeOptions(64, "mask",

@@ -10,6 +10,7 @@ embeddings and logits 1e-3 max abs.
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -118,7 +119,7 @@ def test_vrp_sam_with_dinov2_matches_reference():
     with torch.no_grad():
         want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
     config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
-    got = VRPSam(config).apply({"params": params}, refs, masks, target)
+    got = jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
 

@@ -71,9 +71,11 @@ def _episode(size: int, shots: int, condition: str, seed: int):
 
 @pytest.fixture(scope="module")
 def release_models(tmp_path_factory, vit_b_sam):
-    """(torch VRP-SAM, our config, our params) for ResNet-50 at the release's widths (256-d
-    prompts into a ViT-B-sized SAM decoder); images at 128 to keep CPU time small. SAM image
-    embeddings are random and given to both, so ViT-B's encoder is not run."""
+    """(torch VRP-SAM, our model, our params, our model's `apply` jitted) for ResNet-50 at the
+    release's widths (256-d prompts into a ViT-B-sized SAM decoder); images at 128 to keep CPU
+    time small. SAM image embeddings are random and given to both, so ViT-B's encoder is not
+    run. One jitted `apply` for the module: the conditions share each shot count's programs
+    (ResNet-50 applied op by op took longer than compiled once)."""
     torch_enc = randomize_(TorchVRPEncoder("resnet50"), seed=3)
     _, torch_sam = vit_b_sam
     path = tmp_path_factory.mktemp("vrp") / "best_model.pt"
@@ -82,9 +84,10 @@ def release_models(tmp_path_factory, vit_b_sam):
     sam_params = state_dict_to_params(
         state_dict_numpy(torch_sam), abstract_params(torch_sam_config()),
         source="torch")
-    config = VRPSamConfig(backbone="resnet50", sam_type="vit_b", image_size=128)
+    model = VRPSam(VRPSamConfig(backbone="resnet50", sam_type="vit_b", image_size=128))
     params = {**weights.params, "sam": sam_params}
-    return TorchVRPSam(torch_enc, torch_sam, image_size=128).eval(), config, params
+    return (TorchVRPSam(torch_enc, torch_sam, image_size=128).eval(), model, params,
+            jax.jit(model.apply, static_argnames="method"))
 
 
 def torch_sam_config():
@@ -94,8 +97,8 @@ def torch_sam_config():
 @pytest.mark.parametrize("shots", [1, 5])
 @pytest.mark.parametrize("condition", CONDITIONS)
 def test_prompts_and_logits(release_models, condition, shots):
-    torch_model, config, params = release_models
-    refs, masks, target = _episode(config.image_size, shots, condition, seed=shots)
+    torch_model, model, params, apply = release_models
+    refs, masks, target = _episode(model.config.image_size, shots, condition, seed=shots)
     embeddings = np.random.default_rng(9).normal(size=(1, 64, 64, 256)).astype(np.float32)
     with torch.no_grad():
         want_prompts = torch.cat([
@@ -103,12 +106,11 @@ def test_prompts_and_logits(release_models, condition, shots):
             for k in range(shots)], dim=1).numpy()
         want_logits = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks),
                                   embeddings=nchw(embeddings)).numpy()
-    model = VRPSam(config)
     variables = {"params": params}
-    reference = model.apply(variables, refs, masks, method=model.encode_reference)
-    tgt = model.apply(variables, target, method=model.encode_target)
-    prompts = model.apply(variables, reference, tgt, method=model.prompts)
-    logits = model.apply(variables, refs, masks, target, embeddings)
+    reference = apply(variables, refs, masks, method=model.encode_reference)
+    tgt = apply(variables, target, method=model.encode_target)
+    prompts = apply(variables, reference, tgt, method=model.prompts)
+    logits = apply(variables, refs, masks, target, embeddings)
     assert prompts.shape == (1, 50 * shots, 256)
     assert np.abs(want_prompts).max() > 0.5
     np.testing.assert_allclose(prompts, want_prompts, rtol=0, atol=PROMPT_TOL)

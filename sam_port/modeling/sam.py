@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import flax.linen as nn
@@ -88,7 +89,14 @@ class Sam(nn.Module):
 
 
 def abstract_params(config: SamConfig) -> dict:
-    """The parameter tree's shapes and dtypes (no memory, no compute)."""
+    """The parameter tree's shapes and dtypes (no memory, no compute). A tree of its own for
+    each caller (who may change it); traced once per config."""
+    return jax.tree.map(lambda leaf: leaf, _abstract_params(config))
+
+
+@lru_cache(maxsize=16)
+def _abstract_params(config: SamConfig) -> dict:
+    # tracing the initialisation of ViT-H takes seconds, and loading asks more than once
     model = Sam(config)
     shape = (1, config.img_size, config.img_size, 3)
     variables = jax.eval_shape(

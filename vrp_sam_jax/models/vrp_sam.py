@@ -11,7 +11,7 @@ Array conventions: images are normalised NHWC float (`preprocess.normalize_image
 from __future__ import annotations
 
 import dataclasses
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -240,7 +240,15 @@ def _init(config: VRPSamConfig, key: jax.Array) -> dict:
 
 
 def abstract_params(config: VRPSamConfig) -> dict:
-    """Shapes and dtypes of the parameter tree (no memory, no compute)."""
+    """Shapes and dtypes of the parameter tree (no memory, no compute). A tree of its own for
+    each caller (who may change it); traced once per config."""
+    return jax.tree.map(lambda leaf: leaf, _abstract_params(config))
+
+
+@lru_cache(maxsize=16)
+def _abstract_params(config: VRPSamConfig) -> dict:
+    # Tracing the initialisation takes over a second on CPU, and one command asks several
+    # times (restoring, partitioning, summarising).
     return jax.eval_shape(lambda: _init(config, jax.random.key(0)))
 
 
