@@ -75,6 +75,9 @@ def topology_devices(name: str) -> list:
     # Not on a TPU VM: libtpu must not ask the cloud's metadata server where it runs.
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    # Compiling uses no chip, so two compile-only clients (two plans, a plan beside a test
+    # run) may load libtpu at once; its lockfile would refuse the second.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     with tempfile.TemporaryFile() as said, _stderr_to(said):  # libtpu's warnings, from C++
         try:
             return list(topologies.get_topology_desc(topology_name=name,
