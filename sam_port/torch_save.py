@@ -10,7 +10,6 @@ opcode (protocol 2), so nothing here imports torch or pickles arbitrary objects.
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from collections.abc import Mapping
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+
+from sam_port.files import replacing
 
 _STORAGE_NAMES = {
     np.dtype(np.float64): "DoubleStorage",
@@ -88,12 +89,10 @@ def save_state_dict(state_dict: Mapping[str, np.ndarray], path: str | Path) -> P
         if array.dtype not in _STORAGE_NAMES:
             raise TypeError(f"{name}: dtype {array.dtype} has no PyTorch storage type")
         arrays[name] = array.astype(array.dtype.newbyteorder("<"), copy=False)
-    partial = path.with_name(path.name + ".partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
+    with replacing(path) as partial, zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr(f"{_PREFIX}/data.pkl", state_dict_pickle(arrays))
         archive.writestr(f"{_PREFIX}/byteorder", "little")
         for i, array in enumerate(arrays.values()):
             archive.writestr(f"{_PREFIX}/data/{i}", array.tobytes())
         archive.writestr(f"{_PREFIX}/version", "3\n")
-    os.replace(partial, path)
     return path

@@ -254,3 +254,71 @@ def test_an_image_named_like_a_flag_or_unreadable_mask(files, tmp_path, capsys):
     _fails(capsys, _predict(files, tmp_path / "out", "--reference", str(files / "ref.png"),
                             "--reference-mask", str(tmp_path / "mask.png"),
                             str(files / "t1.png")), "mask.png: not a readable mask image")
+
+
+def test_outputs_never_replace_inputs_or_earlier_files(files, tmp_path, capsys):
+    """Masks written into the targets' own folder would replace the photos (t1.png's mask is
+    t1.png): refused, with or without --overwrite, before anything is written. An earlier
+    run's outputs are replaced only with --overwrite."""
+    photos = tmp_path / "A"
+    photos.mkdir()
+    for name in ("t1.png", "t2.png"):
+        shutil.copy(files / name, photos / name)
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    args = ["--reference", str(files / "ref.png"), "--reference-box", "10,10,60,60",
+            str(photos / "t1.png"), str(photos / "t2.png")]
+    for extra in ([], ["--overwrite"]):
+        _fails(capsys, _predict(files, photos, *args, *extra),
+               "t1.png: the output would replace the input", "choose another --output-dir")
+        assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    # a reference (or its mask) is an input too
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(files / "ref.png", out / "ref.png")
+    _fails(capsys, _predict(files, out, "--reference", str(out / "ref.png"), "--reference-box",
+                            "10,10,60,60", str(files / "ref.png")),
+           "ref.png: the output would replace the input")
+    # an earlier run's masks: kept unless --overwrite
+    out = tmp_path / "again"
+    assert main(_predict(files, out, *args)) == 0
+    first = (out / "t1.png").read_bytes()
+    (out / "t1.png").write_bytes(b"the user's own file")
+    _fails(capsys, _predict(files, out, *args), "t1.png: exists already (and 3 other outputs)",
+           "--overwrite")
+    assert (out / "t1.png").read_bytes() == b"the user's own file"
+    assert main(_predict(files, out, *args, "--overwrite")) == 0
+    assert (out / "t1.png").read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == [
+        "t1.png", "t1_overlay.png", "t2.png", "t2_overlay.png"]
+
+
+def test_temporary_names_are_never_someone_elses(files, tmp_path, capsys, monkeypatch):
+    """Writes go through a temporary made for this write alone: a user's `X.partial` folder
+    or `.X.partial` file beside the output is left alone, and a write that fails (here: a
+    full disk while the parameters are written) leaves neither half a file nor its
+    temporary."""
+    from sam_port import files as sam_files
+    from vrp_sam_jax.files import write_bytes_atomic
+
+    for name in ("exp.partial", ".exp.partial"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mine.txt").write_text("keep me")
+    assert main(["export", "--checkpoint", str(files / "best_model.pt"), "--sam-checkpoint",
+                 str(files / "sam.pth"), "--output", str(tmp_path / "exp")]) == 0
+    for name in ("exp.partial", ".exp.partial"):
+        assert (tmp_path / name / "mine.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".exp.partial", "exp",
+                                                          "exp.partial"]
+    (tmp_path / ".x.bin.partial").write_text("keep me too")
+    write_bytes_atomic(tmp_path / "x.bin", b"old")
+
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sam_files.os, "replace", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_bytes_atomic(tmp_path / "x.bin", b"new")
+    assert (tmp_path / "x.bin").read_bytes() == b"old"
+    assert (tmp_path / ".x.bin.partial").read_text() == "keep me too"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.bin.")
+                and p.name != ".x.bin.partial"]

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+from sam_port.files import replacing
 from vrp_sam_jax.paths import AnyPath, as_path
+
+__all__ = ["replacing", "sha256", "write_atomic", "write_bytes_atomic", "write_text_atomic"]
 
 CHUNK = 1 << 20
 
@@ -21,19 +25,24 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary path)`, then rename it to `path` (`replacing`): a killed or failed
+    write leaves the old file or none, never half of one."""
+    with replacing(path) as temporary:
+        write(temporary)
+
+
 def write_bytes_atomic(path: str | AnyPath, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, flush it to disk, rename it over. On a
+    """Write `data` beside `path`, flush it to disk, rename it over (`replacing`). On a
     bucket (a URL) the upload is all or nothing already: the object is written directly."""
     path = as_path(path)
     if not isinstance(path, Path):
         path.write_bytes(data)
         return
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as f:
+    with replacing(path) as temporary, open(temporary, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(partial, path)
 
 
 def write_text_atomic(path: str | AnyPath, text: str) -> None:

@@ -27,6 +27,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vrp_sam_jax.errors import InputError
+from vrp_sam_jax.files import write_atomic
 from vrp_sam_jax.image_io import overlay, read_image, require_files, write_mask
 from vrp_sam_jax.models import LoadedModel, Reference, VRPSam, VRPSamConfig, gp_sam
 from vrp_sam_jax.names import METHODS
@@ -157,21 +158,42 @@ def output_dir(path: str | Path, create: bool = True) -> Path:
     return path
 
 
-def write_atomic(path: Path, write) -> None:
-    """`write(temporary path)`, then rename: a killed run leaves no half-written file."""
-    partial = path.with_name(f".{path.name}.partial{path.suffix}")
-    write(partial)
-    os.replace(partial, path)
+def output_files(targets: Sequence[str | Path], out: Path, save_logits: bool
+                 ) -> list[list[Path]]:
+    """Per target, the files `predict_files` writes for it under `out`."""
+    return [[out / f.format(name) for f in OUTPUTS[: 3 if save_logits else 2]]
+            for name in output_names(targets)]
+
+
+def check_outputs(targets: Sequence[str | Path], out: str | Path, save_logits: bool,
+                  inputs: Sequence[str | Path] = (), overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that would replace a target or another input
+    (never allowed) or a file already there (only with `overwrite`): a run of
+    `predict_files` writes no file it did not make."""
+    existing = [p for files in output_files(targets, Path(out), save_logits) for p in files
+                if p.exists()]
+    for path in existing:
+        for given in [*targets, *inputs]:
+            if Path(given).exists() and os.path.samefile(path, given):
+                raise InputError(f"{path}: the output would replace the input {given}; "
+                                 "choose another --output-dir")
+    if existing and not overwrite:
+        raise InputError(f"{existing[0]}: exists already (and {len(existing) - 1} other "
+                         "outputs); choose another --output-dir, or give --overwrite to "
+                         "replace them")
 
 
 def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
                   output_dir_path: str | Path, batch_size: int = 8, save_logits: bool = False,
-                  progress: bool = True) -> list[dict]:
+                  progress: bool = True, inputs: Sequence[str | Path] = (),
+                  overwrite: bool = False) -> list[dict]:
     """Segment image files with the predictor's references: `NAME.png` (the mask at the
     target's displayed size), `NAME_overlay.png` and, with `save_logits`, `NAME_logits.npy`
-    (model grid) under `output_dir_path`, each written whole or not at all. Targets are read
-    lazily, at most two batches held."""
+    (model grid) under `output_dir_path`, each written whole or not at all. No output may
+    replace a target or another of `inputs`, nor, without `overwrite`, any existing file.
+    Targets are read lazily, at most two batches held."""
     require_files(targets)  # fail before any work on a missing target
+    check_outputs(targets, output_dir_path, save_logits, inputs, overwrite)
     out = output_dir(output_dir_path)
     read: collections.deque = collections.deque()  # images read, not yet written out
 
@@ -183,17 +205,16 @@ def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],
     # a batch never holds more targets than there are
     results = predictor.predict_many(images(), min(batch_size, len(targets)))
     written = []
-    for path, name, (mask, logits) in tqdm(
-            zip(targets, output_names(targets), results, strict=True), total=len(targets),
-            desc="targets", unit="image", disable=not progress or None):
+    for path, files, (mask, logits) in tqdm(
+            zip(targets, output_files(targets, out, save_logits), results, strict=True),
+            total=len(targets), desc="targets", unit="image", disable=not progress or None):
         image = read.popleft()
-        mask_path = out / OUTPUTS[0].format(name)
+        mask_path = files[0]
         write_atomic(mask_path, lambda p, m=mask: write_mask(p, m))
-        write_atomic(out / OUTPUTS[1].format(name),
-                      lambda p, i=image, m=mask: Image.fromarray(overlay(i, m)).save(p))
+        write_atomic(files[1],
+                     lambda p, i=image, m=mask: Image.fromarray(overlay(i, m)).save(p))
         if save_logits:
-            write_atomic(out / OUTPUTS[2].format(name),
-                          lambda p, x=logits: np.save(p, x))
+            write_atomic(files[2], lambda p, x=logits: np.save(p, x))
         written.append({"target": str(path), "mask": str(mask_path),
                         "foreground": round(float(mask.mean()), 4)})
     return written

@@ -10,7 +10,6 @@ written under a temporary name and renamed when whole; a rerun replaces it.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from sam_port.amg import coco_encode_rle, rle_to_mask
-from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.files import replacing, write_atomic, write_text_atomic
 from vrp_sam_jax.image_io import read_image, require_images, write_mask
-from vrp_sam_jax.inference import output_dir, output_names, write_atomic
+from vrp_sam_jax.inference import output_dir, output_names
 
 FORMATS = ("png", "coco-rle")
 METADATA_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"
@@ -47,12 +46,6 @@ def _metadata_row(i: int, record: dict[str, Any]) -> str:
     return ",".join(str(f) for f in fields)
 
 
-def _replace(partial: Path, final: Path) -> None:
-    if final.is_dir():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-
-
 def write_outputs(image: np.ndarray, records: list[dict[str, Any]], out: Path, name: str,
                   fmt: str) -> Path:
     """Write one image's masks (records with uncompressed-RLE segmentations); returns the
@@ -60,16 +53,15 @@ def write_outputs(image: np.ndarray, records: list[dict[str, Any]], out: Path, n
     masks = [rle_to_mask(r["segmentation"]) for r in records]
     picture = Image.fromarray(colour_overlay(image, masks))
     if fmt == "png":
-        final, partial = out / name, out / f".{name}.partial"
-        if partial.exists():
-            shutil.rmtree(partial)
-        partial.mkdir()
-        for i, mask in enumerate(masks):
-            write_mask(partial / f"{i}.png", mask)
-        rows = [METADATA_HEADER] + [_metadata_row(i, r) for i, r in enumerate(records)]
-        (partial / "metadata.csv").write_text("\n".join(rows))
-        picture.save(partial / "overlay.png")
-        _replace(partial, final)
+        final = out / name
+        with replacing(final, directory=True) as partial:
+            for i, mask in enumerate(masks):
+                write_mask(partial / f"{i}.png", mask)
+            rows = [METADATA_HEADER] + [_metadata_row(i, r) for i, r in enumerate(records)]
+            (partial / "metadata.csv").write_text("\n".join(rows))
+            picture.save(partial / "overlay.png")
+            if final.is_dir():  # this image's masks from an earlier run, replaced whole
+                shutil.rmtree(final)
         return final
     coco = [{**r, "segmentation": coco_encode_rle(r["segmentation"])} for r in records]
     final = out / f"{name}.json"

@@ -17,8 +17,9 @@ from PIL import Image, ImageDraw
 from vrp_sam_jax import annotations
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.figures import draw_annotation
+from vrp_sam_jax.files import write_atomic
 from vrp_sam_jax.image_io import write_mask
-from vrp_sam_jax.inference import VRPSamPredictor, predict_files, write_atomic
+from vrp_sam_jax.inference import VRPSamPredictor, predict_files
 from vrp_sam_jax.models import LoadedModel
 
 PAINTED_KINDS = ("mask", "scribble")  # painted with the brush; box and points are clicked
@@ -249,7 +250,7 @@ class Segmenter:
             else:
                 args += [f"--reference-{ref.kind}", _option_value(ref.annotation)]
         args += [f"targets/{Path(t).name}" for t in targets]
-        args += ["--output-dir", "masks"]
+        args += ["--output-dir", "masks", "--overwrite"]  # the folder is the script's own
         command = shlex.join(args)
         (out / "predict.sh").write_text(
             "# The same masks from the command line: run it in this folder, with the target "

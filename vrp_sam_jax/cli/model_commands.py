@@ -50,18 +50,22 @@ def _predict_model(args: argparse.Namespace):
 def predict(args: argparse.Namespace) -> int:
     from vrp_sam_jax import annotations
     from vrp_sam_jax.image_io import read_image, require_images
-    from vrp_sam_jax.inference import VRPSamPredictor, output_dir, predict_files
+    from vrp_sam_jax.inference import VRPSamPredictor, check_outputs, output_dir, predict_files
 
     kind, values = _annotation(args)
     refs = [read_image(p) for p in args.reference]
     require_images(args.targets)  # every target decodes, before any work or output
     output_dir(args.output_dir, create=False)
+    annotation_files = values if kind in ("mask", "scribble") else []
+    check_outputs(args.targets, args.output_dir, args.save_logits,
+                  [*args.reference, *annotation_files], args.overwrite)
     model = _predict_model(args)
     predictor = VRPSamPredictor(model, args.method, args.gp_prompts, args.gp_threshold)
     predictor.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,
                                                             predictor.size))
     written = predict_files(predictor, args.targets, args.output_dir, args.batch_size,
-                            args.save_logits)
+                            args.save_logits, inputs=[*args.reference, *annotation_files],
+                            overwrite=args.overwrite)
     print(json.dumps({"shots": len(refs), "method": args.method,
                       "backbone": model.config.backbone,
                       "sam_type": model.config.sam_type, "model": model.origin,
@@ -129,6 +133,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--save-logits", action="store_true",
                    help="also write the model-grid logits as NAME_logits.npy")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs already in --output-dir (an input never is)")
     p.add_argument("--batch-size", type=options.positive_int, default=8,
                    help="targets per device call (one compiled program for all sizes)")
     p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32",

@@ -119,7 +119,8 @@ def plan(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     say = (lambda _: None) if args.quiet else (lambda line: print(line, file=sys.stderr))
-    result = planner.plan(config, args.topology, progress=say)
+    result = planner.plan(config, args.topology, progress=say,
+                          only=args.steps or planner.STEP_NAMES)
     print(json.dumps(result) if args.json else planner.table(result))
     return 0
 
@@ -184,6 +185,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--topology", required=True,
                    help="TPU slice as JAX names it: v5e:2x2, v5e:4x4, v4:2x2x2, v5p:2x2x1, ...")
+    p.add_argument("--steps", type=lambda text: tuple(text.split(",")),
+                   default=None,
+                   help="which steps to compile, comma-separated (default: all of train, "
+                        "train_cached, eval, cache that the run executes)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     options.add_quiet(p)
     p.set_defaults(func=plan, overrides_allowed=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vrp_sam_jax.data.sources import DataError
+from vrp_sam_jax.files import write_atomic
 
 SPLITS = ("train2014", "val2014")
 VERIFY_SAMPLE = 64
@@ -55,12 +55,6 @@ def mask_path(out_dir: Path, file_name: str) -> Path:
     return out_dir / (Path(file_name).stem + ".png")
 
 
-def _write_atomic(path: Path, mask: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(mask, mode="L").save(tmp, format="PNG")
-    os.replace(tmp, path)
-
-
 def build_masks(annotation_file: str | Path, out_dir: str | Path, *, progress: bool = True,
                 verify_sample: int = VERIFY_SAMPLE) -> dict:
     """Write every image's class mask under `out_dir` (skipping complete ones) and verify.
@@ -77,7 +71,8 @@ def build_masks(annotation_file: str | Path, out_dir: str | Path, *, progress: b
         if path.is_file():
             skipped += 1
             continue
-        _write_atomic(path, class_mask(coco, image_id, values))
+        mask = class_mask(coco, image_id, values)
+        write_atomic(path, lambda p, m=mask: Image.fromarray(m, mode="L").save(p, format="PNG"))
         written += 1
     verify(coco, out_dir, values, image_ids, verify_sample, progress)
     summary = {"annotation_file": str(annotation_file), "images": len(image_ids),

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from vrp_sam_jax.data import sources
 from vrp_sam_jax.errors import DataError, InputError
-from vrp_sam_jax.files import write_text_atomic
+from vrp_sam_jax.files import write_atomic, write_text_atomic
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
 from vrp_sam_jax.paths import AnyPath, absolute, as_path, copy
 
@@ -162,9 +162,7 @@ def local_copy(root: AnyPath, index: dict, cache: str | Path | None = None) -> P
     for file in tqdm(files, desc=f"copying {root} to {local}", unit="file"):
         target = local / index["records"] / file.relative_to(remote)
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.partial{os.getpid()}")
-        copy(file, partial)
-        os.replace(partial, target)
+        write_atomic(target, lambda temporary, f=file: copy(f, temporary))
     write_text_atomic(local / INDEX, json.dumps(index))
     write_text_atomic(done, json.dumps({"source": str(root), "files": listing}))
     return local

@@ -42,6 +42,7 @@ from vrp_sam_jax.training.embedding_cache import DTYPES, jit_embed
 from vrp_sam_jax.training.trainer import trains_sam_image_encoder
 
 TOPOLOGY_EXAMPLES = ("v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2")
+STEP_NAMES = ("train", "train_cached", "eval", "cache")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,10 +248,15 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
 
 
 def plan(config: ml_collections.ConfigDict, topology: str,
-         progress: Callable[[str], None] = lambda _: None) -> dict:
+         progress: Callable[[str], None] = lambda _: None,
+         only: tuple[str, ...] = STEP_NAMES) -> dict:
     """The run's steps compiled for `topology`: per step what one chip holds and does, and a
-    lower bound of the run's time from FLOPs at the chip's published peak."""
+    lower bound of the run's time from FLOPs at the chip's published peak. `only`: the steps
+    to compile (each takes minutes for ViT-H); a step the run does not execute is skipped."""
     config = check_values(config, "config")
+    unknown = sorted(set(only) - set(STEP_NAMES))
+    if unknown:
+        raise InputError(f"unknown step {unknown[0]!r}: the steps are {', '.join(STEP_NAMES)}")
     devices = topology_devices(topology)
     kind = devices[0].device_kind
     chip = CHIPS.get(kind)
@@ -263,6 +269,8 @@ def plan(config: ml_collections.ConfigDict, topology: str,
     per_chip = len(devices) // chips
     report = {}
     for name, compile_step in compilers.items():
+        if name not in only:
+            continue
         progress(f"compiling {name} for {topology} ...")
         report[name] = measure(compile_step, None if chip is None else chip.hbm_bytes / per_chip,
                                per_chip)
@@ -272,11 +280,11 @@ def plan(config: ml_collections.ConfigDict, topology: str,
               "fit_margin": FIT_MARGIN, "mesh": {"data": mesh.shape["data"],
                                                  "model": mesh.shape["model"]},
               "global_batch": config.train.global_batch, "steps": report,
-              "estimate": _estimate(config, report, chip)}
+              "estimate": estimate(config, report, chip)}
     return result
 
 
-def _estimate(config: ml_collections.ConfigDict, report: dict, chip: Chip | None) -> dict:
+def estimate(config: ml_collections.ConfigDict, report: dict, chip: Chip | None) -> dict:
     """Training steps of the run and their time at the chip's peak FLOP/s (a lower bound)."""
     d = config.data
     try:
@@ -287,10 +295,11 @@ def _estimate(config: ml_collections.ConfigDict, report: dict, chip: Chip | None
     per_epoch = (config.train.steps_per_epoch
                  or (None if episodes is None else episodes // config.train.global_batch))
     total = None if per_epoch is None else per_epoch * config.train.epochs
-    step = report["train_cached" if config.cache.embeddings and "train_cached" in report
-                  else "train"]
-    seconds = (None if chip is None or total is None or step["flops_per_chip"] is None
-               else total * step["flops_per_chip"] / chip.peak_flops)
+    step = report.get("train_cached" if config.cache.embeddings and "train_cached" in report
+                      else "train", {})
+    flops = step.get("flops_per_chip")
+    seconds = (None if chip is None or total is None or flops is None
+               else total * flops / chip.peak_flops)
     return {"train_steps": total, "train_seconds_at_peak": seconds,
             "peak": None if chip is None else chip.peak_source}
 

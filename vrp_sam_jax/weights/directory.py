@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 from pathlib import Path
 
 import sam_port
 from sam_port.params_dir import restore_params_dir, save_params_dir
 from vrp_sam_jax.errors import CheckpointError
-from vrp_sam_jax.files import sha256
+from vrp_sam_jax.files import replacing, sha256
 from vrp_sam_jax.models.backbones import BACKBONES
 from vrp_sam_jax.names import QUERY_INITS
 from vrp_sam_jax.weights.backbones import abstract_backbone, check_backbone
@@ -121,21 +119,17 @@ def write_directory(directory: str | Path, weights: VRPWeights, image_size: int,
     directory = Path(directory).absolute()
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise CheckpointError(f"{directory}: already exists; choose a new output directory")
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     meta = {"format": FORMAT, "backbone": weights.backbone, "hidden_dim": weights.hidden_dim,
             "num_queries": weights.num_queries, "num_heads": weights.num_heads,
             "query_init": weights.query_init, "image_size": image_size, "sam": None,
             "origin": origin}
-    if sam is not None:
-        sam_port.save_sam(sam, partial / SAM_DIR)
-        meta["sam"] = {"bundled": SAM_DIR, "model_type": sam.model_type}
-    elif sam_file is not None:
+    if sam_file is not None and sam is None:
         path = Path(sam_file).absolute()
-        meta["sam"] = {"file": str(path), "sha256": sha256(path),
-                       "model_type": sam_type}
-    save_params_dir(partial, weights.params, META, meta)
-    if directory.exists():
-        directory.rmdir()
-    os.replace(partial, directory)
+        meta["sam"] = {"file": str(path), "sha256": sha256(path), "model_type": sam_type}
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(directory, directory=True) as partial:  # a name no one else owns
+        if sam is not None:
+            sam_port.save_sam(sam, partial / SAM_DIR)
+            meta["sam"] = {"bundled": SAM_DIR, "model_type": sam.model_type}
+        save_params_dir(partial, weights.params, META, meta)
     return directory

@@ -1,0 +1,43 @@
+"""Writing a file or folder whole: the one place both packages do it (`vrp_sam_jax.files`
+builds on it; imports point down, so it lives here)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
+    """A new temporary file (or, with `directory`, folder) beside `path` for the block to
+    write; renamed to `path` when the block ends, removed if it raises (a full disk, a kill
+    signal's KeyboardInterrupt). The name is this call's own (created exclusively, with a
+    random part), so no file of anyone else's is ever truncated or deleted; it keeps `path`'s
+    suffix for writers that pick the format from it. A folder replaces only an empty `path`
+    folder (the caller decides what happens to a full one)."""
+    path = Path(path)
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.partial{path.suffix}")
+        try:
+            if directory:
+                temporary.mkdir()
+            else:
+                os.close(os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield temporary
+        if directory and path.is_dir():
+            path.rmdir()  # only an empty folder: OSError otherwise
+        os.replace(temporary, path)
+    except BaseException:
+        if temporary.is_dir():
+            shutil.rmtree(temporary, ignore_errors=True)
+        else:
+            temporary.unlink(missing_ok=True)
+        raise
