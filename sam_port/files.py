@@ -4,11 +4,13 @@ builds on it; imports point down, so it lives here)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -41,3 +43,14 @@ def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
         else:
             temporary.unlink(missing_ok=True)
         raise
+
+
+def parse_json(data: bytes | str, label: str, what: str, error: type[Exception]) -> Any:
+    """The JSON value in `data` (the bytes of the file `label`), or `error` in one line: not
+    JSON, not UTF-8, or nested deeper than Python's parser goes."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise error(f"{label}: unreadable {what} (nested too deeply)") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise error(f"{label}: unreadable {what} ({e})") from None

@@ -12,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from sam_port.files import parse_json
 from sam_port.torch_pickle import CheckpointError
 
 
@@ -44,10 +45,8 @@ def read_meta(directory: Path | epath.Path, meta_name: str, fmt: str, what: str)
     meta_path = directory / meta_name
     if not meta_path.is_file():
         raise CheckpointError(f"{directory}: not a converted {what} directory (no {meta_name})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{meta_path}: unreadable {what} metadata ({e})") from e
+    meta = parse_json(meta_path.read_bytes(), str(meta_path), f"{what} metadata",
+                      CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") != fmt:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{meta_path}: unknown format {found!r} (expected {fmt!r})")

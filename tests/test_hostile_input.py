@@ -322,3 +322,29 @@ def test_temporary_names_are_never_someone_elses(files, tmp_path, capsys, monkey
     assert (tmp_path / ".x.bin.partial").read_text() == "keep me too"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.bin.")
                 and p.name != ".x.bin.partial"]
+
+
+@pytest.mark.parametrize("content,fragment", [
+    (b"[" * 100_000 + b"]" * 100_000, "(nested too deeply)"),
+    (b'{"format": "\xff\xfe"}', "can't decode byte 0xff"),
+])
+def test_metadata_that_is_not_json_gets_one_line(files, tmp_path, capsys, content, fragment):
+    """`vrp.json`, `sam.json` and a run's `config.json` that Python's parser would end in a
+    RecursionError or UnicodeDecodeError traceback."""
+    assert main(["export", "--checkpoint", str(files / "best_model.pt"), "--sam-checkpoint",
+                 str(files / "sam.pth"), "--output", str(tmp_path / "exp")]) == 0
+    capsys.readouterr()
+    args = ["--reference", str(files / "ref.png"), "--reference-box", "10,10,60,60",
+            str(files / "t1.png")]
+    for meta in (tmp_path / "exp" / "vrp.json", tmp_path / "exp" / "sam" / "sam.json"):
+        good = meta.read_bytes()
+        meta.write_bytes(content)
+        _fails(capsys, ["predict", "--vrp-checkpoint", str(tmp_path / "exp"), "--output-dir",
+                        str(tmp_path / "o"), *args], f"{meta.name}: unreadable", fragment)
+        meta.write_bytes(good)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_bytes(content)
+    _fails(capsys, ["evaluate", "--checkpoint", str(run), "--output-dir", str(tmp_path / "e")],
+           "config.json: unreadable run config", fragment)
+    assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()

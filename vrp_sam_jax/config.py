@@ -29,6 +29,7 @@ import ml_collections
 
 from vrp_sam_jax import names
 from vrp_sam_jax.errors import ConfigError
+from vrp_sam_jax.files import parse_json
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.paths import absolute
 
@@ -236,15 +237,15 @@ def to_json(config: ml_collections.ConfigDict) -> str:
     return json.dumps(config.to_dict(), indent=1, sort_keys=True, default=list)
 
 
-def from_json(text: str, label: str) -> ml_collections.ConfigDict:
+def from_json(text: str | bytes, label: str) -> ml_collections.ConfigDict:
     """A config written by `to_json` (a run's `config.json`), checked like a file."""
+    data = parse_json(text, label, "run config", ConfigError)
     try:
-        data = json.loads(text)
         data["train"]["trainable"] = tuple(data["train"]["trainable"])
         for field, value in ADDED_FIELDS.items():
             section, leaf = field.split(".")
             data[section].setdefault(leaf, value)
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
+    except (KeyError, TypeError) as e:
         raise ConfigError(f"{label}: not a readable run config ({e})") from e
     config = ml_collections.ConfigDict(data)
     check_fields(config, label)

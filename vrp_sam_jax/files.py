@@ -8,10 +8,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from sam_port.files import replacing
+from sam_port.files import parse_json, replacing
 from vrp_sam_jax.paths import AnyPath, as_path
 
-__all__ = ["replacing", "sha256", "write_atomic", "write_bytes_atomic", "write_text_atomic"]
+__all__ = ["parse_json", "replacing", "sha256", "write_atomic", "write_bytes_atomic",
+           "write_text_atomic"]
 
 CHUNK = 1 << 20
 

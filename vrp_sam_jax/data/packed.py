@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from vrp_sam_jax.data import sources
 from vrp_sam_jax.errors import DataError, InputError
-from vrp_sam_jax.files import write_atomic, write_text_atomic
+from vrp_sam_jax.files import parse_json, write_atomic, write_text_atomic
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
 from vrp_sam_jax.paths import AnyPath, absolute, as_path, copy
 
@@ -180,9 +180,10 @@ def _remote_files(directory: AnyPath) -> list[AnyPath]:
 def _read_index(root: AnyPath) -> dict:
     path = root / INDEX
     try:
-        index = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = path.read_bytes()
+    except OSError as e:
         raise DataError(f"{path}: unreadable packed-dataset index ({e})") from e
+    index = parse_json(data, str(path), "packed-dataset index", DataError)
     if not isinstance(index, dict) or index.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} index")
     return index

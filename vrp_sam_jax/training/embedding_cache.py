@@ -33,6 +33,8 @@ from tqdm import tqdm
 
 from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.data.sources import EpisodeSource
+from vrp_sam_jax.errors import DataError
+from vrp_sam_jax.files import parse_json
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.paths import AnyPath, as_path, copy
 from vrp_sam_jax.preprocess import normalize_image, resize_image
@@ -67,12 +69,18 @@ class EmbeddingCache:
         self.rows: dict[str, tuple[int, int]] = {}
         self.parts: list[np.ndarray | _RemoteRows] = []
         for index_file in sorted(self.directory.glob("part-*.json"), key=str):
-            names = json.loads(index_file.read_text())["names"]
+            index = parse_json(index_file.read_bytes(), str(index_file),
+                               "embedding-cache index", DataError)
+            names = index.get("names") if isinstance(index, dict) else None
+            if not isinstance(names, list):
+                raise DataError(f"{index_file}: not an embedding-cache index (no names); "
+                                f"delete {self.directory} to embed again")
             array_file = index_file.with_suffix(".npy")
             array = (np.load(array_file, mmap_mode="r") if isinstance(array_file, Path)
                      else _RemoteRows(array_file))
             if array.shape[0] != len(names):
-                raise ValueError(f"{index_file}: {len(names)} names for {array.shape[0]} rows")
+                raise DataError(f"{index_file}: {len(names)} names for {array.shape[0]} rows; "
+                                f"delete {self.directory} to embed again")
             for row, name in enumerate(names):
                 self.rows[name] = (len(self.parts), row)
             self.parts.append(array)

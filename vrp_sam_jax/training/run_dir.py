@@ -69,7 +69,7 @@ def read_config(workdir: str | AnyPath) -> ml_collections.ConfigDict:
     path = as_path(workdir) / CONFIG
     if not path.is_file():
         raise InputError(f"{workdir}: not a training work directory (no {CONFIG})")
-    return from_json(path.read_text(), str(path))
+    return from_json(path.read_bytes(), str(path))
 
 
 class Checkpoints:

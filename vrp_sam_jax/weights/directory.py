@@ -14,13 +14,12 @@ half directory behind.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import sam_port
 from sam_port.params_dir import restore_params_dir, save_params_dir
 from vrp_sam_jax.errors import CheckpointError
-from vrp_sam_jax.files import replacing, sha256
+from vrp_sam_jax.files import parse_json, replacing, sha256
 from vrp_sam_jax.models.backbones import BACKBONES
 from vrp_sam_jax.names import QUERY_INITS
 from vrp_sam_jax.weights.backbones import abstract_backbone, check_backbone
@@ -61,10 +60,8 @@ def read_meta(directory: str | Path) -> dict:
     meta_path = Path(directory) / META
     if not meta_path.is_file():
         raise CheckpointError(f"{directory}: not a converted VRP-SAM directory (no {META})")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{meta_path}: unreadable VRP-SAM metadata ({e})") from e
+    meta = parse_json(meta_path.read_bytes(), str(meta_path), "VRP-SAM metadata",
+                      CheckpointError)
     if not isinstance(meta, dict) or meta.get("format") not in FORMATS:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CheckpointError(f"{meta_path}: unknown format {found!r} (expected one of "
