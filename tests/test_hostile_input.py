@@ -209,6 +209,9 @@ def test_the_readme_flow_with_relative_paths(files, tmp_path, monkeypatch, capsy
     ("--config.train.lr.x=1", "no field 'train.lr.x'"),
     ("--config.data.condition=lasso", "data.condition='lasso' is not one of"),
     ("--config.train.trainable=sam/nothing", "train.trainable"),
+    # what train would write and predict then refuse to read (converted directories' rule)
+    ("--config.model.image_size=63", "image_size=63 must divide by 8"),
+    ("--config.model.num_heads=3", "hidden_dim=32 must divide by num_heads=3"),
 ])
 def test_a_bad_training_config_writes_nothing(tmp_path, capsys, override, fragment):
     workdir = tmp_path / "run"

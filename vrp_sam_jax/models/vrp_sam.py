@@ -27,6 +27,23 @@ from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
 from vrp_sam_jax.names import COMPUTE_DTYPES, QUERY_INITS
 
 
+def architecture_problem(hidden_dim: int, num_queries: int, num_heads: int,
+                         image_size: int) -> str | None:
+    """What makes these sizes no model the library writes and reads back (None: nothing).
+    Checked when a config is made (`train` refuses what `predict` would) and when a
+    converted directory's metadata is read."""
+    for field, value, high in (("hidden_dim", hidden_dim, 4096),
+                               ("num_queries", num_queries, 4096),
+                               ("num_heads", num_heads, 64), ("image_size", image_size, 4096)):
+        if not 1 <= value <= high:
+            return f"{field}={value} is outside 1..{high}"
+    if hidden_dim % num_heads:
+        return f"hidden_dim={hidden_dim} must divide by num_heads={num_heads}"
+    if image_size % 8:  # the backbones' stride-8 features tile the image exactly
+        return f"image_size={image_size} must divide by 8"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class VRPSamConfig:
     """Architecture of a VRP-SAM model (hashable: usable as a static jit argument)."""
@@ -47,9 +64,11 @@ class VRPSamConfig:
         if self.query_init not in QUERY_INITS:
             raise ValueError(f"unknown query_init {self.query_init!r}; choose from "
                              f"{', '.join(QUERY_INITS)}")
-        if self.num_queries < 1:
-            raise ValueError(f"num_queries must be >= 1, not {self.num_queries}")
         get_config(self.sam_type)
+        problem = architecture_problem(self.hidden_dim, self.num_queries, self.num_heads,
+                                       self.image_size)
+        if problem:
+            raise ValueError(problem)
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"unknown compute dtype {self.compute_dtype!r}; choose from "
                              f"{', '.join(COMPUTE_DTYPES)}")

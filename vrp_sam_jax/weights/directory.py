@@ -21,6 +21,7 @@ from sam_port.params_dir import restore_params_dir, save_params_dir
 from vrp_sam_jax.errors import CheckpointError
 from vrp_sam_jax.files import parse_json, replacing, sha256
 from vrp_sam_jax.models.backbones import BACKBONES
+from vrp_sam_jax.models.vrp_sam import architecture_problem
 from vrp_sam_jax.names import QUERY_INITS
 from vrp_sam_jax.weights.backbones import abstract_backbone, check_backbone
 from vrp_sam_jax.weights.release import VRPWeights, abstract_encoder
@@ -77,12 +78,10 @@ def read_meta(directory: str | Path) -> dict:
             raise ValueError(f"unknown backbone {out['backbone']!r}")
         if out["query_init"] not in QUERY_INITS:
             raise ValueError(f"unknown query_init {out['query_init']!r}")
-        for field, high in (("hidden_dim", 4096), ("num_queries", 4096), ("num_heads", 64),
-                            ("image_size", 4096)):
-            if not 1 <= out[field] <= high:
-                raise ValueError(f"{field}={out[field]} is outside 1..{high}")
-        if out["hidden_dim"] % out["num_heads"] or out["image_size"] % 8:
-            raise ValueError("hidden_dim must divide by num_heads, image_size by 8")
+        problem = architecture_problem(out["hidden_dim"], out["num_queries"],
+                                       out["num_heads"], out["image_size"])
+        if problem:
+            raise ValueError(problem)
         if out["sam"] is not None and not isinstance(out["sam"], dict):
             raise ValueError("'sam' must be an object")
     except (KeyError, TypeError, ValueError) as e:
