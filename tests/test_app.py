@@ -209,7 +209,8 @@ def served(toy_run, tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "vrp_sam_jax.cli", "app", "--vrp-checkpoint", str(toy_run),
-             "--port", str(port), "--workspace", str(workspace), "--quiet"],
+             "--port", str(port), "--workspace", str(workspace), "--quiet",
+             "--max-upload-mb", "2"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300
@@ -220,6 +221,30 @@ def served(toy_run, tmp_path_factory):
     yield url, workspace
     proc.terminate()
     proc.wait(30)
+
+
+def test_the_page_refuses_an_upload_over_its_limit(served):
+    """An upload over --max-upload-mb (2 here) is refused with 413 before Gradio stores it;
+    one under it is stored."""
+    import urllib.error
+    import urllib.request
+
+    def upload(size: int) -> int:
+        boundary = "vrpsamtest"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; "
+                f"filename=\"big.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + (
+            b"\0" * size) + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(
+            f"{served[0]}/gradio_api/upload", data=body, method="POST",
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert upload(3 * 2**20) == 413
+    assert upload(2**20) == 200
 
 
 @pytest.fixture

@@ -58,7 +58,9 @@ def app(args: argparse.Namespace) -> int:
                         args.workspace)
     blocks.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False, quiet=args.quiet,
-        allowed_paths=[str(blocks.workspace)], footer_links=["settings"])
+        allowed_paths=[str(blocks.workspace)], footer_links=["settings"],
+        # Gradio stores every upload under its temporary folder before a handler sees it
+        max_file_size=f"{args.max_upload_mb}mb")
     return 0
 
 
@@ -78,6 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=options.positive_int, default=8,
                    help="targets per device call")
     p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32")
+    p.add_argument("--max-upload-mb", type=options.positive_int, default=64,
+                   help="largest file the page accepts, in MB (default 64); larger uploads "
+                        "are refused before they are stored")
     options.add_compile_cache(p)
     options.add_quiet(p)
     p.set_defaults(func=app)
