@@ -10,7 +10,7 @@ from sam_port.config import SAM_CONFIGS, SamConfig, get_config
 from sam_port.convert import state_dict_to_params
 from sam_port.loaded import LoadedSam
 from sam_port.modeling.sam import abstract_params
-from sam_port.params_dir import read_meta, restore_params_dir, save_params_dir
+from sam_port.params_dir import check_finite, read_meta, restore_params_dir, save_params_dir
 from sam_port.torch_pickle import CheckpointError, load_state_dict
 
 FORMAT = "sam_port.sam/1"
@@ -58,6 +58,7 @@ def convert_sam_state_dict(
             )
     config = get_config(found)
     params = state_dict_to_params(state_dict, abstract_params(config), source=source)
+    check_finite(params, str(source))
     return LoadedSam(found, config, params)
 
 

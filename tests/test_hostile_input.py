@@ -3,12 +3,14 @@ or the argument and the problem, no traceback, and nothing written half (or at a
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
 import shutil
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -351,3 +353,85 @@ def test_metadata_that_is_not_json_gets_one_line(files, tmp_path, capsys, conten
     _fails(capsys, ["evaluate", "--checkpoint", str(run), "--output-dir", str(tmp_path / "e")],
            "config.json: unreadable run config", fragment)
     assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()
+
+
+def test_stored_weights_are_checked_before_use(files, tmp_path, capsys):
+    """Flipped bytes in an exported directory's parameters, and a release checkpoint holding
+    NaN: refused in one line, nothing predicted or written."""
+    assert main(["export", "--checkpoint", str(files / "best_model.pt"), "--sam-checkpoint",
+                 str(files / "sam.pth"), "--output", str(tmp_path / "exp")]) == 0
+    capsys.readouterr()
+    args = ["--reference", str(files / "ref.png"), "--reference-box", "10,10,60,60",
+            str(files / "t1.png")]
+    stored = max((p for p in (tmp_path / "exp" / "params").rglob("*") if p.is_file()),
+                 key=lambda p: p.stat().st_size)
+    data = bytearray(stored.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 400] = bytes(b ^ 0x5A for b in data[middle : middle + 400])
+    stored.write_bytes(bytes(data))
+    _fails(capsys, ["predict", "--vrp-checkpoint", str(tmp_path / "exp"), "--output-dir",
+                    str(tmp_path / "o"), *args], str(tmp_path / "exp"))
+    assert not (tmp_path / "o").exists()
+
+    release = torch.load(files / "best_model.pt")
+    name = next(k for k, v in release.items() if v.dtype == torch.float32 and v.numel() > 1)
+    release[name] = torch.full_like(release[name], float("nan"))
+    torch.save(release, tmp_path / "nan.pt")
+    _fails(capsys, predict_argv(tmp_path / "nan.pt", files / "sam.pth", tmp_path / "o", *args),
+           "nan.pt: parameter", "NaN or infinite values")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_run_whose_config_was_edited_is_refused(toy_run, files, tmp_path, capsys):
+    """A hand-edited `num_heads` in a run's config.json would change the masks silently (the
+    parameters' shapes do not depend on it): the checkpoints record the architecture."""
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["num_heads"] = 8
+    (run / "config.json").write_text(json.dumps(config))
+    _fails(capsys, ["predict", "--vrp-checkpoint", str(run), "--output-dir",
+                    str(tmp_path / "o"), "--reference", str(files / "ref.png"),
+                    "--reference-box", "10,10,60,60", str(files / "t1.png")],
+           "written by a model of another architecture", "num_heads=4 there, 8 in config.json")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_foreign_checkpoint_is_refused_not_set_aside(tmp_path):
+    """Resuming over checkpoints of another architecture (a copied folder) stops with the
+    difference; they stay where they are. Changed arrays are damage: that checkpoint is set
+    aside and the one before it used."""
+    from vrp_sam_jax.errors import CheckpointMismatchError
+    from vrp_sam_jax.models import VRPSamConfig
+    from vrp_sam_jax.training.run_dir import DAMAGED, Checkpoints
+
+    state = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "step": np.int32(3)}
+    abstract = {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype)
+                for k, v in state.items()}
+    model = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64)
+    writer = Checkpoints(tmp_path, model, async_save=False)
+    writer.save(1, state, {"step": 1})
+    writer.save(2, {**state, "w": state["w"] + 1}, {"step": 2})
+    writer.close()
+    other = dataclasses.replace(model, num_queries=8)
+    reader = Checkpoints(tmp_path, other, async_save=False)
+    with pytest.raises(CheckpointMismatchError, match="num_queries=50 there, 8 in config.json"):
+        reader.restore(abstract)
+    reader.close()
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1", "2"]
+
+    reader = Checkpoints(tmp_path, model, async_save=False)
+    restored, _ = reader.restore(abstract)  # intact: step 2's arrays
+    np.testing.assert_array_equal(restored["w"], state["w"] + 1)
+    reader.close()
+    # step 2's arrays no longer what was written (here: its record says other content)
+    record = next(p for p in (tmp_path / "checkpoints" / "2" / "position").rglob("*")
+                  if p.is_file() and b"digest" in p.read_bytes())
+    text = record.read_text()
+    digest = json.loads(text)["digest"]
+    record.write_text(text.replace(digest, "0" * len(digest)))
+    reader = Checkpoints(tmp_path, model, async_save=False)
+    restored, position = reader.restore(abstract)
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert position["step"] == 1 and (tmp_path / DAMAGED / "2").is_dir()
+    reader.close()

@@ -92,6 +92,12 @@ class VRPSamConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def architecture(self) -> dict:
+        """The fields that decide what the parameters mean (not how they are computed:
+        `compute_dtype` and `attention` are a run's or a command's choice)."""
+        return {k: v for k, v in self.to_dict().items()
+                if k not in ("compute_dtype", "attention")}
+
     @classmethod
     def from_dict(cls, d: dict) -> VRPSamConfig:
         return cls(**d)

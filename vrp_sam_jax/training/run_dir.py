@@ -24,10 +24,10 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 import sam_port
-from sam_port.params_dir import restore_params_dir, save_params_dir
+from sam_port.params_dir import content_digest, restore_params_dir, save_params_dir
 from vrp_sam_jax import processes
 from vrp_sam_jax.config import from_json, model_config, resume_mismatches, to_json
-from vrp_sam_jax.errors import CheckpointMismatchError, ConfigError, InputError
+from vrp_sam_jax.errors import CheckpointError, CheckpointMismatchError, ConfigError, InputError
 from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params, init_encoder_params, init_params
@@ -73,10 +73,15 @@ def read_config(workdir: str | AnyPath) -> ml_collections.ConfigDict:
 
 
 class Checkpoints:
-    """The latest and the best checkpoints of one run."""
+    """The latest and the best checkpoints of one run of `model`. Each records, beside the
+    arrays, the model's architecture and the arrays' content checksum: a checkpoint of
+    another architecture (a copied directory, an edited `config.json`) is refused, one
+    whose arrays changed since they were written is damaged."""
 
-    def __init__(self, workdir: str | AnyPath, async_save: bool = True, keep: int = 2):
+    def __init__(self, workdir: str | AnyPath, model: VRPSamConfig, async_save: bool = True,
+                 keep: int = 2):
         self.workdir = absolute(workdir)
+        self.model = model
         # two managers save at once (a validation step): each needs its own barrier names,
         # or with several processes their finalisations meet at one barrier and fail
         self.latest = ocp.CheckpointManager(
@@ -94,12 +99,32 @@ class Checkpoints:
                 keep_checkpoints_without_metrics=False, enable_async_checkpointing=async_save,
                 multiprocessing_options=ocp.options.MultiprocessingOptions(
                     barrier_sync_key_prefix="best")),
-            item_names=("params", "metrics"))
+            # orbax writes `metrics` itself (the best_fn's values): the record is its own item
+            item_names=("params", "metrics", "record"))
 
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def _record(self, arrays) -> dict:
+        return {"model": self.model.architecture(), "digest": content_digest(arrays)}
+
+    def _check(self, where: str, record: dict, arrays=None) -> None:
+        """Refuse a checkpoint of another architecture (CheckpointMismatchError) and, given
+        its restored `arrays`, one whose content changed (CheckpointError). Checkpoints from
+        before the record was kept pass."""
+        stored = record.get("model")
+        if stored is not None and stored != self.model.architecture():
+            ours = self.model.architecture()
+            differ = [f"{k}={stored.get(k)!r} there, {ours[k]!r} in {CONFIG}" for k in ours
+                      if stored.get(k) != ours[k]]
+            raise CheckpointMismatchError(f"{where}: written by a model of another "
+                                          f"architecture ({'; '.join(differ)})")
+        if arrays is not None and record.get("digest") not in (None, content_digest(arrays)):
+            raise CheckpointError(f"{where}: its arrays differ from the checksum recorded "
+                                  "when it was written (damaged or edited)")
+
     def save(self, step: int, state, position: dict, force: bool = False) -> None:
+        position = {**position, **self._record(state)}
         self.latest.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), position=ocp.args.JsonSave(position)),
             force=force)
@@ -111,10 +136,18 @@ class Checkpoints:
         steps = sorted(self.latest.all_steps(), reverse=True)
         first_error = None
         for step in steps:
+            where = str(self.workdir / "checkpoints" / str(step))
+            try:
+                position = self.latest.restore(step, args=ocp.args.Composite(
+                    position=ocp.args.JsonRestore()))["position"]
+            except Exception:  # noqa: BLE001 - a damaged record: the restore below says how
+                position = {}
+            self._check(where, dict(position))  # another model's: refused, never set aside
             try:
                 restored = self.latest.restore(step, args=ocp.args.Composite(
                     state=ocp.args.StandardRestore(abstract_state),
                     position=ocp.args.JsonRestore()))
+                self._check(where, dict(restored["position"]), restored["state"])
             except Exception as e:  # damage shows as many exception types
                 first_error = first_error or e
                 if step == steps[-1]:
@@ -145,7 +178,8 @@ class Checkpoints:
             return False
         scalar = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
         return self.best.save(step, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(trainable), metrics=ocp.args.JsonSave(scalar)),
+            params=ocp.args.StandardSave(trainable), metrics=ocp.args.JsonSave(scalar),
+            record=ocp.args.JsonSave(self._record(trainable))),
             metrics=scalar, force=True)
 
     def best_step(self) -> int | None:
@@ -155,8 +189,16 @@ class Checkpoints:
         step = self.best.best_step() if step is None else step
         if step is None:
             raise CheckpointMismatchError(f"{self.workdir / 'best'}: no best checkpoint yet")
+        where = str(self.workdir / "best" / str(step))
+        try:
+            record = dict(self.best.restore(step, args=ocp.args.Composite(
+                record=ocp.args.JsonRestore()))["record"])
+        except Exception:  # noqa: BLE001 - a checkpoint from before the record was kept
+            record = {}
+        self._check(where, record)
         restored = self.best.restore(step, args=ocp.args.Composite(
             params=ocp.args.StandardRestore(abstract_trainable), metrics=ocp.args.JsonRestore()))
+        self._check(where, record, restored["params"])
         return restored["params"], dict(restored["metrics"])
 
     def restore_trained(self, which: str | int, abstract_trainable) -> tuple[dict, dict]:
@@ -186,8 +228,13 @@ class Checkpoints:
         place = jax.tree.leaves(abstract_trainable)[0].sharding
         target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=place),
                               self.latest.item_metadata(step)["state"])
+        where = str(self.workdir / "checkpoints" / str(step))
+        record = dict(self.latest.restore(step, args=ocp.args.Composite(
+            position=ocp.args.JsonRestore()))["position"])
+        self._check(where, record)
         restored = self.latest.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target)))
+        self._check(where, record, restored["state"])
         trainable = jax.tree.map(lambda a, x: jax.device_put(a, x.sharding),
                                  dict(restored["state"]["trainable"]), abstract_trainable)
         return trainable, {"which": which, "step": step, "directory": "checkpoints",
@@ -270,7 +317,7 @@ def restore(workdir: str | AnyPath, which: str | int = "best", sam: str | Path |
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_trainable = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_trainable)
-    checkpoints = Checkpoints(workdir, async_save=False)
+    checkpoints = Checkpoints(workdir, model, async_save=False)
     try:
         trainable, info = checkpoints.restore_trained(which, abstract_trainable)
     finally:

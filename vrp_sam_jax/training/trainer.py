@@ -98,7 +98,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
     frozen_sharding = sharding.param_shardings(mesh, frozen)
     state = sharding.put(step_lib.init_state(trainable, optimizer), replicated)
     frozen = sharding.put(frozen, frozen_sharding)
-    checkpoints = Checkpoints(workdir, config.checkpoint.async_save)
+    checkpoints = Checkpoints(workdir, model, config.checkpoint.async_save)
     if checkpoints.latest_step() is not None:
         abstract = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam_port.convert import params_to_state_dict, state_dict_to_params, torch_key
+from sam_port.params_dir import check_finite
 from sam_port.torch_pickle import load_state_dict
 from sam_port.torch_save import save_state_dict
 from vrp_sam_jax.errors import CheckpointError
@@ -92,7 +93,9 @@ def read_release(path: str | Path, backbone: str | None = None) -> VRPWeights:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
-    return convert_release(load_state_dict(path), backbone, path)
+    weights = convert_release(load_state_dict(path), backbone, path)
+    check_finite(weights.params, str(path))
+    return weights
 
 
 def _entry_rank(entry: tuple[tuple[str, ...], str]) -> int:
