@@ -435,3 +435,33 @@ def test_a_foreign_checkpoint_is_refused_not_set_aside(tmp_path):
     np.testing.assert_array_equal(restored["w"], state["w"])
     assert position["step"] == 1 and (tmp_path / DAMAGED / "2").is_dir()
     reader.close()
+
+
+def test_two_trainings_in_one_work_directory(tmp_path, capsys):
+    """A second `train` on a work directory a training holds stops in one line naming the
+    holder, touching none of its files; a killed holder leaves no lock behind."""
+    import subprocess
+    import sys
+
+    from vrp_sam_jax.training.run_dir import hold
+
+    run = tmp_path / "run"
+    with hold(run):
+        (run / "checkpoints").mkdir()
+        (run / "checkpoints" / "in_progress").write_text("the first training's")
+        _fails(capsys, ["train", *TOY, "--workdir", str(run)],
+               f"{run}: another training is using this work directory",
+               f"pid {os.getpid()} on")
+        assert (run / "checkpoints" / "in_progress").read_text() == "the first training's"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from vrp_sam_jax.training.run_dir import hold\n"
+         f"with hold(Path({str(run)!r})):\n    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match="another training is using"), hold(run):
+        pass
+    holder.kill()
+    holder.wait()
+    with hold(run):  # the kernel dropped the killed process's lock
+        pass

@@ -15,12 +15,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import socket
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 import sam_port
@@ -32,11 +39,13 @@ from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params, init_encoder_params, init_params
 from vrp_sam_jax.paths import AnyPath, absolute, as_path, move
+from vrp_sam_jax.sharding import sum_over_processes
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.weights.backbones import META as BACKBONE_META
 from vrp_sam_jax.weights.backbones import load_backbone, save_backbone
 
 CONFIG = "config.json"
+LOCK = ".lock"  # .lock.p<process>: who is training here (`hold`)
 FROZEN = "frozen"
 FROZEN_META = "frozen.json"
 DAMAGED = "damaged_checkpoints"  # checkpoints found damaged, kept for inspection
@@ -46,6 +55,40 @@ PARTS = ("backbone", "encoder", "sam")
 
 def is_run_dir(path: str | AnyPath) -> bool:
     return (as_path(path) / CONFIG).is_file()
+
+
+@contextlib.contextmanager
+def hold(workdir: AnyPath) -> Iterator[None]:
+    """The work directory for this training alone, while the block runs: each of its
+    processes takes an OS lock on `.lock.p<process index>` (the kernel drops it when the
+    process ends, killed or not, so none is left held) and writes there who holds it. If any
+    process cannot, every process stops with one line naming the holder: a second `train`
+    on the directory would delete the first one's checkpoints in progress. On a bucket (a
+    URL) there is no such lock and none is taken."""
+    if not isinstance(workdir, Path):
+        yield
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{LOCK}.p{jax.process_index()}"
+    handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            holder = None
+        except BlockingIOError:
+            holder = os.pread(handle, 512, 0).decode(errors="replace").strip() or "unknown"
+        if sum_over_processes(np.array([holder is not None])).sum():
+            raise InputError(
+                f"{workdir}: another training is using this work directory ("
+                + (holder or "another process of this run found it held")
+                + "); wait for it to end or stop it, or use another --workdir")
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, (f"process {jax.process_index()}: pid {os.getpid()} on "
+                           f"{socket.gethostname()}, since "
+                           f"{time.strftime('%Y-%m-%d %H:%M:%S')}").encode(), 0)
+        yield
+    finally:
+        os.close(handle)  # the lock with it
 
 
 def write_config(workdir: AnyPath, config: ml_collections.ConfigDict) -> None:

@@ -32,7 +32,7 @@ from vrp_sam_jax.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger
-from vrp_sam_jax.training.run_dir import Checkpoints, initial_params, write_config
+from vrp_sam_jax.training.run_dir import Checkpoints, hold, initial_params, write_config
 
 VALIDATION_FIGURES = 4  # validation episodes drawn into TensorBoard, next to the curves
 
@@ -88,31 +88,32 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
     _check_trainable(config, model)
     write_config(workdir, config)  # the whole config checked: nothing written before
     processes.barrier("run directory checked")  # all see the same files from here on
-    total_steps = steps_per_epoch * config.train.epochs
-    optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
-                                        config.train.weight_decay, config.train.b1,
-                                        config.train.b2)
-    params, _ = initial_params(config, model, workdir, training=True)
-    trainable, frozen = partition.split(params, tuple(config.train.trainable))
-    replicated = sharding.replicated(mesh)
-    frozen_sharding = sharding.param_shardings(mesh, frozen)
-    state = sharding.put(step_lib.init_state(trainable, optimizer), replicated)
-    frozen = sharding.put(frozen, frozen_sharding)
-    checkpoints = Checkpoints(workdir, model, config.checkpoint.async_save)
-    if checkpoints.latest_step() is not None:
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
-        state, _ = checkpoints.restore(abstract)
-    run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline)
-    cache = _embedding_cache(run, params, source, workdir, progress)
-    logger = MetricLogger(workdir)
-    try:
-        return _loop(run, optimizer, source, epoch_episodes, checkpoints, logger, cache,
-                     progress)
-    finally:
-        checkpoints.wait()
-        checkpoints.close()
-        logger.close()
+    with hold(workdir):  # one training at a time in a work directory
+        total_steps = steps_per_epoch * config.train.epochs
+        optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
+                                            config.train.weight_decay, config.train.b1,
+                                            config.train.b2)
+        params, _ = initial_params(config, model, workdir, training=True)
+        trainable, frozen = partition.split(params, tuple(config.train.trainable))
+        replicated = sharding.replicated(mesh)
+        frozen_sharding = sharding.param_shardings(mesh, frozen)
+        state = sharding.put(step_lib.init_state(trainable, optimizer), replicated)
+        frozen = sharding.put(frozen, frozen_sharding)
+        checkpoints = Checkpoints(workdir, model, config.checkpoint.async_save)
+        if checkpoints.latest_step() is not None:
+            abstract = jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+            state, _ = checkpoints.restore(abstract)
+        run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline)
+        cache = _embedding_cache(run, params, source, workdir, progress)
+        logger = MetricLogger(workdir)
+        try:
+            return _loop(run, optimizer, source, epoch_episodes, checkpoints, logger, cache,
+                         progress)
+        finally:
+            checkpoints.wait()
+            checkpoints.close()
+            logger.close()
 
 
 def validation_episodes(config: ml_collections.ConfigDict) -> list[protocols.Episode]:
