@@ -50,6 +50,11 @@ MAX_STORAGE_BYTES = 8 << 30
 MAX_PICKLE_BYTES = 256 << 20
 MAX_MEMO_INDEX = 1 << 22
 MAX_DEFLATE_RATIO = 1032  # deflate's best case
+# Tensors may view one storage several times (tied weights, a fused projection's parts), but
+# their bytes together never reach this many times the storages' bytes in a real checkpoint;
+# a crafted one (200 views of one large storage) would make the reader hold each view whole.
+MAX_VIEW_RATIO = 4
+MAX_VIEW_SLACK = 1 << 20  # small files: scalars and tiny tensors over empty storages
 
 
 class _MalformedError(ValueError):
@@ -65,7 +70,9 @@ def _ints(value: Any, what: str) -> tuple[int, ...]:
 
 def _rebuild_tensor(storage, offset, size, stride, *_unused) -> np.ndarray:
     """The tensor `storage[offset]` viewed with `size` and `stride` (in elements), after
-    checking that every element it reads lies inside the storage."""
+    checking that every element it reads lies inside the storage. A C-contiguous tensor (what
+    `torch.save` writes for parameters) is a read-only view of its storage, so tensors over
+    one storage share its memory; any other layout is copied."""
     if not isinstance(storage, np.ndarray):
         raise _MalformedError("a tensor's storage is not a storage record")
     size, stride = _ints(size, "size"), _ints(stride, "stride")
@@ -83,9 +90,9 @@ def _rebuild_tensor(storage, offset, size, stride, *_unused) -> np.ndarray:
         return storage[offset : offset + 1].reshape(()).copy()
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride)
-    )
-    return np.array(view)  # a contiguous copy, detached from the storage buffer
+        storage[offset:], shape=size, strides=tuple(s * itemsize for s in stride),
+        writeable=False)
+    return view if view.flags.c_contiguous else np.array(view)
 
 
 def _rebuild_parameter(data, *_unused) -> np.ndarray:
@@ -98,9 +105,8 @@ def _ordered_dict(*args, **kwargs):
     return collections.OrderedDict(*args, **kwargs)
 
 
+# (the tensor rebuilders are the unpickler's own method: it counts their bytes)
 _ALLOWED_GLOBALS = {
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("collections", "OrderedDict"): _ordered_dict,
@@ -119,8 +125,24 @@ class _ZipUnpickler(pickle.Unpickler):
         self._path = path
         self._storages: dict[str, np.ndarray] = {}
         self._archive_size = path.stat().st_size
+        self._storage_bytes = 0  # of all storages read
+        self._tensor_bytes = 0  # of all tensors made from them
+
+    def _tensor(self, storage, offset, size, stride, *rest) -> np.ndarray:
+        """`_rebuild_tensor`, counting the bytes of all tensors against the storages'."""
+        tensor = _rebuild_tensor(storage, offset, size, stride, *rest)
+        self._tensor_bytes += tensor.nbytes
+        allowed = MAX_VIEW_RATIO * self._storage_bytes + MAX_VIEW_SLACK
+        if self._tensor_bytes > allowed:
+            raise _MalformedError(
+                f"its tensors view {self._tensor_bytes} bytes of {self._storage_bytes} bytes "
+                f"of storage (more than {MAX_VIEW_RATIO} times: the same data many times over)")
+        return tensor
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"),
+                              ("torch._utils", "_rebuild_tensor")):
+            return self._tensor
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
         if module == "torch" and name.endswith("Storage"):
@@ -165,6 +187,11 @@ class _ZipUnpickler(pickle.Unpickler):
                 info.compress_size > self._archive_size:
             raise _MalformedError(f"storage {key} declares an impossible size "
                              f"({info.file_size} bytes)")
+        # zip entries may overlap in a crafted archive: the storages' total is bounded too
+        self._storage_bytes += needed
+        if self._storage_bytes > min(MAX_DEFLATE_RATIO * self._archive_size, MAX_STORAGE_BYTES):
+            raise _MalformedError(f"its storages declare {self._storage_bytes} bytes in all, "
+                                  f"more than a {self._archive_size}-byte archive can hold")
         raw = self._archive.read(info)
         return np.frombuffer(raw, dtype=dtype, count=numel)
 

@@ -220,3 +220,33 @@ def test_reader_survives_fuzzing_under_a_memory_limit(tmp_path):
         report = json.loads(result.stdout.strip().splitlines()[-1])
         assert report["other_count"] == 0, report
         assert report["loaded"] > 0 and report["refused"] > 100, report
+
+
+def test_many_views_of_one_storage_are_refused_under_a_memory_limit(tmp_path):
+    """A ~100 KB file whose 200 tensors all view one 64 MiB storage (deflated) would make a
+    reader that copies each view hold 12.8 GB: refused in one line under a 3 GiB address
+    space. Tensors sharing a storage share its memory."""
+    big = torch.zeros(16 << 20)  # 64 MiB of float32
+    torch.save({f"w{i}": big.view(4096, 4096) for i in range(200)}, tmp_path / "views.pth")
+    with zipfile.ZipFile(tmp_path / "views.pth") as plain, zipfile.ZipFile(
+            tmp_path / "crafted.pth", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as small:
+        for info in plain.infolist():
+            small.writestr(info.filename, plain.read(info))
+    assert (tmp_path / "crafted.pth").stat().st_size < 200_000
+    code = ("import resource, sys\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+            "from sam_port.torch_pickle import CheckpointError, load_state_dict\n"
+            "try:\n    load_state_dict(sys.argv[1])\nexcept CheckpointError as e:\n"
+            "    print(e)\n")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "crafted.pth")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "crafted.pth: malformed PyTorch checkpoint (its tensors view" in result.stdout
+    assert "the same data many times over" in result.stdout
+    # a few views of one storage (tied weights) load, sharing it
+    torch.save({"a": big[:1000], "b": big[1000:3000].view(2, 1000)}, tmp_path / "tied.pth")
+    tied = load_state_dict(tmp_path / "tied.pth")
+    assert tied["a"].shape == (1000,) and tied["b"].shape == (2, 1000)
+    # views, not copies: b starts where a ends, in the one storage buffer
+    bounds = np.lib.array_utils.byte_bounds
+    assert bounds(tied["a"])[1] == bounds(tied["b"])[0]
