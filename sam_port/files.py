@@ -37,11 +37,15 @@ def replacing(path: str | Path, directory: bool = False) -> Iterator[Path]:
         if directory and path.is_dir():
             path.rmdir()  # only an empty folder: OSError otherwise
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if temporary.is_dir():
             shutil.rmtree(temporary, ignore_errors=True)
         else:
             temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno is not None and (
+                not error.filename or str(error.filename).startswith(str(temporary))):
+            # a full disk in the middle of a write names no file, or our removed temporary
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
         raise
 
 

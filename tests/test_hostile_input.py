@@ -465,3 +465,32 @@ def test_two_trainings_in_one_work_directory(tmp_path, capsys):
     holder.wait()
     with hold(run):  # the kernel dropped the killed process's lock
         pass
+
+
+def test_a_full_disk_while_predicting_leaves_nothing_half_written(files, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The disk fills while the second target's mask is written (fault injection: the PNG
+    writer writes part of the file, then the OS says ENOSPC): one line naming the file and
+    what to do, exit 2; the first target's files are whole, no temporary remains."""
+    import errno
+
+    from vrp_sam_jax import inference
+
+    written = []
+
+    def write_mask(path, mask):
+        if written:
+            Path(path).write_bytes(b"\x89PNG half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path)
+        return real(path, mask)
+
+    real = inference.write_mask
+    monkeypatch.setattr(inference, "write_mask", write_mask)
+    out = tmp_path / "out"
+    _fails(capsys, _predict(files, out, "--reference", str(files / "ref.png"),
+                            "--reference-box", "10,10,60,60", str(files / "t1.png"),
+                            str(files / "t2.png")),
+           f"{out / 't2.png'}: No space left on device; free some space there")
+    assert sorted(p.name for p in out.iterdir()) == ["t1.png", "t1_overlay.png"]
+    assert read_mask(out / "t1.png").shape == (48, 64)

@@ -4,6 +4,7 @@ which turns every expected failure into one line on stderr and exit status 2."""
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,16 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+
+# A disk that cannot take what a command writes: one line and what to do, exit 2 (files are
+# written through a temporary that a failed write removes, so nothing half-written remains).
+STORAGE_ERRORS = {
+    errno.ENOSPC: "free some space there, or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up; free some space, or write somewhere else",
+    errno.EROFS: "that file system is read-only; write somewhere else",
+    errno.EACCES: "no permission to write there; write somewhere else",
+    errno.EPERM: "no permission to write there; write somewhere else",
+}
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="vrp-sam",
@@ -75,6 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except EXPECTED_ERRORS as e:
         print(f"vrp-sam: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in STORAGE_ERRORS:
+            raise
+        print(f"vrp-sam: error: {e.filename or 'writing'}: {e.strerror}; "
+              f"{STORAGE_ERRORS[e.errno]}", file=sys.stderr)
         return 2
 
 
