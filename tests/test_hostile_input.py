@@ -494,3 +494,16 @@ def test_a_full_disk_while_predicting_leaves_nothing_half_written(files, tmp_pat
            f"{out / 't2.png'}: No space left on device; free some space there")
     assert sorted(p.name for p in out.iterdir()) == ["t1.png", "t1_overlay.png"]
     assert read_mask(out / "t1.png").shape == (48, 64)
+
+
+def test_a_truncated_checkpoint_file_gets_one_line(toy_run, files, tmp_path, capsys):
+    """A run whose best checkpoint lost the end of its largest file (a copy cut short)."""
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    largest = max((p for p in (run / "best").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    _fails(capsys, ["predict", "--vrp-checkpoint", str(run), "--output-dir",
+                    str(tmp_path / "o"), "--reference", str(files / "ref.png"),
+                    "--reference-box", "10,10,60,60", str(files / "t1.png")], str(run))
+    assert not (tmp_path / "o").exists()

@@ -363,6 +363,13 @@ def restore(workdir: str | AnyPath, which: str | int = "best", sam: str | Path |
     checkpoints = Checkpoints(workdir, model, async_save=False)
     try:
         trainable, info = checkpoints.restore_trained(which, abstract_trainable)
+    except (InputError, CheckpointError):
+        raise
+    except Exception as e:  # noqa: BLE001 - damaged files fail in orbax and TensorStore alike
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointError(f"{workdir}: checkpoint {which!r} cannot be read, its files "
+                              f"are damaged or incomplete ({type(e).__name__}: {first}); "
+                              "choose another with --which") from e
     finally:
         checkpoints.close()
     where = f"{workdir}/{info['directory']}/{info['step']}"
