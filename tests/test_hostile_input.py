@@ -507,3 +507,22 @@ def test_a_truncated_checkpoint_file_gets_one_line(toy_run, files, tmp_path, cap
                     str(tmp_path / "o"), "--reference", str(files / "ref.png"),
                     "--reference-box", "10,10,60,60", str(files / "t1.png")], str(run))
     assert not (tmp_path / "o").exists()
+
+
+def test_a_full_disk_while_training_stops_in_one_line(tmp_path, capsys, monkeypatch):
+    """The disk has no room for the first checkpoint (fault injection: the free space the
+    OS reports; a real 3 MB tmpfs gives the same line). One line naming the work directory,
+    no orbax thread tracebacks, no partial checkpoint."""
+    from collections import namedtuple
+
+    from vrp_sam_jax.training import run_dir
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 4096))
+    run = tmp_path / "run"
+    _fails(capsys, ["train", "--config", "toy", "--quiet", *SMALL_TOY_TRAINING,
+                    "--config.data.val_episodes=8", "--workdir", str(run)],
+           f"{run}: No space left on device for the next checkpoint", "MiB free",
+           "the same command resumes")
+    assert not [p for p in (run / "checkpoints").iterdir()]
+    assert not [p for p in (run / "best").iterdir()]

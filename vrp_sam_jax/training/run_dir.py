@@ -16,9 +16,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
+import logging
 import os
+import shutil
 import socket
 import sys
 import time
@@ -48,6 +51,7 @@ CONFIG = "config.json"
 LOCK = ".lock"  # .lock.p<process>: who is training here (`hold`)
 FROZEN = "frozen"
 FROZEN_META = "frozen.json"
+SPACE_MARGIN = 1.5  # free space a checkpoint needs, relative to its arrays' bytes
 DAMAGED = "damaged_checkpoints"  # checkpoints found damaged, kept for inspection
 BACKBONE = "backbone"  # the run's copy of its frozen backbone (a converted backbone dir)
 PARTS = ("backbone", "encoder", "sam")
@@ -89,6 +93,58 @@ def hold(workdir: AnyPath) -> Iterator[None]:
         yield
     finally:
         os.close(handle)  # the lock with it
+
+
+# How a full or read-only disk shows in orbax's and TensorStore's errors (their own types,
+# the OS's message inside) and in the errors their background threads log after it.
+_STORAGE_FAILURES = {"No space left on device": errno.ENOSPC, "os_error_code='28'": errno.ENOSPC,
+                     "Disk quota exceeded": errno.EDQUOT, "Read-only file system": errno.EROFS,
+                     "os_error_code='30'": errno.EROFS}
+_AFTERMATH = ("Event loop is closed", "exception was never retrieved", "sys.meta_path is None")
+
+
+def _storage_failure(error: BaseException) -> int | None:
+    """The errno of a full or read-only disk behind `error` (or its causes), else None."""
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, OSError) and error.errno in set(_STORAGE_FAILURES.values()):
+            return error.errno
+        for marker, number in _STORAGE_FAILURES.items():
+            if marker in str(error):
+                return number
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
+class _QuietAfterStorageFailure(logging.Filter):
+    """Drops the log records that a full disk makes orbax's threads and asyncio write, one
+    per array and task, after the one line that reports it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+        return not any(m in text for m in (*_STORAGE_FAILURES, *_AFTERMATH))
+
+
+_QUIET = _QuietAfterStorageFailure()
+
+
+@contextlib.contextmanager
+def storage_errors(workdir: AnyPath) -> Iterator[None]:
+    """A full or read-only disk under the work directory, wherever it is noticed (orbax's
+    background writes included), becomes one OSError naming `workdir` (the command line's
+    one line: resume with the same command once there is space); the records the failure
+    makes other threads log are dropped."""
+    for name in ("absl", "asyncio"):  # where orbax's threads and asyncio log
+        logging.getLogger(name).addFilter(_QUIET)  # once: a filter is added only once
+    try:
+        yield
+    except Exception as error:
+        number = _storage_failure(error)
+        if number is None or (isinstance(error, OSError) and error.filename):
+            raise  # not the disk, or already one line naming the file
+        raise OSError(number, f"{os.strerror(number)} while training (the same command "
+                      "resumes from the last complete checkpoint)", str(workdir)) from None
+    # the filter stays: orbax's threads may log the failure again until the process ends
 
 
 def write_config(workdir: AnyPath, config: ml_collections.ConfigDict) -> None:
@@ -148,6 +204,21 @@ class Checkpoints:
     def latest_step(self) -> int | None:
         return self.latest.latest_step()
 
+    def _check_space(self, arrays) -> None:
+        """Refuse to start a save the disk cannot hold (an OSError naming the work
+        directory): orbax would find out array by array in its background threads, each
+        logging the failure, and leave a partial step behind."""
+        if not isinstance(self.workdir, Path):  # a bucket: no disk to fill
+            return
+        needed = sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(arrays))
+        free = shutil.disk_usage(self.workdir).free
+        # every process takes the same branch (saves are collective), each seeing its disk
+        if sum_over_processes(np.array([free < SPACE_MARGIN * needed + (1 << 20)])).sum():
+            raise OSError(errno.ENOSPC, f"No space left on device for the next checkpoint "
+                          f"({needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free; the "
+                          "same command resumes from the last complete one)",
+                          str(self.workdir))
+
     def _record(self, arrays) -> dict:
         return {"model": self.model.architecture(), "digest": content_digest(arrays)}
 
@@ -167,6 +238,9 @@ class Checkpoints:
                                   "when it was written (damaged or edited)")
 
     def save(self, step: int, state, position: dict, force: bool = False) -> None:
+        if not (force or self.latest.should_save(step)):
+            return
+        self._check_space(state)
         position = {**position, **self._record(state)}
         self.latest.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), position=ocp.args.JsonSave(position)),
@@ -220,6 +294,7 @@ class Checkpoints:
         if step in self.best.all_steps():
             return False
         scalar = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
+        self._check_space(trainable)
         return self.best.save(step, args=ocp.args.Composite(
             params=ocp.args.StandardSave(trainable), metrics=ocp.args.JsonSave(scalar),
             record=ocp.args.JsonSave(self._record(trainable))),

@@ -32,7 +32,13 @@ from vrp_sam_jax.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger
-from vrp_sam_jax.training.run_dir import Checkpoints, hold, initial_params, write_config
+from vrp_sam_jax.training.run_dir import (
+    Checkpoints,
+    hold,
+    initial_params,
+    storage_errors,
+    write_config,
+)
 
 VALIDATION_FIGURES = 4  # validation episodes drawn into TensorBoard, next to the curves
 
@@ -88,7 +94,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
     _check_trainable(config, model)
     write_config(workdir, config)  # the whole config checked: nothing written before
     processes.barrier("run directory checked")  # all see the same files from here on
-    with hold(workdir):  # one training at a time in a work directory
+    with hold(workdir), storage_errors(workdir):  # one training at a time in a directory
         total_steps = steps_per_epoch * config.train.epochs
         optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                             config.train.weight_decay, config.train.b1,
