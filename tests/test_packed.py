@@ -139,6 +139,15 @@ def test_packed_errors_name_the_root_and_the_image(tmp_path):
     packed.pack("pascal", tmp_path / "folder", tmp_path / "packed2")
     with pytest.raises(DataError, match=r"packed2 \(image of '2008_000003'\): unreadable image"):
         make_source("pascal", tmp_path / "packed2").image("2008_000003")
+    # a shard cut short after packing (a copy that stopped): the records in it are refused
+    shard = max((p for p in out.rglob("*array_record*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 3])
+    with pytest.raises(DataError, match=r"packed: .*(cannot be read, a shard is damaged|"
+                                        r"unreadable packed records)"):
+        cut = make_source("pascal", out)
+        for episode in episodes:
+            cut.image(episode.query)
     (out / packed.INDEX).write_text("{}")
     with pytest.raises(DataError, match="not a vrp-sam-packed-v1 index"):
         make_source("pascal", out)

@@ -213,7 +213,13 @@ class _Records:
         self._record = functools.lru_cache(maxsize=64)(self._read)
 
     def _read(self, row: int) -> dict:
-        return self.records[row]
+        try:
+            return self.records[row]
+        except Exception as e:  # a shard cut short or damaged after the index was written
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            raise DataError(f"{self.root}: record {row} cannot be read, a shard is damaged or "
+                            f"cut short ({type(e).__name__}: {first}); pack the dataset "
+                            "again") from e
 
     def where(self, name: str, what: str) -> str:
         return f"{self.root} ({what} of {name!r})"
