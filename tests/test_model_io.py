@@ -108,25 +108,28 @@ def jax_leaves(tree) -> list[np.ndarray]:
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def test_release_checkpoint_round_trips_through_our_directory(tiny_sam, tmp_path, capsys):
-    sam_path, _ = tiny_sam
+def test_release_checkpoint_round_trips_through_our_directory(tmp_path, capsys):
+    """best_model.pt -> convert-vrp -> export --format release gives back the release's keys,
+    shapes and values exactly, with no SAM file anywhere: the release never holds SAM."""
     encoder = randomize_(TorchVRPEncoder("resnet_tiny", hidden_dim=32), seed=3)
     original = {k: torch.from_numpy(v) for k, v in encoder.state_dict_release().items()}
     torch.save(original, tmp_path / "best_model.pt")
     assert main(["convert-vrp", "--checkpoint", str(tmp_path / "best_model.pt"), "--output",
                  str(tmp_path / "ours")]) == 0
     assert model_io.needs_sam(tmp_path / "ours")
-    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--sam-checkpoint",
-                 str(sam_path), "--format", "release", "--output", str(tmp_path / "back")]) == 0
     capsys.readouterr()
+    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--format", "release",
+                 "--output", str(tmp_path / "sub" / ".." / "back")]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(tmp_path / "back" /
+                                                                "best_model.pt")
     back = torch.load(tmp_path / "back" / "best_model.pt", weights_only=True)
     assert list(back) == list(original)  # the same keys, in PyTorch's order
     for key, value in original.items():
         assert back[key].dtype == value.dtype and back[key].shape == value.shape, key
         assert torch.equal(back[key], value), key
     # an existing output is refused, not overwritten
-    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--sam-checkpoint",
-                 str(sam_path), "--format", "release", "--output", str(tmp_path / "back")]) == 2
+    assert main(["export", "--checkpoint", str(tmp_path / "ours"), "--format", "release",
+                 "--output", str(tmp_path / "back")]) == 2
     assert "already exists" in capsys.readouterr().err
 
 

@@ -151,6 +151,37 @@ def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
                        sam_path if Path(sam).is_file() else None)
 
 
+def release_weights(source: str | Path, *, which: str | int = "best",
+                    sam: str | Path | None = None, sam_type: str | None = None,
+                    backbone: str | None = None) -> VRPWeights:
+    """What the release's `best_model.pt` holds (the backbone and the VRP encoder) of
+    `source`. A converted directory or a `best_model.pt` gives it without reading any SAM
+    (the release's file never holds SAM); a work directory is loaded whole (its SAM is part
+    of how it restores), and one whose SAM was trained is refused."""
+    path = absolute(source)
+    if (isinstance(path, Path) and path.exists() and not run_dir.is_run_dir(path)
+            and sam is None and which == "best"):
+        if path.is_dir():
+            return directory.read_directory(path, backbone).weights
+        return release.read_release(path, backbone)
+    model = load(source, which=which, sam=sam, sam_type=sam_type, backbone=backbone)
+    if _trained_sam(model):
+        raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))}); the "
+                         "release's best_model.pt cannot hold SAM: export with --format jax")
+    return vrp_weights(model)
+
+
+def export_release(weights: VRPWeights, output: str | Path) -> Path:
+    """`best_model.pt` in the release's layout: `output` itself when it ends in .pt/.pth,
+    else `output/best_model.pt`. Returns what was written."""
+    output = Path(output)
+    target = output if output.suffix in (".pt", ".pth") else output / "best_model.pt"
+    if target.exists():
+        raise InputError(f"{target}: already exists; choose a new output")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return release.write_release(weights, target)
+
+
 def vrp_weights(model: LoadedModel) -> VRPWeights:
     """The backbone and VRP encoder of `model`."""
     c = model.config
@@ -179,11 +210,7 @@ def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
             raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))})"
                              "; the release's best_model.pt cannot hold SAM: export with "
                              "--format jax")
-        target = output if output.suffix in (".pt", ".pth") else output / "best_model.pt"
-        if target.exists():
-            raise InputError(f"{target}: already exists; choose a new output")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        return release.write_release(weights, target)
+        return export_release(weights, output)
     if keep_sam_separate:
         if model.sam_file is None:
             raise InputError("its SAM is not an unchanged official SAM file (trained, random "

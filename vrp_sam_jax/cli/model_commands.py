@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 from vrp_sam_jax import names
 from vrp_sam_jax.cli import options
@@ -76,10 +77,19 @@ def predict(args: argparse.Namespace) -> int:
 def export(args: argparse.Namespace) -> int:
     from vrp_sam_jax import model_io
 
+    if args.format == "release":  # the release's file holds no SAM: none is read for it
+        weights = model_io.release_weights(args.source, which=args.which,
+                                           sam=args.sam_checkpoint, sam_type=args.sam_type,
+                                           backbone=args.backbone)
+        out = model_io.export_release(weights, args.output)
+        print(json.dumps({"output": os.path.abspath(out), "format": args.format,
+                          "backbone": weights.backbone}))
+        return 0
     model = _load(args)
     out = model_io.export(model, args.output, format=args.format,
                           keep_sam_separate=args.keep_sam_separate)
-    print(json.dumps({"output": str(out), "format": args.format, "model": model.origin}))
+    print(json.dumps({"output": os.path.abspath(out), "format": args.format,
+                      "model": model.origin}))
     return 0
 
 
