@@ -44,6 +44,17 @@ def test_errors_are_one_line(tiny_sam, tmp_path, capsys):
                  "--point", "1,1", "--output", str(tmp_path / "m.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "img.png: not a readable image" in err and "\n" not in err
+    # a point or a box outside the image, as `predict` refuses them, before SAM is loaded
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "small.png")
+    for prompt, said in ((["--point", "40,5"], "point (40.0, 5.0) lies outside the 30x20"),
+                         (["--point", "5,5", "--negative-point", "5,25"], "point (5.0, 25.0) lies"),
+                         (["--box", "31,0,60,10"], "box (31.0, 0.0, 60.0, 10.0) lies outside")):
+        assert main(["sam-predict", "--checkpoint", str(ckpt), "--image",
+                     str(tmp_path / "small.png"), *prompt, "--output",
+                     str(tmp_path / "m.png")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"small.png: {said}" in err and "\n" not in err, err
+    assert not (tmp_path / "m.png").exists()
 
 
 def test_demo(tmp_path, capsys):

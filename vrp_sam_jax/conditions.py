@@ -161,20 +161,36 @@ def rasterize_boxes(boxes: list[tuple[float, float, float, float]], image_shape:
     """Boxes x0,y0,x1,y1 (pixels of the original image) -> filled boxes on the size x size
     grid (union of all boxes, outward-rounded). A box is clipped to the image; one that lies
     wholly outside it, or is empty or not finite, is refused (ValueError)."""
-    h, w = image_shape
     sx, sy = _scale(image_shape, size)
     out = np.zeros((size, size), np.float32)
     for box in boxes:
-        x0, y0, x1, y1 = (float(v) for v in box)
-        if not all(np.isfinite((x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box {box} is empty or not finite (need x0 < x1, y0 < y1)")
-        x0, x1, y0, y1 = max(x0, 0.0), min(x1, float(w)), max(y0, 0.0), min(y1, float(h))
-        if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box {box} lies outside the {w}x{h} image")
+        x0, y0, x1, y1 = clip_box(box, image_shape)
         c0, r0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
         c1, r1 = int(np.ceil(x1 * sx)), int(np.ceil(y1 * sy))
         out[r0 : min(max(r1, r0 + 1), size), c0 : min(max(c1, c0 + 1), size)] = 1
     return out
+
+
+def clip_box(box, image_shape: tuple[int, int]) -> tuple[float, float, float, float]:
+    """x0,y0,x1,y1 clipped to the image; ValueError for a box that is empty, not finite, or
+    wholly outside it."""
+    h, w = image_shape
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not all(np.isfinite((x0, y0, x1, y1))) or x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {box} is empty or not finite (need x0 < x1, y0 < y1)")
+    x0, x1, y0, y1 = max(x0, 0.0), min(x1, float(w)), max(y0, 0.0), min(y1, float(h))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"box {box} lies outside the {w}x{h} image")
+    return x0, y0, x1, y1
+
+
+def check_point(point, image_shape: tuple[int, int]) -> tuple[float, float]:
+    """x,y as floats; ValueError for a point outside the image or not finite."""
+    h, w = image_shape
+    x, y = (float(v) for v in point)
+    if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
+        raise ValueError(f"point {point} lies outside the {w}x{h} image")
+    return x, y
 
 
 def rasterize_points(points: list[tuple[float, float]], image_shape: tuple[int, int],
@@ -182,13 +198,10 @@ def rasterize_points(points: list[tuple[float, float]], image_shape: tuple[int, 
     """Points x,y (original pixels) -> one pixel each on the size x size grid, as the
     release's point condition marks single pixels. A point outside the image (or not
     finite) is refused (ValueError), not moved to the border."""
-    h, w = image_shape
     sx, sy = _scale(image_shape, size)
     out = np.zeros((size, size), np.float32)
     for point in points:
-        x, y = (float(v) for v in point)
-        if not (np.isfinite(x) and np.isfinite(y) and 0 <= x < w and 0 <= y < h):
-            raise ValueError(f"point {point} lies outside the {w}x{h} image")
+        x, y = check_point(point, image_shape)
         out[min(int(np.floor(y * sy)), size - 1), min(int(np.floor(x * sx)), size - 1)] = 1
     return out
 

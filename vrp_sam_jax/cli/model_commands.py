@@ -173,7 +173,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=convert_vrp)
 
     p = sub.add_parser("convert-backbone",
-                       help="PSPNet resnet{50,101}_v2.pth or torchvision vgg16_bn -> directory")
+                       help="PSPNet resnet{50,101}_v2.pth, torchvision vgg16_bn or DINOv2's "
+                            "dinov2_vit{s,b,l}14_pretrain.pth -> directory")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--backbone", choices=names.BACKBONES, default=None)
     p.add_argument("--output", required=True, help="directory to write")

@@ -24,12 +24,20 @@ def sam_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import sam_port
+    from vrp_sam_jax.conditions import check_point, clip_box
     from vrp_sam_jax.errors import InputError
     from vrp_sam_jax.image_io import overlay, read_image, write_mask
 
     if not args.point and not args.box:
         raise InputError("give at least one --point or --box")
     image = read_image(args.image)
+    try:  # as `predict` refuses them: a point outside the image, a box wholly outside it
+        for point in args.point + args.negative_point:
+            check_point(point, image.shape[:2])
+        if args.box is not None:
+            clip_box(args.box, image.shape[:2])  # SAM itself takes the box as given
+    except ValueError as e:
+        raise InputError(f"{args.image}: {e}") from e
     predictor = sam_port.SamPredictor(sam_port.load_sam(args.checkpoint, args.model_type))
     predictor.set_image(image)
     points = labels = None
