@@ -59,6 +59,7 @@ def test_evaluate_one_fold_and_all_folds(toy_run, tmp_path, capsys):
                  "--figures", "3", "--quiet", "--condition", "box"]) == 0
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["episodes"] == 12 and line["condition"] == "box"
+    assert line["report"] == str(out / "fold0.md")  # the last line says where it went
     saved = json.loads((out / "fold0.json").read_text())
     assert saved["miou"] == line["miou"] and set(saved["class_iou"]) == {"0", "1"}
     assert (out / "episodes_fold0.png").is_file() and "| mIoU |" in (out / "fold0.md").read_text()
@@ -71,9 +72,11 @@ def test_evaluate_one_fold_and_all_folds(toy_run, tmp_path, capsys):
     assert main(["evaluate", "--config", str(REPO / "configs/toy.py"), "--checkpoint",
                  str(toy_run), "--num-episodes", "8", "--output-dir", str(out),
                  "--figures", "0", "--quiet", "--all-folds", "--shots", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip().splitlines()[-1] == f"report: {out / 'all_folds.md'}"
     table = json.loads((out / "all_folds.json").read_text())["table"]
     assert list(table["miou"]) == ["F-0", "F-1", "F-2", "F-3", "Mean"]
-    assert "| mIoU |" in capsys.readouterr().out
+    assert "| mIoU |" in printed
 
 
 def test_evaluate_original_size_and_errors(toy_run, tmp_path, capsys):

@@ -94,15 +94,24 @@ def evaluate(args: argparse.Namespace) -> int:
         result = folds.evaluate_all_folds(model_for_fold, source, settings, mesh,
                                           args.output_dir, progress)
         print(result["markdown"])
+        print(f"report: {_report(args.output_dir, 'all_folds')}")
         return 0
     fold = config.data.fold
     result = folds.evaluate_fold(model_for_fold(fold), source, fold, settings, mesh,
                                  args.output_dir, progress)
     write_results(args.output_dir, f"fold{fold}", result, folds.fold_markdown(result, settings))
-    print(json.dumps({k: result[k] for k in ("benchmark", "fold", "shots", "condition",
-                                             "protocol", "method", "miou", "fb_iou",
-                                             "episodes")}))
+    print(json.dumps({**{k: result[k] for k in ("benchmark", "fold", "shots", "condition",
+                                                "protocol", "method", "miou", "fb_iou",
+                                                "episodes")},
+                      "report": _report(args.output_dir, f"fold{fold}")}))
     return 0
+
+
+def _report(output_dir: str, name: str) -> str:
+    """Where the report `name` went: its Markdown (a JSON beside it), as a full path."""
+    from vrp_sam_jax.paths import absolute
+
+    return str(absolute(output_dir) / f"{name}.md")
 
 
 def demo(args: argparse.Namespace) -> int:
