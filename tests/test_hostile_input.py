@@ -526,3 +526,26 @@ def test_a_full_disk_while_training_stops_in_one_line(tmp_path, capsys, monkeypa
            "the same command resumes")
     assert not [p for p in (run / "checkpoints").iterdir()]
     assert not [p for p in (run / "best").iterdir()]
+
+
+def test_nothing_prints_after_the_error_line(files, tmp_path, capsys):
+    """A converted directory whose vrp.json disagrees with its arrays, refused as the
+    command line runs it (its own process, to its exit): orbax's cut-short reads used to
+    print 'Event loop is closed' tracebacks and never-awaited warnings after the line."""
+    import subprocess
+    import sys
+
+    assert main(["export", "--checkpoint", str(files / "best_model.pt"), "--sam-checkpoint",
+                 str(files / "sam.pth"), "--output", str(tmp_path / "exp")]) == 0
+    meta = json.loads((tmp_path / "exp" / "vrp.json").read_text())
+    (tmp_path / "exp" / "vrp.json").write_text(
+        json.dumps({**meta, "num_queries": meta["num_queries"] + 2}))
+    for _ in range(3):  # the noise came from threads, in a race with the line
+        done = subprocess.run(
+            [sys.executable, "-m", "vrp_sam_jax.cli", "predict", "--vrp-checkpoint",
+             str(tmp_path / "exp"), "--reference", str(files / "ref.png"), "--reference-box",
+             "10,10,60,60", str(files / "t1.png"), "--output-dir", str(tmp_path / "o")],
+            capture_output=True, text=True, env={**os.environ, "JAX_PLATFORMS": "cpu"},
+            timeout=300)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
+        assert done.stderr.startswith(f"vrp-sam: error: {tmp_path / 'exp'}: cannot restore")

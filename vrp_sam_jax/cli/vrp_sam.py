@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import errno
+import logging
 import sys
+import warnings
 from collections.abc import Sequence
 
 from vrp_sam_jax.cli import (
@@ -78,6 +80,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
+    _without_closed_loop_noise()
     try:
         if hasattr(args, "compile_cache"):  # the commands that compile the model
             from vrp_sam_jax import compile_cache
@@ -85,14 +88,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             compile_cache.use(args.compile_cache)
         return args.func(args)
     except EXPECTED_ERRORS as e:
-        print(f"vrp-sam: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     except OSError as e:
         if e.errno not in STORAGE_ERRORS:
             raise
-        print(f"vrp-sam: error: {e.filename or 'writing'}: {e.strerror}; "
-              f"{STORAGE_ERRORS[e.errno]}", file=sys.stderr)
-        return 2
+        return _error(f"{e.filename or 'writing'}: {e.strerror}; {STORAGE_ERRORS[e.errno]}")
+
+
+def _error(line: str) -> int:
+    """Print the one error line and keep everything after it quiet: the reads and writes the
+    error cut short (orbax's, TensorStore's coroutines) are collected later and would each
+    print a traceback at exit ("Exception ignored in ..."), or log one from asyncio."""
+    sys.unraisablehook = lambda _: None
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    print(f"vrp-sam: error: {line}", file=sys.stderr)
+    return 2
+
+
+def _closed_loop(error: BaseException | None) -> bool:
+    return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
+
+
+def _without_closed_loop_noise() -> None:
+    """When orbax stops a read or write on an error, its event loop closes while TensorStore
+    callbacks in other threads still post to it; each prints 'Event loop is closed' (a
+    traceback, before or after our error line). Those, and only those, are dropped."""
+    if getattr(sys.excepthook, "drops_closed_loops", False):
+        return
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def on_exception(kind, value, traceback):
+        if not _closed_loop(value):
+            excepthook(kind, value, traceback)
+
+    def on_unraisable(info):
+        if not _closed_loop(info.exc_value):
+            unraisablehook(info)
+
+    on_exception.drops_closed_loops = True
+    sys.excepthook, sys.unraisablehook = on_exception, on_unraisable
+    # the coroutines orbax started and dropped are collected with a warning each (we run
+    # none of our own)
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
 
 
 if __name__ == "__main__":
