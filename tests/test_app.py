@@ -66,6 +66,27 @@ def _same_masks_as_predict(bundle_dir: Path, targets: list[Path], tmp: Path, cap
         np.testing.assert_array_equal(app_mask, read_mask(out / f"{t.stem}.png"), t.name)
 
 
+def _predict_sh_reproduces_the_masks(bundle: Path, targets: list[Path], folder: Path) -> None:
+    """The zip's predict.sh, run as its comment says: in the unzipped folder, the targets in
+    targets/, `vrp-sam` on the PATH (here a shim for this interpreter)."""
+    zipfile.ZipFile(bundle).extractall(folder)
+    (folder / "targets").mkdir()
+    for t in targets:
+        shutil.copy(t, folder / "targets" / t.name)
+    shims = folder.parent / "shims"
+    shims.mkdir(exist_ok=True)
+    (shims / "vrp-sam").write_text(f'#!/bin/sh\nexec {sys.executable} -m vrp_sam_jax.cli "$@"\n')
+    (shims / "vrp-sam").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}{os.pathsep}{os.environ['PATH']}",
+           "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run(["sh", "predict.sh"], cwd=folder, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for t in targets:
+        np.testing.assert_array_equal(read_mask(folder / "masks" / f"{t.stem}.png"),
+                                      read_mask(folder / f"{t.stem}.png"), t.name)
+
+
 # --- the session, no browser -----------------------------------------------------------------
 def test_annotations_from_the_page():
     image = np.zeros((40, 60, 3), np.uint8)
@@ -119,6 +140,7 @@ def test_segment_encodes_once_and_bundles_the_predict_command(toy_run, tmp_path,
     assert {"predict.sh", "references/reference_1.png", "references/reference_2_mask.png",
             "val_000001.png", "val_000001_overlay.png"} <= set(names)
     _same_masks_as_predict(tmp_path / "run1", targets, tmp_path, capsys)
+    _predict_sh_reproduces_the_masks(first.bundle, targets, tmp_path / "unzipped")
     # GP-SAM: another encoding, also equal to the command line
     before = len(calls)  # the command line's own predictor encoded once more
     gp = segmenter.segment(refs[:1], targets, tmp_path / "gp", method="gp-sam",
@@ -136,13 +158,14 @@ def test_segment_encodes_once_and_bundles_the_predict_command(toy_run, tmp_path,
         segmenter.segment(refs, [bad], tmp_path / "bad")
 
 
-def test_no_checkpoint_runs_the_toy_model_and_says_so(toy_run, tmp_path):
+def test_no_checkpoint_runs_the_toy_model_and_says_so(toy_run, tmp_path, monkeypatch):
     from vrp_sam_jax.cli import app_commands, vrp_sam
 
     run = tmp_path / "toy"
     shutil.copytree(toy_run, run)
     steps = sorted(p.name for p in (run / "checkpoints").iterdir())
-    model, given, line = app_commands._model(vrp_sam.parse(["app", "--toy-workdir", str(run)]))
+    monkeypatch.chdir(tmp_path)  # a relative path: predict.sh runs elsewhere, so made absolute
+    model, given, line = app_commands._model(vrp_sam.parse(["app", "--toy-workdir", "toy"]))
     assert toy.is_toy(model) and given == ["--vrp-checkpoint", str(run)]
     assert line.startswith("**This is a toy.**") and str(run) in line
     # a finished run is used as it is: no step trained

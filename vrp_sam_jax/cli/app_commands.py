@@ -14,28 +14,32 @@ def _model(args: argparse.Namespace):
     """(model, the `vrp-sam predict` options that load it, the page's line about it)."""
     from vrp_sam_jax import model_io
     from vrp_sam_jax.app import toy
+    from vrp_sam_jax.paths import absolute
+
+    def full(path: str) -> str:  # predict.sh runs in the unzipped folder, not here
+        return str(absolute(path))
 
     if args.source is not None:
         model = model_commands._load(args, compute_dtype=args.compute_dtype)
-        given = ["--vrp-checkpoint", args.source]
+        given = ["--vrp-checkpoint", full(args.source)]
         if args.which != "best":
             given += ["--which", str(args.which)]
         if args.sam_checkpoint:
-            given += ["--sam-checkpoint", args.sam_checkpoint]
+            given += ["--sam-checkpoint", full(args.sam_checkpoint)]
     elif args.sam_checkpoint or args.backbone_checkpoint:
         model = model_io.load_frozen(args.sam_checkpoint, args.backbone_checkpoint,
                                      backbone_name=args.backbone, sam_type=args.sam_type,
                                      compute_dtype=args.compute_dtype)
-        given = ["--sam-checkpoint", args.sam_checkpoint,
-                 "--backbone-checkpoint", args.backbone_checkpoint]
+        given = ["--sam-checkpoint", full(args.sam_checkpoint),
+                 "--backbone-checkpoint", full(args.backbone_checkpoint)]
     else:
         model = toy.toy_model(args.toy_workdir, progress=not args.quiet)
-        given = ["--vrp-checkpoint", args.toy_workdir]
+        given = ["--vrp-checkpoint", full(args.toy_workdir)]
     c = model.config
     line = (f"**Model:** {model.origin.get('encoder', 'no VRP encoder (GP-SAM only)')}: "
             f"{c.backbone} backbone, SAM {c.sam_type}, {c.image_size} px")
     if toy.is_toy(model):
-        where = args.toy_workdir if args.source is None else args.source
+        where = full(args.toy_workdir if args.source is None else args.source)
         line = (f"**This is a toy.** The model ({where}) is a tiny VRP-SAM trained on the "
                 "embedded toy benchmark "
                 "(coloured, textured shapes on clutter) by `vrp-sam demo`: it knows nothing "
