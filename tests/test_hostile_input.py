@@ -549,3 +549,18 @@ def test_nothing_prints_after_the_error_line(files, tmp_path, capsys):
             timeout=300)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr[-3000:]
         assert done.stderr.startswith(f"vrp-sam: error: {tmp_path / 'exp'}: cannot restore")
+
+
+def test_the_demo_never_deletes_a_run_in_use(tmp_path):
+    """`vrp-sam demo` trains anew in OUTPUT/run; a run there that a training holds (the app
+    preparing its toy model, a `train`) is left alone."""
+    from vrp_sam_jax import demo
+    from vrp_sam_jax.errors import InputError
+    from vrp_sam_jax.training.run_dir import hold
+
+    run = tmp_path / "demo_out" / "run"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with hold(run), pytest.raises(InputError, match="another training is using"):
+        demo.run(tmp_path / "demo_out", SMALL_TOY_TRAINING, progress=False)
+    assert (run / "config.json").read_text() == "{}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,7 +25,7 @@ from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
 from vrp_sam_jax.evaluation.figures import episode_rows, write_figure
 from vrp_sam_jax.sharding import make_mesh
-from vrp_sam_jax.training.run_dir import initial_params
+from vrp_sam_jax.training.run_dir import hold, initial_params, is_run_dir
 from vrp_sam_jax.training.trainer import train
 
 FIGURE_EPISODES = 6
@@ -34,8 +35,14 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     start = time.perf_counter()
     output_dir = Path(output_dir)
     workdir = output_dir / "run"
-    shutil.rmtree(workdir, ignore_errors=True)
     config = load_config("toy", overrides)
+    if is_run_dir(workdir):  # the demo trains anew: its earlier run goes, said so
+        with hold(workdir):  # never one that a training (or the app's toy setup) is using
+            pass
+        if progress:
+            print(f"vrp-sam demo: replacing the earlier demo run in {workdir} (another "
+                  "--output-dir keeps it)", file=sys.stderr)
+    shutil.rmtree(workdir, ignore_errors=True)
     model = model_config(config)
     mesh = make_mesh(config.mesh.data, config.mesh.model)
     source = ToySource()
@@ -44,16 +51,20 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     episodes = protocols.episodes("toy", data.fold, data.shots, "vrp", data.val_episodes)
     classes = splits.test_classes("toy", data.fold)
 
-    def evaluate(params, on_batch=None):
+    def evaluate(params, desc, on_batch=None):
         return evaluate_params(model, params, source, episodes, classes, data.condition, mesh,
                                config.train.global_batch, progress=progress,
-                               on_batch=on_batch, desc="novel categories")
+                               on_batch=on_batch, desc=desc)
 
-    untrained = evaluate(initial_params(config, model, workdir, training=True)[0])
+    untrained = evaluate(initial_params(config, model, workdir, training=True)[0],
+                         "1/3 untrained model on the novel categories (the baseline)")
+    if progress:
+        print("2/3 training on the base categories", file=sys.stderr)
     result = train(config, workdir, progress=progress)
     trained_model = model_io.load(workdir)  # the best checkpoint
     rows: list[np.ndarray] = []
     trained = evaluate(trained_model.params,
+                       "3/3 trained model on the novel categories",
                        lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES,
                                                       lambda c: splits.class_name("toy", c)))
     figure = output_dir / "episodes.png"
