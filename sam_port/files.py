@@ -1,5 +1,5 @@
-"""Writing a file or folder whole: the one place both packages do it (`vrp_sam_jax.files`
-builds on it; imports point down, so it lives here)."""
+"""Writing a file or folder whole, and parsing a metadata file's JSON: the one place both
+packages do it (`vrp_sam_jax.files` re-exports both; imports point down, so they live here)."""
 
 from __future__ import annotations
 

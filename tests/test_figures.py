@@ -109,3 +109,24 @@ def test_class_chart_bars_are_proportional(tmp_path):
     assert lengths == [F.BAR_WIDTH // 2, F.BAR_WIDTH, 0]
     mean = np.all(chart[F.HEADER + 3 * F.BAR_ROW + F.BAR_ROW // 2] == F.INK, -1)
     assert mean[F.BAR_LABEL : F.BAR_LABEL + F.BAR_WIDTH // 2].all()
+
+
+def test_overlays_contrast_with_the_object_and_outline_it():
+    """A red disk (the toy example's class) is not tinted red: the colour is the overlay
+    palette's farthest from the object's own; its border is drawn opaque, its inside tinted,
+    the rest untouched."""
+    from vrp_sam_jax.image_io import OVERLAY_COLOURS, contrasting_colour, outline
+
+    image = np.full((40, 40, 3), 90, np.uint8)
+    yy, xx = np.mgrid[:40, :40]
+    disk = (yy - 20) ** 2 + (xx - 20) ** 2 < 12**2
+    image[disk] = (220, 30, 30)
+    colour = contrasting_colour(image, disk)
+    assert colour in OVERLAY_COLOURS and colour[0] < 128  # not a red
+    drawn = overlay(image, disk)
+    edge = outline(disk)
+    assert edge.any() and not edge[20, 20] and (edge <= disk).all()
+    assert (drawn[edge] == colour).all()
+    inside = disk & ~edge
+    assert not (drawn[inside] == image[inside]).all(axis=-1).any()
+    assert (drawn[~disk] == image[~disk]).all()

@@ -60,11 +60,36 @@ def write_mask(path: str | Path, mask: np.ndarray) -> None:
     Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(path)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, color=(255, 40, 40), alpha: float = 0.5,
+# Overlay colours, one of which is far from any object's own colour: a red object tinted red
+# (the toy's red disk) would hide the correct part and leave only the mistakes visible.
+OVERLAY_COLOURS = ((0, 230, 255), (255, 225, 0), (255, 0, 200), (40, 255, 40))
+
+
+def contrasting_colour(image: np.ndarray, mask: np.ndarray) -> tuple[int, int, int]:
+    """The `OVERLAY_COLOURS` entry farthest from the mean colour under the mask."""
+    mean = image[mask].reshape(-1, 3).mean(0) if mask.any() else np.zeros(3)
+    return max(OVERLAY_COLOURS, key=lambda c: float(np.sum((np.asarray(c) - mean) ** 2)))
+
+
+def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
+    """The mask's pixels within `width` of its border (its edge, drawn opaque)."""
+    inner = mask.copy()
+    for _ in range(width):  # erode by one pixel (4-neighbourhood), `width` times
+        padded = np.pad(inner, 1)
+        inner = (padded[1:-1, 1:-1] & padded[:-2, 1:-1] & padded[2:, 1:-1]
+                 & padded[1:-1, :-2] & padded[1:-1, 2:])
+    return mask & ~inner
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, color=None, alpha: float = 0.45,
             points: np.ndarray | None = None) -> np.ndarray:
-    """The image with the mask tinted in `color` and optional points drawn as small squares."""
+    """The image with the mask tinted in `color` (default: one that contrasts with the
+    object, `contrasting_colour`) inside an opaque outline of it, and optional points drawn
+    as small squares."""
+    color = contrasting_colour(image, mask) if color is None else color
     out = image.astype(np.float32)
     out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, np.float32)
+    out[outline(mask)] = np.asarray(color, np.float32)
     out = out.astype(np.uint8)
     h, w = mask.shape
     for x, y in [] if points is None else np.asarray(points, int):

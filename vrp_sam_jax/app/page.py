@@ -130,7 +130,8 @@ def build(segmenter: session.Segmenter, description: str, workspace: str | Path 
         layer[mask] = (*session.MARK, 255)
         editor = {"background": image, "layers": [layer], "composite": None}
         return (editor, "mask", [], [str(t) for t in targets],
-                f"toy example: the reference's {toy.example_class()} is painted as its mask")
+                f"toy example: the reference's {toy.example_class()} is painted as its mask; "
+                "next, press *Add reference*, then *Segment*")
 
     with gr.Blocks(title="VRP-SAM") as page:
         gr.Markdown("# VRP-SAM: segment with a visual reference\nAnnotate the object in one "

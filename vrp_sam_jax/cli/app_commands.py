@@ -78,7 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "trained there first when it is not)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: reachable from other machines)")
-    p.add_argument("--port", type=options.positive_int, default=7860)
+    p.add_argument("--port", type=options.positive_int, default=7860,
+                   help="port to serve on (default 7860)")
     p.add_argument("--workspace", default=None,
                    help="folder for the results (default: a new temporary folder)")
     p.add_argument("--batch-size", type=options.positive_int, default=8,

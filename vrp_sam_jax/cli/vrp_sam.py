@@ -39,6 +39,7 @@ STORAGE_ERRORS = {
     errno.EPERM: "no permission to write there; write somewhere else",
 }
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="vrp-sam",
                     description="VRP-SAM (SAM with Visual Reference Prompt) in JAX/Flax")
