@@ -91,3 +91,8 @@ def test_plan_refusals_are_one_line(capsys):
                  "--config.train.global_batch=6"]) == 2
     err = capsys.readouterr().err
     assert "v5e:2x2:" in err and len(err.strip().splitlines()) == 1
+    assert main(["plan", "--config", "toy", "--topology", "v5e:2x2", "--steps",
+                 "train,bogus"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown step 'bogus': the steps are train, train_cached, eval, cache" in err
+    assert len(err.strip().splitlines()) == 1
