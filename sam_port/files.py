@@ -1,11 +1,13 @@
-"""Writing a file or folder whole, and parsing a metadata file's JSON: the one place both
-packages do it (`vrp_sam_jax.files` re-exports both; imports point down, so they live here)."""
+"""Writing a file or folder whole, parsing a metadata file's JSON, telling a URL from a local
+path: the one place both packages do each (imports point down, so they live here;
+`vrp_sam_jax.files` and `vrp_sam_jax.paths` build on them)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -58,3 +60,13 @@ def parse_json(data: bytes | str, label: str, what: str, error: type[Exception])
         raise error(f"{label}: unreadable {what} (nested too deeply)") from None
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
         raise error(f"{label}: unreadable {what} ({e})") from None
+
+
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def url_scheme(path: str | os.PathLike) -> str | None:
+    """The scheme of a URL (`gs` for `gs://bucket/run`), None for a local path: the one rule
+    both packages use to tell the two apart."""
+    match = _URL.match(os.fspath(path))
+    return None if match is None else match.group(1)

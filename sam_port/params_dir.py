@@ -13,13 +13,13 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from sam_port.files import parse_json
+from sam_port.files import parse_json, url_scheme
 from sam_port.torch_pickle import CheckpointError
 
 
 def _absolute(directory: str | os.PathLike) -> Path | epath.Path:
     """orbax takes absolute paths only; a URL (`gs://...`, an `epath.Path`) is one already."""
-    if not isinstance(directory, Path) and "://" in os.fspath(directory):
+    if not isinstance(directory, Path) and url_scheme(directory) is not None:
         return epath.Path(directory)
     return Path(directory).absolute()
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 from pathlib import Path
 
 from etils import epath
 
+from sam_port.files import url_scheme
 from vrp_sam_jax.errors import InputError
 
 AnyPath = Path | epath.Path
-_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 BACKENDS = {"gs": ("gcsfs", "pip install 'vrp-sam-jax[gcs]'"),
             "s3": ("s3fs", "pip install s3fs"),
             "az": ("adlfs", "pip install adlfs"),
@@ -33,7 +32,7 @@ BACKENDS = {"gs": ("gcsfs", "pip install 'vrp-sam-jax[gcs]'"),
 
 def is_url(path: str | os.PathLike) -> bool:
     """Whether `path` names a location by URL (`gs://...`) rather than a local path."""
-    return _URL.match(os.fspath(path)) is not None
+    return url_scheme(path) is not None
 
 
 def as_path(path: str | os.PathLike) -> AnyPath:
@@ -42,10 +41,9 @@ def as_path(path: str | os.PathLike) -> AnyPath:
     if isinstance(path, epath.Path) and not isinstance(path, Path):
         return path
     text = os.fspath(path)
-    match = _URL.match(text)
-    if match is None:
+    scheme = url_scheme(text)
+    if scheme is None:
         return Path(text).expanduser()
-    scheme = match.group(1)
     if scheme not in BACKENDS:
         raise InputError(f"{text}: unsupported URL scheme {scheme}:// (supported: "
                          f"{', '.join(s + '://' for s in BACKENDS)}, or a local path)")
