@@ -15,7 +15,8 @@ from PIL import Image
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.data import coco_masks, protocols, splits, toy
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions, load_episode
-from vrp_sam_jax.data.sources import DataError, PascalSource, ToySource, make_source
+from vrp_sam_jax.data.roots import make_source
+from vrp_sam_jax.data.sources import DataError, PascalSource, ToySource
 
 SOURCE = Path(__file__).resolve().parents[2] / "shared" / "splits" / "pfenet_pascal"
 

@@ -151,7 +151,7 @@ def test_pascal_voc_download_and_unpack(server, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from vrp_sam_jax.data.sources import make_source
+    from vrp_sam_jax.data.roots import make_source
 
     files, url = server
     image, label = io.BytesIO(), io.BytesIO()

@@ -16,7 +16,7 @@ from vrp_sam_jax.cli import main
 from vrp_sam_jax.data import packed
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.protocols import Episode
-from vrp_sam_jax.data.sources import make_source
+from vrp_sam_jax.data.roots import make_source
 from vrp_sam_jax.errors import DataError, InputError
 
 

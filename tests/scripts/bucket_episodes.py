@@ -9,7 +9,7 @@ import numpy as np
 
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.protocols import Episode
-from vrp_sam_jax.data.sources import make_source
+from vrp_sam_jax.data.roots import make_source
 
 root, episodes_file, out = sys.argv[1:]
 episodes = [Episode(q, tuple(s), c) for q, s, c in json.loads(Path(episodes_file).read_text())]

@@ -15,7 +15,7 @@ def episodes(args: argparse.Namespace) -> int:
 
     present = None
     if args.data_root:
-        from vrp_sam_jax.data.sources import make_source
+        from vrp_sam_jax.data.roots import make_source
 
         present = make_source(args.benchmark, args.data_root).present_classes
     try:

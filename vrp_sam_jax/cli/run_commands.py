@@ -46,7 +46,7 @@ def _evaluation_config(args: argparse.Namespace):
 
 def evaluate(args: argparse.Namespace) -> int:
     from vrp_sam_jax import model_io, sharding
-    from vrp_sam_jax.data.sources import make_source
+    from vrp_sam_jax.data.roots import make_source
     from vrp_sam_jax.errors import InputError
     from vrp_sam_jax.evaluation import fold as folds
     from vrp_sam_jax.evaluation.report import write_results

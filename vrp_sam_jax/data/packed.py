@@ -11,7 +11,7 @@ thousands of small ones. `pack` writes one record per image:
 record order. The packed readers (`open_packed`) decode the bytes with the folder readers'
 own decoder and checks, so every episode read from the packed form equals the folder's bit
 for bit. Pointing `data.root` at
-the output directory is all a run needs (`sources.make_source` recognises it).
+the output directory is all a run needs (`roots.make_source` recognises it).
 
 The images packed are those with both files in the folder layout: every image any split
 list or protocol can name.
@@ -61,7 +61,7 @@ def layout_files(benchmark: str, root: str | AnyPath) -> Iterator[tuple[str, Any
     if benchmark not in PACKABLE_BENCHMARKS:
         raise InputError(f"--benchmark {benchmark!r}: packable benchmarks are "
                          f"{', '.join(PACKABLE_BENCHMARKS)}")
-    source = sources.make_source(benchmark, root)  # finds (and checks) the layout's root
+    source = sources.folder_source(benchmark, root)  # finds (and checks) the layout's root
     if benchmark == "pascal":
         found = ((p.stem, source.image_path(p.stem), p)
                  for p in (source.root / "SegmentationClassAug").glob("*.png"))
@@ -236,7 +236,7 @@ class _Records:
         return sources.decode(self.get(name, key), self.where(name, what), what, mode)
 
 
-class PackedLabelMapSource(sources._LabelMapSource):
+class PackedLabelMapSource(sources.LabelMapSource):
     """PASCAL-5i or COCO-20i from its packed form."""
 
     def __init__(self, records: _Records):

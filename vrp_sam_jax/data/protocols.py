@@ -144,7 +144,7 @@ def coco_to_pascal(fold: int, shots: int, num: int = EPISODES_PER_FOLD) -> list[
     `fold` is tested on the PASCAL classes whose COCO counterparts it never saw
     (`splits.COCO_TO_PASCAL_FOLDS`). HSNet's PASCAL val lists of the four folds, in order,
     restricted to those classes; query i = entry i; supports as in `hsnet` (seed 0)."""
-    splits._check_fold("coco", fold)
+    splits.check_fold("coco", fold)
     classes = set(splits.COCO_TO_PASCAL_FOLDS[fold])
     metadata = [(n, c) for f in range(splits.NUM_FOLDS)
                 for n, c in splits.pascal_metadata("val", f) if c in classes]
@@ -159,7 +159,7 @@ def coco_to_pascal(fold: int, shots: int, num: int = EPISODES_PER_FOLD) -> list[
 def evaluation_classes(benchmark: str, fold: int) -> list[int]:
     """The classes a fold's evaluation averages over."""
     if benchmark == "coco2pascal":
-        splits._check_fold("coco", fold)
+        splits.check_fold("coco", fold)
         return list(splits.COCO_TO_PASCAL_FOLDS[fold])
     if benchmark == "fss":
         return [FSS_SPLIT_OFFSET["test"] + i for i in range(len(splits.fss_categories()["test"]))]

@@ -8,7 +8,8 @@ Layouts accepted (the root may be the folder that holds them, or the dataset fol
   category index; `vrp-sam prepare-coco` builds them).
 - FSS-1000: `FSS-1000/<category>/<n>.jpg` with the mask `<n>.png` (foreground >= 128).
 - The toy benchmark: generated, no root.
-- Any of the first three packed by `vrp-sam pack` (`data.packed`): the root is its output.
+- Any of the first three packed by `vrp-sam pack` (`data.packed`): the root is its output
+  (`data.roots.make_source` opens either kind).
 
 A root may be a local path or a bucket URL (`gs://...`, `vrp_sam_jax.paths`).
 
@@ -85,7 +86,7 @@ def _find_root(root: str | AnyPath, candidates: tuple[str, ...], marker: str, wh
     raise DataError(f"{root}: no {what} found (looked for {tried})")
 
 
-class _LabelMapSource:
+class LabelMapSource:
     """Images with one label map each (value k+1 = class k)."""
 
     benchmark = ""
@@ -138,7 +139,7 @@ class _LabelMapSource:
         return [int(v) - 1 for v in values if 0 < v < IGNORE_LABEL]
 
 
-class PascalSource(_LabelMapSource):
+class PascalSource(LabelMapSource):
     benchmark = "pascal"
 
     def __init__(self, root: str | AnyPath):
@@ -155,7 +156,7 @@ class PascalSource(_LabelMapSource):
         return self.root / "SegmentationClassAug" / f"{name}.png"
 
 
-class CocoSource(_LabelMapSource):
+class CocoSource(LabelMapSource):
     benchmark = "coco"
 
     def __init__(self, root: str | AnyPath):
@@ -221,8 +222,9 @@ class ToySource:
         return list(toy.present_classes(name))
 
 
-def make_source(benchmark: str, root: str | AnyPath | None = None) -> EpisodeSource:
-    """The reader of `benchmark` ('pascal', 'coco', 'fss' need `root`; 'toy' needs none)."""
+def folder_source(benchmark: str, root: str | AnyPath | None = None) -> EpisodeSource:
+    """The folder reader of `benchmark` ('pascal', 'coco', 'fss' need `root`; 'toy' needs
+    none). `roots.make_source` is what runs use: it also opens packed roots."""
     if benchmark == "toy":
         return ToySource()
     readers = {"pascal": PascalSource, "coco": CocoSource, "fss": FssSource}
@@ -231,8 +233,4 @@ def make_source(benchmark: str, root: str | AnyPath | None = None) -> EpisodeSou
     if root is None:
         raise DataError(f"benchmark {benchmark!r} needs its dataset root "
                         "(--config.data.root=DIR; `vrp-sam episodes`: --data-root DIR)")
-    from vrp_sam_jax.data import packed  # it builds on the readers above
-
-    if packed.is_packed(root):
-        return packed.open_packed(root, benchmark)
     return readers[benchmark](root)

@@ -39,7 +39,7 @@ def _files():
     return resources.files("vrp_sam_jax.data") / "split_files"
 
 
-def _check_fold(benchmark: str, fold: int) -> None:
+def check_fold(benchmark: str, fold: int) -> None:
     if benchmark not in FOLD_BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r} for folds "
                          f"({', '.join(FOLD_BENCHMARKS)})")
@@ -50,7 +50,7 @@ def _check_fold(benchmark: str, fold: int) -> None:
 def test_classes(benchmark: str, fold: int) -> list[int]:
     """0-based class indices tested in `fold` (PASCAL: 5f..5f+4; COCO: f, f+4, ..., f+76;
     the toy benchmark: 2f, 2f+1)."""
-    _check_fold(benchmark, fold)
+    check_fold(benchmark, fold)
     if benchmark == "coco":
         return [fold + NUM_FOLDS * v for v in range(20)]
     per_fold = BENCHMARK_CLASSES[benchmark] // NUM_FOLDS
@@ -72,7 +72,7 @@ def _pascal() -> dict:
 def pascal_metadata(split: str, fold: int) -> list[tuple[str, int]]:
     """HSNet's PASCAL-5i list: (image name, 0-based class) in file order. `val` is the fold's
     own file; `trn` concatenates the other folds' training files (as HSNet does)."""
-    _check_fold("pascal", fold)
+    check_fold("pascal", fold)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folds = [fold] if split == "val" else [f for f in range(NUM_FOLDS) if f != fold]
@@ -94,7 +94,7 @@ def coco_classwise(split: str, fold: int) -> dict[int, list[str]]:
     """HSNet's COCO-20i class -> image names (`val2014/COCO_val2014_000000xxxxxx.jpg`), in the
     original list order (the sampler draws by position). Classes without images in this
     split/fold (the other folds' classes) are left out."""
-    _check_fold("coco", fold)
+    check_fold("coco", fold)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     folder = "train2014" if split == "trn" else "val2014"
@@ -123,7 +123,7 @@ def pfenet_pascal(split: str, fold: int) -> tuple[list[str], dict[int, list[str]
     """PFENet's PASCAL-5i lists, which the VRP-SAM release reads: the image stems of `split`
     ('trn': images with a training class of `fold`; 'val': images with a test class), and
     0-based class -> image stems (the classes that cover >= 2048 pixels), in file order."""
-    _check_fold("pascal", fold)
+    check_fold("pascal", fold)
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     lists = _pfenet()["train" if split == "trn" else "val"][str(fold)]

@@ -21,7 +21,7 @@ from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.config import absolute_paths, check_values, model_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
-from vrp_sam_jax.data.sources import make_source
+from vrp_sam_jax.data.roots import make_source
 from vrp_sam_jax.errors import ConfigError
 from vrp_sam_jax.evaluation import figures
 from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
