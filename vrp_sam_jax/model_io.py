@@ -165,9 +165,7 @@ def release_weights(source: str | Path, *, which: str | int = "best",
             return directory.read_directory(path, backbone).weights
         return release.read_release(path, backbone)
     model = load(source, which=which, sam=sam, sam_type=sam_type, backbone=backbone)
-    if _trained_sam(model):
-        raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))}); the "
-                         "release's best_model.pt cannot hold SAM: export with --format jax")
+    _refuse_trained_sam(model)
     return vrp_weights(model)
 
 
@@ -194,6 +192,14 @@ def _trained_sam(model: LoadedModel) -> list[str]:
     return [p for p in model.info.get("trained", ()) if p == "sam" or p.startswith("sam/")]
 
 
+def _refuse_trained_sam(model: LoadedModel) -> None:
+    """The release's best_model.pt holds no SAM: a model whose SAM was trained cannot go
+    there."""
+    if _trained_sam(model):
+        raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))}); the "
+                         "release's best_model.pt cannot hold SAM: export with --format jax")
+
+
 def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
            keep_sam_separate: bool = False) -> Path:
     """Write `model`: format "jax", a converted directory with SAM bundled (or, with
@@ -206,10 +212,7 @@ def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
     output = Path(output)
     weights = vrp_weights(model)
     if format == "release":
-        if _trained_sam(model):
-            raise InputError(f"the model's SAM was trained ({', '.join(_trained_sam(model))})"
-                             "; the release's best_model.pt cannot hold SAM: export with "
-                             "--format jax")
+        _refuse_trained_sam(model)
         return export_release(weights, output)
     if keep_sam_separate:
         if model.sam_file is None:
