@@ -58,6 +58,18 @@ def launch(args: list[str], logs: Path, processes: int, devices: int,
     return procs
 
 
+def log_excerpt(path: Path, size: int = 2500) -> str:
+    """What a failed process's log says: from its first Python traceback or error line (the
+    cause; a process that dies takes the others down with a runtime "Shutdown" barrier error
+    whose C++ stack would otherwise fill the tail), and its last lines."""
+    text = path.read_text()
+    starts = [at for at in (text.find("Traceback (most recent call last)"),
+                            text.find("Error: "), text.find("error: ")) if at >= 0]
+    first = min(starts, default=len(text))
+    head = text[first:first + size]
+    return head if first + size >= len(text) else f"{head}\n[...]\n{text[-size:]}"
+
+
 def finish(procs: list[subprocess.Popen], logs: Path, timeout: float = 900) -> list[str]:
     """Wait for every process; on a failure or a hang stop all and show the logs. Returns
     each process's stdout."""
@@ -71,7 +83,7 @@ def finish(procs: list[subprocess.Popen], logs: Path, timeout: float = 900) -> l
             p.kill()
         p.wait()
     codes = [p.returncode for p in procs]
-    errs = [(logs / f"p{i}.err").read_text()[-2500:] for i in range(len(procs))]
+    errs = [log_excerpt(logs / f"p{i}.err") for i in range(len(procs))]
     assert codes == [0] * len(procs), (codes, errs)
     return [(logs / f"p{i}.out").read_text() for i in range(len(procs))]
 

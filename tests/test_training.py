@@ -6,10 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -123,7 +121,7 @@ def test_train_step_on_8_fake_devices_equals_1_device():
         [sys.executable, str(SCRIPTS / "sharded_train_step.py")], capture_output=True,
         text=True, cwd=REPO,
         # LLVM's optimisation of the generated CPU code is skipped (it is the larger part of
-        # the five compilations, and runs after the SPMD partitioner has decided every
+        # the three compilations, and runs after the SPMD partitioner has decided every
         # collective): the check is how the step is partitioned, which it leaves as it is;
         # the trainer's own programs, at the default level, train on 8 devices in
         # test_multiprocess.py.
@@ -132,68 +130,29 @@ def test_train_step_on_8_fake_devices_equals_1_device():
         timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    for opt, meshes in (("sgd", ("eight", "four_by_two")), ("adamw", ("eight",))):
-        assert report[f"{opt}_param_change"] > 1e-4, report  # the step moved the parameters
-        for name in meshes:
-            assert abs(report[f"{opt}_loss_{name}"] - report[f"{opt}_loss_one"]) < 1e-5, report
+    assert report["param_change"] > 1e-4, report  # the step moved the parameters
     for name in ("eight", "four_by_two"):
+        assert abs(report[f"loss_{name}"] - report["loss_one"]) < 1e-5, report
         # SGD: the update is linear in the gradient, so this is the gradients' agreement
         # (the 4x2 mesh splits SAM's frozen image encoder over the model axis).
-        assert report[f"sgd_param_diff_{name}"] < 1e-6, report
-    # AdamW's first step is lr * g / (|g| + eps): elements whose gradient is near zero
-    # amplify reduction-order rounding up to ~lr, so the tolerance is a fraction of lr (1e-3).
-    assert report["adamw_param_diff_eight"] < 2e-4, report
+        assert report[f"param_diff_{name}"] < 1e-6, report
 
 
-TRAIN_ARGS = ["--config", str(REPO / "configs/toy.py"), "--quiet",
-              "--config.model.image_size=64", "--config.train.epochs=2",
-              "--config.train.steps_per_epoch=6", "--config.checkpoint.every_steps=2",
-              "--config.data.val_episodes=8", "--config.log.every_steps=2",
-              "--config.data.workers=1", "--config.train.trainable=encoder"]
+def test_a_different_config_is_refused_when_resuming(toy_run, tmp_path, capsys):
+    """Resuming a run with other settings stops in one line listing the differences, and
+    leaves the run as it was. (Killed runs resume bit for bit: test_multiprocess.py.)"""
+    import shutil
 
-
-def _train_cli(workdir: Path) -> subprocess.Popen:
-    """With SAM frozen, the target embeddings come from the on-disk cache."""
-    cache = ["--config.cache.embeddings=True", f"--config.cache.dir={workdir.parent / 'cache'}"]
-    return subprocess.Popen([sys.executable, "-m", "vrp_sam_jax.cli", "train", "--workdir",
-                             str(workdir), *TRAIN_ARGS, *cache], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=_env(JAX_PLATFORMS="cpu"))
-
-
-def _latest_trainable(workdir: Path) -> tuple[int, list[np.ndarray]]:
-    from vrp_sam_jax.training.run_dir import restore
-
-    config, model = restore(workdir, "latest")
-    trainable, _ = partition.split(model.params, config.train.trainable)
-    return model.info["step"], [np.asarray(x) for x in jax.tree.leaves(trainable)]
-
-
-def test_killed_training_resumes_to_the_same_parameters(tmp_path):
-    straight, killed = tmp_path / "straight", tmp_path / "killed"
-    proc = _train_cli(killed)
-    deadline = time.time() + 600
-    while not (killed / "checkpoints" / "4").is_dir():
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "checkpoints" / "12").exists()
-    resumed = _train_cli(killed)
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
-    assert json.loads(out.strip().splitlines()[-1])["steps"] == 12
-    uninterrupted = _train_cli(straight)
-    out, err = uninterrupted.communicate(timeout=600)
-    assert uninterrupted.returncode == 0, err[-3000:]
-    step_a, a = _latest_trainable(straight)
-    step_b, b = _latest_trainable(killed)
-    assert step_a == step_b == 12
-    assert max(float(np.abs(x - y).max()) for x, y in zip(a, b, strict=True)) == 0.0
-    assert (straight / "tensorboard").is_dir() and any((straight / "tensorboard").iterdir())
-    # a different config is refused with the differences listed
-    code = main(["train", "--workdir", str(straight), *TRAIN_ARGS, "--config.data.fold=1"])
-    assert code == 2
+    run = tmp_path / "run"
+    shutil.copytree(toy_run, run)
+    before = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    capsys.readouterr()
+    code = main(["train", "--workdir", str(run), "--config", "toy", "--quiet",
+                 *SMALL_TOY_TRAINING, "--config.data.val_episodes=8", "--config.data.fold=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "data.fold" in err and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == before
 
 
 def test_embedding_cache_gives_the_same_step(tmp_path):
