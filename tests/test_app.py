@@ -158,18 +158,50 @@ def test_segment_encodes_once_and_bundles_the_predict_command(toy_run, tmp_path,
         segmenter.segment(refs, [bad], tmp_path / "bad")
 
 
-def test_no_checkpoint_runs_the_toy_model_and_says_so(toy_run, tmp_path, monkeypatch):
+def test_no_checkpoint_serves_at_once_and_prepares_the_toy_model(toy_run, tmp_path,
+                                                                  monkeypatch):
+    """Without a model the page is built at once over a `toy.Preparation`, which trains the
+    toy run in the background (here from scratch: its checkpoints removed), says how far it
+    is, refuses to segment until it is ready, then hands over the model."""
+    from vrp_sam_jax.app import page
     from vrp_sam_jax.cli import app_commands, vrp_sam
 
     run = tmp_path / "toy"
     shutil.copytree(toy_run, run)
-    steps = sorted(p.name for p in (run / "checkpoints").iterdir())
+    for done in ("checkpoints", "best"):
+        shutil.rmtree(run / done)
     monkeypatch.chdir(tmp_path)  # a relative path: predict.sh runs elsewhere, so made absolute
     model, given, line = app_commands._model(vrp_sam.parse(["app", "--toy-workdir", "toy"]))
-    assert toy.is_toy(model) and given == ["--vrp-checkpoint", str(run)]
+    assert model is None and given == ["--vrp-checkpoint", str(run)]
     assert line.startswith("**This is a toy.**") and str(run) in line
-    # a finished run is used as it is: no step trained
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == steps
+
+    preparation = toy.Preparation(toy.toy_config("toy"), "toy",
+                                  lambda m: session.Segmenter(m, given), progress=False)
+    assert "setting up" in preparation.status() and not preparation.done()
+    with pytest.raises(InputError, match="Preparing the toy model"):
+        preparation.result()
+    built = page.build(preparation, line, tmp_path / "workspace")  # served before it is ready
+    assert built.workspace == tmp_path / "workspace"
+    preparation.start()
+    seen = set()
+    deadline = time.time() + 600
+    while not preparation.done():
+        seen |= set(re.findall(r"training step (\d+) of 4", preparation.status()))
+        assert time.time() < deadline
+        time.sleep(0.01)
+    assert preparation.ready() and preparation.status().startswith("The toy model is ready")
+    assert seen and seen <= {"1", "2", "3", "4"}, seen  # progress was shown step by step
+    segmenter = preparation.result()
+    assert isinstance(segmenter, session.Segmenter) and toy.is_toy(segmenter.model)
+    assert (run / "checkpoints" / "4").is_dir()
+
+    broken = toy.toy_config("toy")
+    broken.data.fold = 9
+    failed = toy.Preparation(broken, tmp_path / "other", lambda m: m, progress=False).start()
+    failed.wait(60)
+    assert failed.done() and not failed.ready()
+    assert failed.status().startswith("**Error:** the toy model could not be prepared: ")
+    assert "fold" in failed.status()
     real = model_io.load(toy_run)
     assert not toy.is_toy(dataclasses.replace(real, config=dataclasses.replace(
         real.config, sam_type="vit_b")))
@@ -178,6 +210,11 @@ def test_no_checkpoint_runs_the_toy_model_and_says_so(toy_run, tmp_path, monkeyp
 def test_app_without_gradio_says_how_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # import gradio -> ImportError
     monkeypatch.delitem(sys.modules, "vrp_sam_jax.app.page", raising=False)
+    import vrp_sam_jax.app
+
+    # an earlier import leaves the module as the package's attribute, which `from ... import`
+    # finds first
+    monkeypatch.delattr(vrp_sam_jax.app, "page", raising=False)
     assert main(["app", "--vrp-checkpoint", "nowhere"]) == 2
     assert 'pip install -e ".[app]"' in capsys.readouterr().err
 
@@ -222,16 +259,20 @@ def _serving(url: str) -> bool:
 
 @pytest.fixture(scope="module")
 def served(toy_run, tmp_path_factory):
-    """`vrp-sam app` on 127.0.0.1 with the toy run, as a user starts it."""
+    """`vrp-sam app` on 127.0.0.1 without a model, as a user starts it first: the page is
+    served at once and makes the toy model of --toy-workdir ready in the background (here a
+    copy of the finished toy run: ready in seconds)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workspace = tmp_path_factory.mktemp("app_workspace")
+    run = tmp_path_factory.mktemp("app_toy") / "run"
+    shutil.copytree(toy_run, run)
     log = workspace.parent / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "JAX_PLATFORMS": "cpu"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vrp_sam_jax.cli", "app", "--vrp-checkpoint", str(toy_run),
+            [sys.executable, "-m", "vrp_sam_jax.cli", "app", "--toy-workdir", str(run),
              "--port", str(port), "--workspace", str(workspace), "--quiet",
              "--max-upload-mb", "2"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -276,6 +317,12 @@ def page(browser, served):
     page.set_default_timeout(120_000)
     page.goto(served[0])
     page.locator("#toy-example").wait_for()
+    preparation = page.locator("#preparation")
+    deadline = time.monotonic() + 300  # the page polls the preparation each second
+    while "The toy model is ready" not in preparation.inner_text():
+        assert time.monotonic() < deadline, preparation.inner_text()
+        time.sleep(0.25)
+    assert page.locator("#segment").is_enabled()
     yield page
     page.close()
 
@@ -345,6 +392,49 @@ def _download(page, tmp_path: Path, name: str) -> Path:
     folder = tmp_path / name
     zipfile.ZipFile(io.BytesIO(response.body())).extractall(folder)
     return folder
+
+
+def test_page_the_toy_example_as_it_comes(page, tmp_path):
+    """The first thing a new user does: *Load the toy example*, *Add reference*, *Segment*:
+    each of the example's targets is shown with its ground truth beside the prediction, and
+    the whole reference in the k-shot gallery."""
+    page.locator("#toy-example").click()
+    _status(page, "next, press \\*?Add reference")
+    _until(lambda: page.locator("#targets").inner_text().count("toy_val_") == toy.EXAMPLE_TARGETS,
+           "the example's targets listed")
+    time.sleep(1)  # the targets reach the server
+    page.locator("#add-reference").click()
+    _status(page, r"1 reference\(s\) added")
+    page.locator("#segment").click()
+    _status(page, rf"{toy.EXAMPLE_TARGETS} target\(s\) segmented")
+    results = page.locator("#results")
+    _until(lambda: results.inner_text().count(": ground truth (") == toy.EXAMPLE_TARGETS,
+           "each target's ground truth shown")
+    assert results.inner_text().count("% foreground") == toy.EXAMPLE_TARGETS
+    # the reference is drawn whole: its thumbnail not cut off by the gallery's frame
+    thumbnail = page.locator("#references img").first.bounding_box()
+    frame = page.locator("#references").bounding_box()
+    assert thumbnail["y"] + thumbnail["height"] <= frame["y"] + frame["height"] + 1, (
+        thumbnail, frame)
+    _shot(page, "toy_example", tmp_path)
+
+
+def test_example_truth_is_recognised_by_name_and_pixels(tmp_path):
+    _, _, targets = toy.example(tmp_path / "example")
+    moved = tmp_path / "elsewhere" / targets[0].name  # as the browser's upload copies it
+    moved.parent.mkdir()
+    shutil.copy(targets[0], moved)
+    truth = toy.example_truth(moved)
+    name = targets[0].stem.removeprefix("toy_").replace("_", "/")
+    assert truth is not None and truth.any()
+    np.testing.assert_array_equal(truth, toy_data.render(name)[1] == toy.EXAMPLE_CATEGORY + 1)
+    other = np.asarray(Image.open(moved)).copy()
+    other[0, 0] ^= 255
+    Image.fromarray(other).save(moved)
+    assert toy.example_truth(moved) is None  # another picture under the name
+    assert toy.example_truth(tmp_path / "photo.png") is None
+    (tmp_path / "toy_val_000001.png").write_text("not an image")
+    assert toy.example_truth(tmp_path / "toy_val_000001.png") is None
 
 
 def test_page_two_point_references_equal_predict(page, served, tmp_path, capsys):

@@ -16,6 +16,7 @@ import numpy as np
 from vrp_sam_jax.annotations import KINDS
 from vrp_sam_jax.app import session, toy
 from vrp_sam_jax.errors import EXPECTED_ERRORS, InputError
+from vrp_sam_jax.image_io import overlay, read_image
 from vrp_sam_jax.names import GP_PROMPTS, METHODS
 
 HOW = {
@@ -54,14 +55,26 @@ def _files(value) -> list[str]:
     return [getattr(v, "name", v) for v in (value if isinstance(value, list) else [value])]
 
 
-def build(segmenter: session.Segmenter, description: str, workspace: str | Path | None = None
-          ) -> gr.Blocks:
-    """The page over `segmenter`; `description` names the model (and says when it is a
-    toy). Results are written under `workspace` (a temporary folder by default)."""
+def build(segmenter: session.Segmenter | toy.Preparation, description: str,
+          workspace: str | Path | None = None) -> gr.Blocks:
+    """The page over `segmenter`, or over the toy model a `toy.Preparation` is making ready
+    (the page shows its progress, and enables segmenting when it is ready); `description`
+    names the model (and says when it is a toy). Results are written under `workspace` (a
+    temporary folder by default)."""
     workspace = Path(workspace or tempfile.mkdtemp(prefix="vrp-sam-app-"))
-    is_toy = toy.is_toy(segmenter.model)
-    # a backbone and SAM without a trained encoder run GP-SAM only
-    methods = [m for m in METHODS if m != "vrp" or "encoder" in segmenter.model.params]
+    preparing = isinstance(segmenter, toy.Preparation)
+    is_toy = preparing or toy.is_toy(segmenter.model)
+    # a backbone and SAM without a trained encoder run GP-SAM only (the toy has an encoder)
+    methods = [m for m in METHODS
+               if m != "vrp" or preparing or "encoder" in segmenter.model.params]
+
+    def ready() -> session.Segmenter:  # an InputError saying how far while preparing
+        return segmenter.result() if preparing else segmenter
+
+    def poll():
+        """The preparation's line; when it is over, segmenting enabled and the timer off."""
+        return (segmenter.status(), gr.Button(interactive=segmenter.ready()),
+                gr.Timer(active=not segmenter.done()))
 
     def shown(image, kind, drawn, clicks):
         """The preview, enlarged where the reference is small (clicks are divided back)."""
@@ -115,10 +128,16 @@ def build(segmenter: session.Segmenter, description: str, workspace: str | Path 
 
     @_guarded(4)
     def segment(references, files, method, gp_prompts):
-        result = segmenter.segment(references, _files(files),
+        result = ready().segment(references, _files(files),
                                    workspace / uuid.uuid4().hex[:12], method, gp_prompts)
-        gallery = [(o["overlay"], f"{Path(o['target']).name}: {100 * o['foreground']:.1f}% "
-                    "foreground") for o in result.outputs]
+        gallery = []
+        for o in result.outputs:
+            name = Path(o["target"]).name
+            gallery.append((o["overlay"], f"{name}: {100 * o['foreground']:.1f}% foreground"))
+            truth = toy.example_truth(o["target"]) if is_toy else None
+            if truth is not None:  # the toy example's own targets: what was to be found
+                gallery.append((overlay(read_image(o["target"]), truth),
+                                f"{name}: ground truth ({100 * truth.mean():.1f}%)"))
         downloads = [str(result.bundle), *(o["mask"] for o in result.outputs)]
         return (gallery, downloads, result.command,
                 f"{len(result.outputs)} target(s) segmented with {len(references)} "
@@ -138,6 +157,9 @@ def build(segmenter: session.Segmenter, description: str, workspace: str | Path 
                     "or more reference images; every target is segmented for the same kind "
                     "of object.")
         gr.Markdown(description, elem_id="model")
+        preparation = gr.Markdown(segmenter.status() if preparing else "",
+                                  elem_id="preparation", visible=preparing)
+        timer = gr.Timer(1.0, active=preparing)
         example = gr.Button("Load the toy example", elem_id="toy-example", visible=is_toy)
         references = gr.State([])
         clicks = gr.State([])
@@ -159,7 +181,7 @@ def build(segmenter: session.Segmenter, description: str, workspace: str | Path 
                     add_button = gr.Button("Add reference", variant="primary",
                                            elem_id="add-reference")
                     clear_button = gr.Button("Clear references")
-                gallery = gr.Gallery(label="References (k-shot)", columns=4, height=200,
+                gallery = gr.Gallery(label="References (k-shot)", columns=4, height="auto",
                                      object_fit="contain",
                                      elem_id="references")
                 listing = gr.Textbox(label="Annotations", lines=2, interactive=False,
@@ -171,15 +193,19 @@ def build(segmenter: session.Segmenter, description: str, workspace: str | Path 
                                   label="Method", elem_id="method")
                 gp_prompts = gr.Dropdown(list(GP_PROMPTS), value="box+point",
                                          label="GP-SAM prompts")
-                run = gr.Button("Segment", variant="primary", elem_id="segment")
+                run = gr.Button("Segment", variant="primary", elem_id="segment",
+                                interactive=not preparing)
                 status = gr.Markdown("", elem_id="status")
-                results = gr.Gallery(label="Masks", columns=3, elem_id="results")
+                results = gr.Gallery(label="Masks (the toy example's: each beside its ground "
+                                           "truth)" if is_toy else "Masks", columns=4,
+                                     elem_id="results")
                 downloads = gr.File(label="Download (zip of everything, and each mask)",
                                     file_count="multiple", interactive=False,
                                     elem_id="downloads")
                 command = gr.Textbox(label="The same with vrp-sam predict", lines=2,
                                      interactive=False, elem_id="command")
 
+        timer.tick(poll, None, [preparation, run, timer])
         example.click(load_example, None, [editor, kind, clicks, targets, status])
         editor.change(changed, [editor, kind, clicks], [preview, hint])
         kind.change(lambda: [], None, clicks).then(changed, [editor, kind, clicks],

@@ -11,7 +11,8 @@ DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
 
 
 def _model(args: argparse.Namespace):
-    """(model, the `vrp-sam predict` options that load it, the page's line about it)."""
+    """(model, the `vrp-sam predict` options that load it, the page's line about it); the
+    model is None for the toy model, which the page prepares in the background."""
     from vrp_sam_jax import model_io
     from vrp_sam_jax.app import toy
     from vrp_sam_jax.paths import absolute
@@ -33,33 +34,44 @@ def _model(args: argparse.Namespace):
         given = ["--sam-checkpoint", full(args.sam_checkpoint),
                  "--backbone-checkpoint", full(args.backbone_checkpoint)]
     else:
-        model = toy.toy_model(args.toy_workdir, progress=not args.quiet)
-        given = ["--vrp-checkpoint", full(args.toy_workdir)]
-    c = model.config
-    line = (f"**Model:** {model.origin.get('encoder', 'no VRP encoder (GP-SAM only)')}: "
-            f"{c.backbone} backbone, SAM {c.sam_type}, {c.image_size} px")
-    if toy.is_toy(model):
+        model, given = None, ["--vrp-checkpoint", full(args.toy_workdir)]
+    if model is None or toy.is_toy(model):
         where = full(args.toy_workdir if args.source is None else args.source)
         line = (f"**This is a toy.** The model ({where}) is a tiny VRP-SAM trained on the "
                 "embedded toy benchmark "
                 "(coloured, textured shapes on clutter) by `vrp-sam demo`: it knows nothing "
                 "of real images. Start the app with `--vrp-checkpoint` for a real model, or "
                 "press *Load the toy example* to try this one.")
+    else:
+        c = model.config
+        line = (f"**Model:** {model.origin.get('encoder', 'no VRP encoder (GP-SAM only)')}: "
+                f"{c.backbone} backbone, SAM {c.sam_type}, {c.image_size} px")
     return model, given, line
 
 
 def app(args: argparse.Namespace) -> int:
+    import sys
+
     from vrp_sam_jax.errors import InputError
 
     try:
         from vrp_sam_jax.app import page
     except ImportError as e:
         raise InputError(f'vrp-sam app needs Gradio: pip install -e ".[app]" ({e})') from e
-    from vrp_sam_jax.app import session
+    from vrp_sam_jax.app import session, toy
 
     model, given, line = _model(args)
-    blocks = page.build(session.Segmenter(model, given, args.batch_size), line,
-                        args.workspace)
+    if model is None:  # the page is served at once, the toy model made ready meanwhile
+        print(f"vrp-sam app: no --vrp-checkpoint given; the toy model in {args.toy_workdir} is "
+              "prepared in the background (trained first where it is not finished; the page "
+              "shows how far)", file=sys.stderr)
+        segmenter = toy.Preparation(
+            toy.toy_config(args.toy_workdir), args.toy_workdir,
+            lambda loaded: session.Segmenter(loaded, given, args.batch_size),
+            progress=not args.quiet).start()
+    else:
+        segmenter = session.Segmenter(model, given, args.batch_size)
+    blocks = page.build(segmenter, line, args.workspace)
     blocks.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False, quiet=args.quiet,
         allowed_paths=[str(blocks.workspace)], footer_links=["settings"],
@@ -75,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --sam-checkpoint and no --vrp-checkpoint: GP-SAM only")
     p.add_argument("--toy-workdir", default=DEFAULT_TOY_WORKDIR,
                    help="without a checkpoint: the toy model's work directory (vrp-sam demo's; "
-                        "trained there first when it is not)")
+                        "where it is not trained, the page is served at once and the model "
+                        "trained there in the background)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: reachable from other machines)")
     p.add_argument("--port", type=options.positive_int, default=7860,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -55,6 +56,7 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     deadline: float | None = None  # time.monotonic() after which the run stops, resumable
+    on_step: Callable[[int, int], None] | None = None  # (step reached, total steps)
 
 
 def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
@@ -71,11 +73,13 @@ def _steps_per_epoch(config: ml_collections.ConfigDict, available: int) -> int:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
-          progress: bool = True, stop_after_seconds: float | None = None) -> dict:
+          progress: bool = True, stop_after_seconds: float | None = None,
+          on_step: Callable[[int, int], None] | None = None) -> dict:
     """Train (or resume) in `workdir`; returns the last validation metrics, the steps reached,
     the step it resumed from and timings. `stop_after_seconds`: stop at the first logging
     step (or epoch end) past that time, counted from this call, with a checkpoint there and
-    `"stopped": True`; calling again continues (a Colab session, a preemptible job)."""
+    `"stopped": True`; calling again continues (a Colab session, a preemptible job).
+    `on_step(step, total_steps)` is called after every step (the app's progress)."""
     deadline = None if stop_after_seconds is None else time.monotonic() + stop_after_seconds
     workdir = absolute(workdir)
     progress = progress and processes.is_writer()
@@ -110,7 +114,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
             abstract = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, _ = checkpoints.restore(abstract)
-        run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline)
+        run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline,
+                  on_step)
         cache = _embedding_cache(run, params, source, workdir, progress)
         logger = MetricLogger(workdir)
         try:
@@ -206,6 +211,8 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
                 step += 1
                 losses.append(metrics["loss"])
                 bar.update(1)
+                if run.on_step is not None:
+                    run.on_step(step, run.total_steps)
                 if step % config.log.every_steps == 0:
                     loss = float(np.mean([float(x) for x in losses]))
                     seconds = (time.perf_counter() - tick) / max(step - ticked_step, 1)
