@@ -33,7 +33,7 @@ def test_plan_reports_every_step_for_a_v5e_slice(capsys):
     assert (result["chips"], result["device_kind"], result["mesh"]) == (
         4, "TPU v5 lite", {"data": 4, "model": 1})
     assert result["hbm_bytes_per_chip"] == 16 * 1024**3
-    assert set(result["steps"]) == {"train", "train_cached", "eval", "cache"}
+    assert set(result["steps"]) == {"train", "train_cached", "eval", "cache", "predict"}
     for name, step in result["steps"].items():
         assert step["flops_per_chip"] > 0 and 0 < step["peak_bytes"] < 2**30, name
         assert step["fits"] is True, name
@@ -49,6 +49,13 @@ def test_plan_reports_every_step_for_a_v5e_slice(capsys):
         assert set(traffic) <= {"all-reduce", "all-gather"}, traffic
         assert gradient_bytes <= traffic["all-reduce"]["bytes"] <= gradient_bytes + 64, traffic
         assert traffic["all-gather"]["bytes"] == 8 * 2 * 2 * 4, traffic
+    # prediction runs on one chip: nothing crosses chips; it embeds all 8 targets there (the
+    # cache step embeds global_batch / data images per chip), and more
+    assert result["steps"]["predict"]["collectives"] == {}
+    embed_one = result["steps"]["cache"]["flops_per_chip"] / (
+        result["global_batch"] / result["mesh"]["data"])
+    assert result["steps"]["predict"]["flops_per_chip"] > 8 * embed_one
+    assert result["estimate"]["predict_targets_per_second_at_peak"] > 0
     assert result["estimate"]["train_steps"] == 8 * 50
     assert result["estimate"]["train_seconds_at_peak"] > 0
 

@@ -33,6 +33,7 @@ from vrp_sam_jax.data.pipeline import EpisodeOptions, load_episode, stack
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.errors import ConfigError, InputError
 from vrp_sam_jax.evaluation.step import jit_eval_step
+from vrp_sam_jax.inference import encode_reference, predict_logits
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params
 from vrp_sam_jax.preprocess import normalize_image
@@ -42,7 +43,8 @@ from vrp_sam_jax.training.embedding_cache import DTYPES, jit_embed
 from vrp_sam_jax.training.trainer import trains_sam_image_encoder
 
 TOPOLOGY_EXAMPLES = ("v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2")
-STEP_NAMES = ("train", "train_cached", "eval", "cache")
+STEP_NAMES = ("train", "train_cached", "eval", "cache", "predict")
+PREDICT_BATCH = 8  # `vrp-sam predict`'s and the app's default --batch-size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,7 +210,9 @@ def measure(compile_step: Callable, hbm_bytes: float | None, devices_per_chip: i
 def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Callable]:
     """name -> a function compiling that step of the run for `mesh` (returns the compiled
     program): `train` (SAM's image encoder inside), `train_cached` (its embeddings from the
-    cache; only where the encoder is frozen), `eval` and `cache` (the embedding pre-pass)."""
+    cache; only where the encoder is frozen), `eval`, `cache` (the embedding pre-pass) and
+    `predict` (`vrp-sam predict`'s program: PREDICT_BATCH targets with the config's shots of
+    encoded references, on one chip, as `inference.VRPSamPredictor` runs it)."""
     model = model_config(config)
     sharding.check_batch(config.train.global_batch, mesh)
     rows = config.train.global_batch
@@ -244,6 +248,16 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
         _with(params["sam"], replicated),
         jax.ShapeDtypeStruct(batch["query_image"].shape, jnp.uint8, sharding=rows_sharding)
     ).compile()
+    one = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
+    size = model.image_size
+    references = (jax.ShapeDtypeStruct((1, config.data.shots, size, size, 3), jnp.float32),
+                  jax.ShapeDtypeStruct((1, config.data.shots, size, size), jnp.float32))
+    reference = jax.eval_shape(lambda p, x, m: encode_reference(model, p, x, m), params,
+                               *references)
+    out["predict"] = lambda: predict_logits.lower(
+        model, _with(params, one), _with(reference, one),
+        jax.ShapeDtypeStruct((PREDICT_BATCH, size, size, 3), jnp.float32, sharding=one)
+    ).compile()
     return out
 
 
@@ -272,8 +286,9 @@ def plan(config: ml_collections.ConfigDict, topology: str,
         if name not in only:
             continue
         progress(f"compiling {name} for {topology} ...")
+        # `predict` runs on one device: its chip does that device's work alone
         report[name] = measure(compile_step, None if chip is None else chip.hbm_bytes / per_chip,
-                               per_chip)
+                               1 if name == "predict" else per_chip)
     result = {"topology": topology, "chips": chips, "devices": len(devices),
               "device_kind": kind,
               "hbm_bytes_per_chip": None if chip is None else chip.hbm_bytes,
@@ -300,7 +315,11 @@ def estimate(config: ml_collections.ConfigDict, report: dict, chip: Chip | None)
     flops = step.get("flops_per_chip")
     seconds = (None if chip is None or total is None or flops is None
                else total * flops / chip.peak_flops)
+    predict_flops = report.get("predict", {}).get("flops_per_chip")
+    targets_per_second = (None if chip is None or not predict_flops
+                          else PREDICT_BATCH * chip.peak_flops / predict_flops)
     return {"train_steps": total, "train_seconds_at_peak": seconds,
+            "predict_targets_per_second_at_peak": targets_per_second,
             "peak": None if chip is None else chip.peak_source}
 
 
@@ -329,4 +348,7 @@ def table(result: dict) -> str:
                      f"{e['train_seconds_at_peak'] / 3600:.2f} h at peak ({e['peak']}); "
                      f"peak = what one chip holds, fits = peak <= {result['fit_margin']:.0%} "
                      "of HBM")
+    if e["predict_targets_per_second_at_peak"] is not None:
+        lines.append(f"predict: at most {e['predict_targets_per_second_at_peak']:.0f} targets/s "
+                     f"on one chip at peak, {PREDICT_BATCH} per call")
     return "\n".join(lines)
