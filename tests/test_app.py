@@ -260,14 +260,17 @@ def _serving(url: str) -> bool:
 @pytest.fixture(scope="module")
 def served(toy_run, tmp_path_factory):
     """`vrp-sam app` on 127.0.0.1 without a model, as a user starts it first: the page is
-    served at once and makes the toy model of --toy-workdir ready in the background (here a
-    copy of the finished toy run: ready in seconds)."""
+    served at once and trains the toy model of --toy-workdir in the background (here the toy
+    run's config with no step trained). Yields (url, workspace, seconds until the page was
+    served, the page's first HTML)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     workspace = tmp_path_factory.mktemp("app_workspace")
     run = tmp_path_factory.mktemp("app_toy") / "run"
     shutil.copytree(toy_run, run)
+    for trained in ("checkpoints", "best"):
+        shutil.rmtree(run / trained)
     log = workspace.parent / "app.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "JAX_PLATFORMS": "cpu"}
     with open(log, "w") as out:
@@ -276,15 +279,30 @@ def served(toy_run, tmp_path_factory):
              "--port", str(port), "--workspace", str(workspace), "--quiet",
              "--max-upload-mb", "2"],
             stdout=out, stderr=subprocess.STDOUT, env=env)
+    started = time.monotonic()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    deadline = started + 300
     while not _serving(url):
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.5)
-    yield url, workspace
+    waited = time.monotonic() - started
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        first = response.read().decode()
+    yield url, workspace, waited, first
     proc.terminate()
     proc.wait(30)
+
+
+def test_the_page_is_served_before_the_toy_model_is_trained(served):
+    """A fresh start: the page within 60 s, saying the toy model is being prepared (its
+    training then finishes in the background: the `page` fixture waits for it, and the page
+    tests below segment with it)."""
+    _, _, waited, first = served
+    assert waited < 60, waited
+    assert "Preparing the toy model" in first and "setting up" in first
 
 
 def test_the_page_refuses_an_upload_over_its_limit(served):
