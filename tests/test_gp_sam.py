@@ -183,3 +183,9 @@ def test_predict_gp_sam_needs_no_trained_model(tiny_sam, tmp_path, capsys):
                  "10,10,60,50", "--output-dir", str(tmp_path / "o2"),
                  str(tmp_path / "t1.png")]) != 0
     assert "--vrp-checkpoint is needed" in capsys.readouterr().err
+    assert main(["predict", "--method", "gp-sam", "--reference", str(tmp_path / "ref.png"),
+                 "--reference-box", "10,10,60,50", "--output-dir", str(tmp_path / "o3"),
+                 str(tmp_path / "t1.png")]) == 2
+    err = capsys.readouterr().err
+    assert "needs a SAM checkpoint" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o3").exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from vrp_sam_jax import names
-from vrp_sam_jax.cli import model_commands, options
+from vrp_sam_jax.cli import options
 
 DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
 
@@ -13,28 +13,24 @@ DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
 def _model(args: argparse.Namespace):
     """(model, the `vrp-sam predict` options that load it, the page's line about it); the
     model is None for the toy model, which the page prepares in the background."""
-    from vrp_sam_jax import model_io
     from vrp_sam_jax.app import toy
     from vrp_sam_jax.paths import absolute
 
     def full(path: str) -> str:  # predict.sh runs in the unzipped folder, not here
         return str(absolute(path))
 
+    model = options.load_model(args, args.compute_dtype)
     if args.source is not None:
-        model = model_commands._load(args, compute_dtype=args.compute_dtype)
         given = ["--vrp-checkpoint", full(args.source)]
         if args.which != "best":
             given += ["--which", str(args.which)]
         if args.sam_checkpoint:
             given += ["--sam-checkpoint", full(args.sam_checkpoint)]
-    elif args.sam_checkpoint or args.backbone_checkpoint:
-        model = model_io.load_frozen(args.sam_checkpoint, args.backbone_checkpoint,
-                                     backbone_name=args.backbone, sam_type=args.sam_type,
-                                     compute_dtype=args.compute_dtype)
+    elif model is not None:
         given = ["--sam-checkpoint", full(args.sam_checkpoint),
                  "--backbone-checkpoint", full(args.backbone_checkpoint)]
     else:
-        model, given = None, ["--vrp-checkpoint", full(args.toy_workdir)]
+        given = ["--vrp-checkpoint", full(args.toy_workdir)]
     if model is None or toy.is_toy(model):
         where = full(args.toy_workdir if args.source is None else args.source)
         line = (f"**This is a toy.** The model ({where}) is a tiny VRP-SAM trained on the "

@@ -27,25 +27,17 @@ def _annotation(args: argparse.Namespace) -> tuple[str, list]:
     return ANNOTATION_OPTIONS[option], values
 
 
-def _load(args: argparse.Namespace, **kwargs):
-    from vrp_sam_jax import model_io
-
-    return model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
-                         sam_type=args.sam_type, backbone=args.backbone, **kwargs)
-
-
 def _predict_model(args: argparse.Namespace):
-    from vrp_sam_jax import model_io
-    from vrp_sam_jax.errors import InputError
+    from vrp_sam_jax.errors import CheckpointError, InputError
 
-    if args.source is not None:
-        return _load(args, compute_dtype=args.compute_dtype)
-    if args.method != "gp-sam":
+    if args.source is None and args.method != "gp-sam":
         raise InputError("--vrp-checkpoint is needed (only --method gp-sam runs without a "
                          "trained model: give --sam-checkpoint and --backbone-checkpoint)")
-    return model_io.load_frozen(args.sam_checkpoint, args.backbone_checkpoint,
-                                backbone_name=args.backbone, sam_type=args.sam_type,
-                                compute_dtype=args.compute_dtype)
+    model = options.load_model(args, args.compute_dtype)
+    if model is None:  # the same line as a half-given pair (model_io.load_frozen)
+        raise CheckpointError("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
+                              "(--sam-checkpoint) and backbone weights (--backbone-checkpoint)")
+    return model
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -85,7 +77,7 @@ def export(args: argparse.Namespace) -> int:
         print(json.dumps({"output": os.path.abspath(out), "format": args.format,
                           "backbone": weights.backbone}))
         return 0
-    model = _load(args)
+    model = options.load_model(args)
     out = model_io.export(model, args.output, format=args.format,
                           keep_sam_separate=args.keep_sam_separate)
     print(json.dumps({"output": os.path.abspath(out), "format": args.format,

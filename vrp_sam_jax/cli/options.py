@@ -100,6 +100,26 @@ def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
                    help="checked against the checkpoint; inferred when omitted")
 
 
+def load_model(args: argparse.Namespace, compute_dtype: str = "float32"):
+    """The model that `add_model_source`'s flags (and --backbone-checkpoint, where a command
+    has it) name, decided here for every command that reads one: the checkpoint given
+    (`model_io.load`: a work directory, a converted directory, the release's file); else a SAM
+    and a backbone without a VRP encoder (GP-SAM only), where either is given; else None (the
+    command decides: `predict` refuses, the app prepares its toy model)."""
+    from vrp_sam_jax import model_io
+
+    if args.source is not None:
+        return model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
+                             sam_type=args.sam_type, backbone=args.backbone,
+                             compute_dtype=compute_dtype)
+    backbone_checkpoint = getattr(args, "backbone_checkpoint", None)
+    if args.sam_checkpoint or backbone_checkpoint:
+        return model_io.load_frozen(args.sam_checkpoint, backbone_checkpoint,
+                                    backbone_name=args.backbone, sam_type=args.sam_type,
+                                    compute_dtype=compute_dtype)
+    return None
+
+
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -60,10 +60,11 @@ def evaluate(args: argparse.Namespace) -> int:
     benchmark = names.CROSS_DOMAIN if args.cross_domain else (args.benchmark
                                                                or config.data.benchmark)
     settings = folds.EvalSettings(
-        benchmark, args.shots or config.data.shots, args.protocol,
-        args.condition or config.data.condition, args.num_episodes, args.original_size,
-        args.figures, config.train.global_batch, config.data.workers or None, args.method,
-        args.gp_prompts, args.gp_threshold)
+        benchmark=benchmark, shots=args.shots or config.data.shots, protocol=args.protocol,
+        condition=args.condition or config.data.condition, num_episodes=args.num_episodes,
+        original_size=args.original_size, figures=args.figures,
+        global_batch=config.train.global_batch, workers=config.data.workers or None,
+        method=args.method, gp_prompts=args.gp_prompts, gp_threshold=args.gp_threshold)
     source = make_source(settings.dataset, config.data.root or None)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
 

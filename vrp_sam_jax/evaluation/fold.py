@@ -28,7 +28,7 @@ from vrp_sam_jax.paths import AnyPath, as_path
 from vrp_sam_jax.preprocess import logits_to_size
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class EvalSettings:
     """What is measured: the episodes (benchmark, shots, protocol, count), the reference
     annotation, the resolution, and how the work is spread (batch, workers)."""
