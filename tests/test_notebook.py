@@ -9,8 +9,13 @@ import hashlib
 import http.server
 import io
 import json
+import os
+import re
+import shutil
+import sys
 import tarfile
 import threading
+import types
 from pathlib import Path
 
 import pytest
@@ -28,12 +33,16 @@ def _code_cells(notebook: Path = NOTEBOOK) -> list[dict]:
 
 
 def _python(source: str) -> str:
-    """Shell and magic lines (`!pip ...`, `%...`) become no-ops; the rest is Python."""
+    """Shell lines (`!pip ...`) become calls of `_shell` with Colab's `{NAME}` expansion (an
+    f-string); magic lines (`%...`) no-ops; the rest is Python."""
     lines = []
     for line in source.splitlines():
         stripped = line.lstrip()
         indent = line[: len(line) - len(stripped)]
-        lines.append(f"{indent}pass" if stripped.startswith(("!", "%")) else line)
+        if stripped.startswith("!"):
+            lines.append(f"{indent}_shell(f{stripped[1:]!r})")
+        else:
+            lines.append(f"{indent}pass" if stripped.startswith("%") else line)
     return "\n".join(lines)
 
 
@@ -45,11 +54,43 @@ def test_every_cell_compiles(notebook):
     assert sum("parameters" in t for t in tags) == 1
 
 
-def _run(notebook: Path, **parameters) -> dict:
-    """Every code cell in order, in one namespace, with `parameters` set after the
-    parameters cell (as papermill does); returns the namespace."""
-    namespace: dict = {}
-    for cell in _code_cells(notebook):
+@pytest.fixture
+def colab(monkeypatch) -> list[tuple]:
+    """A stand-in of Colab: `google.colab.drive.mount` and `google.colab.auth
+    .authenticate_user` record their calls (in order, in the list returned), and so does
+    every shell line, which is not run."""
+    import google
+
+    calls: list[tuple] = []
+    package = types.ModuleType("google.colab")
+    package.drive = types.ModuleType("google.colab.drive")
+    package.drive.mount = lambda mountpoint, **_: calls.append(("drive.mount", mountpoint))
+    package.auth = types.ModuleType("google.colab.auth")
+    package.auth.authenticate_user = lambda **_: calls.append(("auth.authenticate_user",))
+    for name, module in (("google.colab", package), ("google.colab.drive", package.drive),
+                         ("google.colab.auth", package.auth)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(google, "colab", package, raising=False)
+    # the install cell restarts the session (kills its own process) where it replaced a
+    # loaded package: recorded, never done to the test
+    monkeypatch.setattr(os, "kill", lambda pid, signal: calls.append(("os.kill", pid, signal)))
+    return calls
+
+
+def _run(notebook: Path, calls: list | None = None, cells: int | None = None,
+         shell=None, **parameters) -> dict:
+    """The first `cells` code cells (all by default) in order, in one namespace, with
+    `parameters` set after the parameters cell (as papermill does); shell lines are recorded
+    in `calls` and handed to `shell` where given. Returns the namespace."""
+    calls = [] if calls is None else calls
+
+    def run_shell(command: str) -> None:
+        calls.append(("!", command))
+        if shell is not None:
+            shell(command)
+
+    namespace: dict = {"_shell": run_shell}
+    for cell in _code_cells(notebook)[:cells]:
         source = _python("".join(cell["source"]))
         exec(compile(source, "cell", "exec"), namespace)  # noqa: S102
         if "parameters" in cell["metadata"].get("tags", []):
@@ -57,8 +98,10 @@ def _run(notebook: Path, **parameters) -> dict:
     return namespace
 
 
-def test_notebook_runs_in_toy_mode(tmp_path):
-    namespace = _run(NOTEBOOK, TOY=True, WORK=str(tmp_path), NUM_EPISODES=8)
+def test_notebook_runs_in_toy_mode(tmp_path, colab):
+    namespace = _run(NOTEBOOK, colab, TOY=True, WORK=str(tmp_path), NUM_EPISODES=8)
+    # installed from the SOURCE the install cell names; no accelerator here: nothing else
+    assert colab == [("!", f'pip install -q "{namespace["SOURCE"]}"')]
     result = namespace["result"]
     assert result["episodes"] == 8 and Path(result["figure"]).is_file()
     assert Path(result["class_chart"]).is_file()
@@ -73,12 +116,14 @@ def test_notebook_runs_in_toy_mode(tmp_path):
         result["miou"], result["fb_iou"], {str(k): v for k, v in result["class_iou"].items()})
 
 
-def test_training_notebook_resumes_on_the_same_drive_folder(tmp_path, capsys):
+def test_training_notebook_resumes_on_the_same_drive_folder(tmp_path, capsys, colab):
     """A first session stopped by its time budget after one step, then a second on the same
     Drive stand-in that continues from that checkpoint to the end, validates and evaluates."""
     drive, work = tmp_path / "drive", tmp_path / "work"
-    first = _run(TRAIN_NOTEBOOK, TOY=True, DRIVE=str(drive), WORK=str(work),
+    first = _run(TRAIN_NOTEBOOK, colab, TOY=True, DRIVE=str(drive), WORK=str(work),
                  SESSION_MINUTES=0, NUM_EPISODES=8)
+    # installed from SOURCE; nothing loaded was replaced (no restart); Drive is a folder here
+    assert first["replaced"] == [] and colab == [("!", f'pip install -q "{first["SOURCE"]}"')]
     assert first["trained"]["stopped"] and first["trained"]["steps"] == 1
     assert "run all cells again to continue" in capsys.readouterr().out
     run = first["run"]
@@ -94,6 +139,32 @@ def test_training_notebook_resumes_on_the_same_drive_folder(tmp_path, capsys):
     result = second["result"]
     assert result["episodes"] == 8 and Path(result["figure"]).is_file()
     assert Path(result["class_chart"]).is_file() and "| mIoU |" in second["table"]
+
+
+def test_a_checkpoint_on_gcs_is_read_after_authenticating(toy_run, tmp_path, colab):
+    """`CHECKPOINT = "gs://..."`: Colab's user is authenticated before gsutil copies the run
+    (the stand-in's gsutil copies it from a folder standing for the bucket), which then loads;
+    a checkpoint on Drive mounts it first."""
+    bucket = tmp_path / "bucket"
+    shutil.copytree(toy_run, bucket / "runs" / "toy")
+
+    def gsutil(command: str) -> None:  # the other shell lines (pip) do nothing here
+        copy = re.fullmatch(r'gsutil -m cp -r "gs://b/(.+)" "(.+)/"', command)
+        if copy:
+            shutil.copytree(bucket / copy[1], Path(copy[2]) / Path(copy[1]).name)
+
+    namespace = _run(NOTEBOOK, colab, cells=4, shell=gsutil, CHECKPOINT="gs://b/runs/toy",
+                     WORK=str(tmp_path / "work"))
+    assert [c[0] for c in colab] == ["!", "auth.authenticate_user", "!"]
+    assert colab[2][1].startswith('gsutil -m cp -r "gs://b/runs/toy"')
+    assert namespace["CHECKPOINT"] == str(tmp_path / "work" / "toy")
+    assert namespace["model"].config.sam_type == "tiny"  # the run, loaded from the copy
+    colab.clear()
+    # a checkpoint under /content/drive: Drive mounted before it is read (then not found here)
+    with pytest.raises(Exception, match="/content/drive/MyDrive/run"):
+        _run(NOTEBOOK, colab, cells=4, CHECKPOINT="/content/drive/MyDrive/run",
+             SAM_CHECKPOINT=str(tmp_path / "sam.pth"), WORK=str(tmp_path / "work"))
+    assert colab[1] == ("drive.mount", "/content/drive")
 
 
 @pytest.fixture()
