@@ -442,10 +442,11 @@ def test_example_truth_is_recognised_by_name_and_pixels(tmp_path):
     moved = tmp_path / "elsewhere" / targets[0].name  # as the browser's upload copies it
     moved.parent.mkdir()
     shutil.copy(targets[0], moved)
-    truth = toy.example_truth(moved)
+    image, truth = toy.example_truth(moved)
     name = targets[0].stem.removeprefix("toy_").replace("_", "/")
-    assert truth is not None and truth.any()
+    assert truth.any()
     np.testing.assert_array_equal(truth, toy_data.render(name)[1] == toy.EXAMPLE_CATEGORY + 1)
+    np.testing.assert_array_equal(image, read_image(moved))
     other = np.asarray(Image.open(moved)).copy()
     other[0, 0] ^= 255
     Image.fromarray(other).save(moved)

@@ -58,6 +58,11 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
     return dataclasses.replace(model, config=config)
 
 
+FROZEN_FILES_NEEDED = ("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
+                       "(--sam-checkpoint, or init.sam_checkpoint) and backbone weights "
+                       "(--backbone-checkpoint, or init.backbone_checkpoint)")
+
+
 def load_frozen(sam: str | Path | None, backbone: str | Path | None, *, image_size: int = 512,
                 backbone_name: str | None = None, sam_type: str | None = None,
                 compute_dtype: str = "float32", attention: str = "auto") -> LoadedModel:
@@ -65,9 +70,7 @@ def load_frozen(sam: str | Path | None, backbone: str | Path | None, *, image_si
     (an official `.pth` or converted directory), the backbone from `backbone` (any file or
     directory `vrp-sam convert-backbone` reads; `backbone_name` is checked against it)."""
     if sam is None or backbone is None:
-        raise CheckpointError("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
-                              "(--sam-checkpoint, or init.sam_checkpoint) and backbone weights "
-                              "(--backbone-checkpoint, or init.backbone_checkpoint)")
+        raise CheckpointError(FROZEN_FILES_NEEDED)
     name, backbone_params = load_backbone(backbone, backbone_name)
     loaded = sam_port.load_sam(sam, sam_type)
     config = VRPSamConfig(backbone=name, sam_type=loaded.model_type, image_size=image_size,

@@ -16,7 +16,7 @@ import numpy as np
 from vrp_sam_jax.annotations import KINDS
 from vrp_sam_jax.app import session, toy
 from vrp_sam_jax.errors import EXPECTED_ERRORS, InputError
-from vrp_sam_jax.image_io import overlay, read_image
+from vrp_sam_jax.image_io import overlay
 from vrp_sam_jax.names import GP_PROMPTS, METHODS
 
 HOW = {
@@ -134,9 +134,10 @@ def build(segmenter: session.Segmenter | toy.Preparation, description: str,
         for o in result.outputs:
             name = Path(o["target"]).name
             gallery.append((o["overlay"], f"{name}: {100 * o['foreground']:.1f}% foreground"))
-            truth = toy.example_truth(o["target"]) if is_toy else None
-            if truth is not None:  # the toy example's own targets: what was to be found
-                gallery.append((overlay(read_image(o["target"]), truth),
+            known = toy.example_truth(o["target"]) if is_toy else None
+            if known is not None:  # the toy example's own targets: what was to be found
+                image, truth = known  # the target's pixels, already read to recognise it
+                gallery.append((overlay(image, truth),
                                 f"{name}: ground truth ({100 * truth.mean():.1f}%)"))
         downloads = [str(result.bundle), *(o["mask"] for o in result.outputs)]
         return (gallery, downloads, result.command,

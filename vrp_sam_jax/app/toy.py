@@ -117,9 +117,10 @@ def example(folder: str | Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     return image, label == EXAMPLE_CATEGORY + 1, targets
 
 
-def example_truth(path: str | Path) -> np.ndarray | None:
-    """The object mask (H, W) bool of a target `example` wrote (recognised by its name and
-    pixels, wherever it was copied), else None: the page shows it beside the prediction."""
+def example_truth(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(its pixels HxWx3 uint8, its object mask (H, W) bool) for a target `example` wrote
+    (recognised by its name and pixels, wherever it was copied), else None: the page shows
+    the mask beside the prediction."""
     match = re.fullmatch(r"toy_(train|val)_(\d+)\.png", Path(path).name)
     if match is None:
         return None
@@ -128,7 +129,7 @@ def example_truth(path: str | Path) -> np.ndarray | None:
         same = np.array_equal(read_image(path), image)
     except EXPECTED_ERRORS:
         return None
-    return label == EXAMPLE_CATEGORY + 1 if same else None
+    return (image, label == EXAMPLE_CATEGORY + 1) if same else None
 
 
 def example_class() -> str:

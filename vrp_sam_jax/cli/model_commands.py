@@ -28,15 +28,15 @@ def _annotation(args: argparse.Namespace) -> tuple[str, list]:
 
 
 def _predict_model(args: argparse.Namespace):
+    from vrp_sam_jax import model_io
     from vrp_sam_jax.errors import CheckpointError, InputError
 
     if args.source is None and args.method != "gp-sam":
         raise InputError("--vrp-checkpoint is needed (only --method gp-sam runs without a "
                          "trained model: give --sam-checkpoint and --backbone-checkpoint)")
     model = options.load_model(args, args.compute_dtype)
-    if model is None:  # the same line as a half-given pair (model_io.load_frozen)
-        raise CheckpointError("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
-                              "(--sam-checkpoint) and backbone weights (--backbone-checkpoint)")
+    if model is None:  # neither file given: load_frozen's line for a half-given pair
+        raise CheckpointError(model_io.FROZEN_FILES_NEEDED)
     return model
 
 
