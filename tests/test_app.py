@@ -98,14 +98,14 @@ def test_annotations_from_the_page():
     assert session.boxes([(30, 20), (10, 5)]) == [(10, 5, 30, 20)]
     with pytest.raises(InputError, match="two clicks"):
         session.boxes([(1, 2)])
-    ref = session.annotate("points", image, drawn, [(3, 4), (59, 39)], 16)
+    ref = session.annotate("point", image, drawn, [(3, 4), (59, 39)], 16)
     assert ref.prompt.sum() == 2 and ref.annotation == [(3, 4), (59, 39)]
     assert session.annotate("mask", image, drawn, [], 16).prompt.sum() > 0
-    for kind in ("mask", "scribble", "box", "points"):
+    for kind in ("mask", "scribble", "box", "point"):
         with pytest.raises(InputError, match=f"empty {kind} annotation"):
             session.annotate(kind, image, np.zeros_like(drawn), [], 16)
     with pytest.raises(InputError, match="outside"):
-        session.annotate("points", image, drawn, [(60, 3)], 16)
+        session.annotate("point", image, drawn, [(60, 3)], 16)
     with pytest.raises(InputError, match="no reference image"):
         session.painted({"background": None, "layers": []})
     with pytest.raises(InputError, match="painted layer is 10x10"):
@@ -148,7 +148,7 @@ def test_segment_encodes_once_and_bundles_the_predict_command(toy_run, tmp_path,
     assert len(calls) == before + 1 and "--method gp-sam" in gp.command
     _same_masks_as_predict(tmp_path / "gp", targets, tmp_path, capsys)
     with pytest.raises(InputError, match="share one kind"):
-        segmenter.predictor([refs[0], session.annotate("points", ref_image, ref_mask,
+        segmenter.predictor([refs[0], session.annotate("point", ref_image, ref_mask,
                                                        [(5, 5)], segmenter.size)])
     with pytest.raises(InputError, match="at least one annotated reference"):
         segmenter.segment([], targets, tmp_path / "none")
@@ -464,13 +464,13 @@ def test_page_two_point_references_equal_predict(page, served, tmp_path, capsys)
     _status(page, "toy example")
     page.locator("#kind").get_by_text("points").click()
     _wait_text(page.locator("#hint"), "click on the object")
-    _click_image(page, "#preview img", [(0.3, 0.4), (0.62, 0.55)], "points")
+    _click_image(page, "#preview img", [(0.3, 0.4), (0.62, 0.55)], "point")
     page.locator("#add-reference").click()
     _status(page, r"1 reference\(s\) added")
     page.locator("#reference input[type=file]").set_input_files(str(second))
     _wait_text(page.locator("#hint"), "click on the object")
     time.sleep(1)  # the preview shows the new reference
-    _click_image(page, "#preview img", [(0.5, 0.5)], "points")
+    _click_image(page, "#preview img", [(0.5, 0.5)], "point")
     page.locator("#add-reference").click()
     _status(page, r"2 reference\(s\) added \(2-shot\)")
     _set_targets(page, targets)
@@ -480,7 +480,7 @@ def test_page_two_point_references_equal_predict(page, served, tmp_path, capsys)
     _shot(page, "points_2shot", tmp_path)
     bundle = _download(page, tmp_path, "points")
     listing = page.locator("#annotations textarea").input_value()
-    assert listing.count("points:") == 2
+    assert listing.count("point:") == 2
     # the browser passed the pixels through: the references are the files' own
     np.testing.assert_array_equal(read_image(bundle / "references/reference_1.png"),
                                   toy_data.render(names[0])[0])

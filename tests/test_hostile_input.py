@@ -62,7 +62,7 @@ def _predict(d: Path, out: Path, *args: str) -> list[str]:
 @pytest.mark.parametrize("annotation,fragments", [
     (["--reference-box=-50,10,-10,40"], ["ref.png (box)", "lies outside the 120x80 image"]),
     (["--reference-box=10,-90,60,-20"], ["lies outside the 120x80 image"]),
-    (["--reference-points", "500,10"], ["ref.png (points)", "lies outside"]),
+    (["--reference-points", "500,10"], ["ref.png (point)", "lies outside"]),
     (["--reference-points", "nan,5"], ["--reference-points", "finite"]),
     (["--reference-box", "1,2,inf,4"], ["--reference-box", "finite"]),
 ])

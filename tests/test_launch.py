@@ -49,7 +49,7 @@ def test_tpu_pod_dry_run():
     assert remote.startswith("cd ~/vrp-sam-jax && ")
     _, args = _train_args(remote.split("&& ", 1)[1])
     assert args.distributed and args.workdir == "/gcs/runs/f1"
-    assert args.overrides == ["data.fold=1"] and args.process_id is None
+    assert args.overrides == ["--config.data.fold=1"] and args.process_id is None
     existing = _launch("tpu-pod", "--name", "vrp", "--zone", "z", "--bucket", "b", "--config",
                        "pascal", "--workdir", "/gcs/r", "--existing", "--dry-run")
     assert len(existing) == 4 and " create " not in existing[0]

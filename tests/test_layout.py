@@ -148,7 +148,10 @@ def test_shared_names_are_the_librarys():
 
 
 def test_configs_are_complete_data_files():
+    import dataclasses
+
     from vrp_sam_jax.config import FIELDS, SHIPPED, load_config
+    from vrp_sam_jax.models import VRPSamConfig
 
     files = sorted(p.stem for p in (REPO / "configs").glob("*.py") if p.stem != "__init__")
     assert files == sorted(SHIPPED)
@@ -159,6 +162,8 @@ def test_configs_are_complete_data_files():
         assert not any(isinstance(n, ast.ImportFrom) for n in tree.body)
         config = load_config(name)  # checked to hold exactly FIELDS
         assert set(config) == set(FIELDS)
+    # the schema's model section is the model's own fields, in their order
+    assert FIELDS["model"] == tuple(f.name for f in dataclasses.fields(VRPSamConfig))
     from vrp_sam_jax.errors import ConfigError
 
     with pytest.raises(ConfigError, match="no such config file, nor a shipped config"):

@@ -12,9 +12,8 @@ import numpy as np
 from vrp_sam_jax import conditions
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.image_io import read_mask
+from vrp_sam_jax.names import CONDITIONS
 from vrp_sam_jax.preprocess import resize_mask_nearest
-
-KINDS = ("mask", "box", "points", "scribble")
 
 
 def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
@@ -22,9 +21,10 @@ def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
     """(size, size) float32 {0, 1} prompt mask of one reference from its annotation: `mask`
     and `scribble` take an image path (non-zero = object / drawn) or an (H, W) array (the
     app's painted pixels) of the reference's size, `box` a list of (x0, y0, x1, y1) and
-    `points` a list of (x, y) in reference pixels."""
-    if kind not in KINDS:
-        raise InputError(f"unknown annotation kind {kind!r}; choose from {', '.join(KINDS)}")
+    `point` a list of (x, y) in reference pixels."""
+    if kind not in CONDITIONS:  # a person's annotation kinds are the training conditions
+        raise InputError(f"unknown annotation kind {kind!r}; choose from "
+                         f"{', '.join(CONDITIONS)}")
     if kind in ("mask", "scribble"):
         painted = isinstance(annotation, np.ndarray)
         drawn = annotation != 0 if painted else read_mask(annotation)

@@ -1,6 +1,7 @@
-"""Experiment configs (ml_collections), in big_vision's manner: each file under `configs/` is
-the complete, commented record of one experiment, every field the run reads written out, and
-imports nothing but `ml_collections`. `configs/` is installed with the package (as
+"""Experiment configs (ml_collections) as records, as big_vision keeps them: each file under
+`configs/` is the complete, commented record of one experiment, every field the run reads
+written out. Unlike big_vision's, which import helpers, a file here imports nothing but
+`ml_collections`, so it reads whole on its own. `configs/` is installed with the package (as
 `vrp_sam_jax.configs`), so a shipped config is named without a path:
 
     load_config("pascal:resnet50,box")        # a shipped config, with its argument
@@ -8,8 +9,10 @@ imports nothing but `ml_collections`. `configs/` is installed with the package (
     load_config("toy", ["train.lr=1e-3"])     # then `field=value` overrides
 
 A file defines `get_config(arg=None)`; the part after `:` is `arg`. The loaded config must hold
-exactly the fields of `FIELDS` (a missing or unknown field is an error naming the file), and
-`model_config` builds the model as `VRPSamConfig(**config.model)`.
+exactly the fields of `SCHEMA` (a missing or unknown field is an error naming the file; each
+field's rule, whether it is a path, whether a resumed run must keep it, and its value in runs
+written before it existed are in that one table), and `model_config` builds the model as
+`VRPSamConfig(**config.model)`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import importlib
 import importlib.util
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -35,32 +38,101 @@ from vrp_sam_jax.paths import absolute
 
 SHIPPED_PACKAGE = "vrp_sam_jax.configs"
 SHIPPED = ("pascal", "coco", "toy")
-FIELDS = {
-    "model": tuple(f.name for f in dataclasses.fields(VRPSamConfig)),
-    "init": ("sam_checkpoint", "backbone_checkpoint", "random", "seed"),
-    "data": ("benchmark", "fold", "shots", "condition", "root", "workers", "prefetch_batches",
-             "val_protocol", "val_episodes"),
-    "train": ("seed", "epochs", "steps_per_epoch", "global_batch", "lr", "weight_decay", "b1",
-              "b2", "loss", "trainable"),
-    "mesh": ("data", "model"),
-    "cache": ("embeddings", "dir", "dtype", "shared"),
-    "checkpoint": ("every_steps", "async_save"),
-    "log": ("every_steps", "val_every_epochs"),
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One field of a config: what it may hold, and how runs treat it."""
+    check: Callable[[object], bool] | None = None  # None: `VRPSamConfig` checks it (model.*)
+    must_be: str = ""  # what `check` accepts, in words
+    choices: tuple[str, ...] = ()  # or: the names it may hold
+    path: bool = False  # a file or folder (or URL): stored absolute, so a run finds it again
+    resume: bool = False  # must equal the checkpoint's when a run resumes: it shapes the
+    # parameters, the data stream or the optimizer (not the compute dtype, paths, logging)
+    added: object = None  # added after runs were first written: what every earlier run had
+
+
+def _number(value, low: float, high: float = float("inf"), *, integer: bool = False,
+            low_open: bool = False, high_open: bool = False) -> bool:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        return False
+    return ((value > low) if low_open else (value >= low)) and \
+        ((value < high) if high_open else (value <= high))
+
+
+def _integer(low: int, note: str = "", **how) -> Field:
+    return Field(lambda v: _number(v, low, integer=True), f"an integer >= {low}{note}", **how)
+
+
+def _boolean(**how) -> Field:
+    return Field(lambda v: isinstance(v, bool), "true or false", **how)
+
+
+_PATH = Field(lambda v: isinstance(v, str), "a path (a string; empty: none)", path=True)
+
+# Every field a config holds, section by section, in the configs' order: the one table of the
+# schema (a config must hold exactly these).
+SCHEMA = {
+    "model.backbone": Field(resume=True),
+    "model.sam_type": Field(resume=True),
+    "model.image_size": Field(resume=True),
+    "model.num_queries": Field(resume=True),
+    "model.num_heads": Field(resume=True),
+    "model.query_init": Field(resume=True, added="random"),
+    "model.compute_dtype": Field(),
+    "model.attention": Field(),
+    "init.sam_checkpoint": _PATH,
+    "init.backbone_checkpoint": _PATH,
+    "init.random": _boolean(resume=True),
+    "init.seed": _integer(0, resume=True),
+    "data.benchmark": Field(choices=names.BENCHMARKS, resume=True),
+    "data.fold": Field(lambda v: _number(v, 0, 3, integer=True), "a fold, 0 to 3", resume=True),
+    "data.shots": _integer(1, resume=True),
+    "data.condition": Field(choices=names.CONDITIONS, resume=True),
+    "data.root": _PATH,
+    "data.workers": _integer(0, " (0: automatic)"),
+    "data.prefetch_batches": _integer(1),
+    "data.val_protocol": Field(choices=names.PROTOCOLS),
+    "data.val_episodes": _integer(1),
+    "train.seed": _integer(0, resume=True),
+    "train.epochs": _integer(1, resume=True),
+    "train.steps_per_epoch": _integer(0, " (0: one pass over the episodes)", resume=True),
+    "train.global_batch": _integer(1, resume=True),
+    "train.lr": Field(lambda v: _number(v, 0, 1, low_open=True), "a learning rate in (0, 1]",
+                      resume=True),
+    "train.weight_decay": Field(lambda v: _number(v, 0, 1), "a number in [0, 1]", resume=True),
+    "train.b1": Field(lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)",
+                      resume=True),
+    "train.b2": Field(lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)",
+                      resume=True),
+    "train.loss": Field(choices=names.LOSSES, resume=True, added="bce+dice"),
+    "train.trainable": Field(lambda v: isinstance(v, tuple) and len(v) > 0
+                             and all(isinstance(x, str) and x for x in v),
+                             "a non-empty tuple of parameter paths", resume=True),
+    "mesh.data": Field(lambda v: v == -1 or _number(v, 1, integer=True),
+                       "-1 or an integer >= 1"),
+    "mesh.model": _integer(1),
+    "cache.embeddings": _boolean(),
+    "cache.dir": _PATH,
+    "cache.dtype": Field(choices=("float16", "float32")),
+    "cache.shared": _boolean(added=True),
+    "checkpoint.every_steps": _integer(1),
+    "checkpoint.async_save": _boolean(),
+    "log.every_steps": _integer(1),
+    "log.val_every_epochs": _integer(1),
 }
-PATH_FIELDS = ("init.sam_checkpoint", "init.backbone_checkpoint", "data.root", "cache.dir")
+# section -> its fields, as a config file holds them
+FIELDS: dict[str, tuple[str, ...]] = {}
+for _name in SCHEMA:
+    _section, _leaf = _name.split(".")
+    FIELDS[_section] = (*FIELDS.get(_section, ()), _leaf)
+PATH_FIELDS = tuple(name for name, field in SCHEMA.items() if field.path)
+RESUME_KEYS = tuple(name for name, field in SCHEMA.items() if field.resume)
+# A stored `config.json` without one of these reads as the value every earlier run had.
+ADDED_FIELDS = {name: field.added for name, field in SCHEMA.items() if field.added is not None}
+# Short names the command line and notebooks accept for the fields people change most.
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
-# Fields added after runs were first written, with the value every earlier run had: a stored
-# `config.json` without them reads as that value.
-ADDED_FIELDS = {"model.query_init": "random", "train.loss": "bce+dice", "cache.shared": True}
-# Fields that must match between a run and the checkpoint it resumes from: everything that
-# shapes the parameters, the data stream or the optimizer (not the compute dtype, the
-# attention path, the paths, the logging).
-RESUME_KEYS = ("model.backbone", "model.sam_type", "model.image_size", "model.num_queries",
-               "model.num_heads", "model.query_init", "init.random", "init.seed",
-               "data.benchmark", "data.fold", "data.shots", "data.condition", "train.seed",
-               "train.global_batch",
-               "train.trainable", "train.epochs", "train.steps_per_epoch", "train.lr",
-               "train.weight_decay", "train.b1", "train.b2", "train.loss")
 
 
 def model_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
@@ -103,50 +175,6 @@ def load_config(spec: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     return check_values(apply_overrides(config, overrides), label)
 
 
-def _number(value, low: float, high: float = float("inf"), *, integer: bool = False,
-            low_open: bool = False, high_open: bool = False) -> bool:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
-        return False
-    return ((value > low) if low_open else (value >= low)) and \
-        ((value < high) if high_open else (value <= high))
-
-
-# field -> (check, what the field must be)
-_RULES = {
-    "init.seed": (lambda v: _number(v, 0, integer=True), "an integer >= 0"),
-    "init.random": (lambda v: isinstance(v, bool), "true or false"),
-    "data.fold": (lambda v: _number(v, 0, 3, integer=True), "a fold, 0 to 3"),
-    "data.shots": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "data.workers": (lambda v: _number(v, 0, integer=True), "an integer >= 0 (0: automatic)"),
-    "data.prefetch_batches": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "data.val_episodes": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "train.seed": (lambda v: _number(v, 0, integer=True), "an integer >= 0"),
-    "train.epochs": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "train.steps_per_epoch": (lambda v: _number(v, 0, integer=True),
-                              "an integer >= 0 (0: one pass over the episodes)"),
-    "train.global_batch": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "train.lr": (lambda v: _number(v, 0, 1, low_open=True), "a learning rate in (0, 1]"),
-    "train.weight_decay": (lambda v: _number(v, 0, 1), "a number in [0, 1]"),
-    "train.b1": (lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)"),
-    "train.b2": (lambda v: _number(v, 0, 1, high_open=True), "a number in [0, 1)"),
-    "train.trainable": (lambda v: isinstance(v, tuple) and len(v) > 0
-                        and all(isinstance(x, str) and x for x in v),
-                        "a non-empty tuple of parameter paths"),
-    "mesh.data": (lambda v: v == -1 or _number(v, 1, integer=True), "-1 or an integer >= 1"),
-    "mesh.model": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "cache.embeddings": (lambda v: isinstance(v, bool), "true or false"),
-    "cache.shared": (lambda v: isinstance(v, bool), "true or false"),
-    "cache.dtype": (lambda v: v in ("float16", "float32"), "float16 or float32"),
-    "checkpoint.every_steps": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "checkpoint.async_save": (lambda v: isinstance(v, bool), "true or false"),
-    "log.every_steps": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-    "log.val_every_epochs": (lambda v: _number(v, 1, integer=True), "an integer >= 1"),
-}
-_RULES.update({field: (lambda v: isinstance(v, str), "a path (a string; empty: none)")
-               for field in PATH_FIELDS})
-
-
 def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collections.ConfigDict:
     """Every field of a config holds a value a run can use (names the library knows, numbers
     in range), checked before any work; returns the config. All problems are listed."""
@@ -155,16 +183,12 @@ def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collection
     except ConfigError as e:
         raise ConfigError(f"{label}: {e}") from e
     problems = []
-    for field, allowed in (("train.loss", names.LOSSES),
-                           ("data.benchmark", names.BENCHMARKS),
-                           ("data.condition", names.CONDITIONS),
-                           ("data.val_protocol", names.PROTOCOLS)):
-        if _get(config, field) not in allowed:
-            problems.append(f"{field}={_get(config, field)!r} is not one of "
-                            f"{', '.join(allowed)}")
-    for field, (check, what) in _RULES.items():
-        if not check(_get(config, field)):
-            problems.append(f"{field}={_get(config, field)!r} must be {what}")
+    for name, field in SCHEMA.items():
+        value = _get(config, name)
+        if field.choices and value not in field.choices:
+            problems.append(f"{name}={value!r} is not one of {', '.join(field.choices)}")
+        elif field.check is not None and not field.check(value):
+            problems.append(f"{name}={value!r} must be {field.must_be}")
     if problems:
         raise ConfigError(f"{label}: " + "; ".join(problems))
     return config

@@ -9,6 +9,10 @@ BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vits14", "dinov2_vitb14",
 PAPER_BACKBONES = ("resnet50", "resnet101", "vgg16", "dinov2_vitl14")
 SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # tiny: tests, toy
 CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation kinds
+# The command line's option for each kind (`vrp-sam predict --reference-points`: plural there,
+# as a person gives one or more points).
+REFERENCE_OPTIONS = {kind: f"--reference-{'points' if kind == 'point' else kind}"
+                     for kind in CONDITIONS}
 BENCHMARKS = ("pascal", "coco", "fss", "toy")
 PACKABLE_BENCHMARKS = ("pascal", "coco", "fss")  # `vrp-sam pack` (data.packed)
 CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes

@@ -13,17 +13,16 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from vrp_sam_jax.annotations import KINDS
 from vrp_sam_jax.app import session, toy
 from vrp_sam_jax.errors import EXPECTED_ERRORS, InputError
 from vrp_sam_jax.image_io import overlay
-from vrp_sam_jax.names import GP_PROMPTS, METHODS
+from vrp_sam_jax.names import CONDITIONS, GP_PROMPTS, METHODS
 
 HOW = {
     "mask": "paint over the whole object with the brush",
     "scribble": "draw a few strokes on the object with the brush",
     "box": "click two opposite corners of the object's box on the preview",
-    "points": "click on the object on the preview, once per point",
+    "point": "click on the object on the preview, once per point",
 }
 METHOD_LABELS = {"vrp": "VRP-SAM (the trained VRP encoder)",
                  "gp-sam": "GP-SAM (no training: SAM prompted from the backbone's prior)"}
@@ -172,7 +171,9 @@ def build(segmenter: session.Segmenter | toy.Preparation, description: str,
                     transforms=(), sources=("upload", "clipboard"),
                     brush=gr.Brush(colors=["#ff00ff"], default_color="#ff00ff",
                                    color_mode="fixed", default_size=6))
-                kind = gr.Radio(list(KINDS), value="mask", label="Annotation", elem_id="kind")
+                # (shown, value): "points" on the page, as a person clicks one or more
+                kind = gr.Radio([("points" if k == "point" else k, k) for k in CONDITIONS],
+                                value="mask", label="Annotation", elem_id="kind")
                 hint = gr.Markdown(HOW["mask"] + ".", elem_id="hint")
                 preview = gr.Image(label="2. What the model gets: click here for points and box "
                                        "corners", type="numpy", interactive=False,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vrp_sam_jax import annotations
+from vrp_sam_jax import annotations, names
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.figures import draw_annotation
 from vrp_sam_jax.files import write_atomic
@@ -76,17 +76,17 @@ def boxes(clicks: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
 def annotate(kind: str, image: np.ndarray, drawn: np.ndarray, clicks: Sequence[tuple[int, int]],
              size: int, label: str = "reference") -> Reference:
     """The reference annotated the `kind` way: painted pixels for mask and scribble, the
-    clicks for points (each a point) and box (corner pairs), -> its prompt mask on the
+    clicks for point (each click a point) and box (corner pairs), -> its prompt mask on the
     model's size x size grid (errors name `label`)."""
     if kind in PAINTED_KINDS:
         annotation = drawn.copy()
     elif kind == "box":
         annotation = boxes(clicks)
-    elif kind == "points":
+    elif kind == "point":
         annotation = [tuple(c) for c in clicks]
     else:
         raise InputError(f"unknown annotation kind {kind!r}; choose from "
-                         f"{', '.join(annotations.KINDS)}")
+                         f"{', '.join(names.CONDITIONS)}")
     if not (annotation.any() if kind in PAINTED_KINDS else annotation):
         how = "paint on the reference" if kind in PAINTED_KINDS else "click on the reference"
         raise InputError(f"{label}: empty {kind} annotation ({how} first)")
@@ -110,7 +110,7 @@ def preview(image: np.ndarray, kind: str, drawn: np.ndarray | None,
     if kind == "box":
         for x0, y0, x1, y1 in boxes(clicks[: len(clicks) // 2 * 2]):
             draw.rectangle((x0, y0, x1, y1), outline=MARK, width=r)
-    if kind in ("box", "points"):
+    if kind in ("box", "point"):
         for x, y in clicks[len(clicks) // 2 * 2:] if kind == "box" else clicks:
             draw.ellipse((x - r, y - r, x + r, y + r), fill=MARK, outline=(0, 0, 0))
     return np.asarray(pil)
@@ -246,9 +246,9 @@ class Segmenter:
             if ref.kind in PAINTED_KINDS:
                 drawn = folder / f"reference_{i}_{ref.kind}.png"
                 write_mask(drawn, ref.annotation)
-                args += [f"--reference-{ref.kind}", f"references/{drawn.name}"]
+                args += [names.REFERENCE_OPTIONS[ref.kind], f"references/{drawn.name}"]
             else:
-                args += [f"--reference-{ref.kind}", _option_value(ref.annotation)]
+                args += [names.REFERENCE_OPTIONS[ref.kind], _option_value(ref.annotation)]
         args += [f"targets/{Path(t).name}" for t in targets]
         args += ["--output-dir", "masks", "--overwrite"]  # the folder is the script's own
         command = shlex.join(args)

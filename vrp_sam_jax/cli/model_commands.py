@@ -9,8 +9,7 @@ import os
 from vrp_sam_jax import names
 from vrp_sam_jax.cli import options
 
-ANNOTATION_OPTIONS = {"--reference-mask": "mask", "--reference-box": "box",
-                      "--reference-points": "points", "--reference-scribble": "scribble"}
+ANNOTATION_OPTIONS = {option: kind for kind, option in names.REFERENCE_OPTIONS.items()}
 
 
 def _annotation(args: argparse.Namespace) -> tuple[str, list]:

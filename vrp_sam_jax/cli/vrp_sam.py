@@ -50,17 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_overrides(parser: argparse.ArgumentParser, extra: list[str]) -> list[str]:
-    """`--config.a.b=value` or `--config.a.b value` -> ["a.b=value", ...]."""
+    """`--config.a.b=value` or `--config.a.b value` -> ["--config.a.b=value", ...] (the
+    prefix is `config.apply_overrides`'s to strip)."""
     out, i = [], 0
     while i < len(extra):
         item = extra[i]
         if not item.startswith("--config."):
             parser.error(f"unrecognized arguments: {' '.join(extra[i:])}")
         if "=" in item:
-            out.append(item[len("--config."):])
+            out.append(item)
             i += 1
         elif i + 1 < len(extra):
-            out.append(f"{item[len('--config.'):]}={extra[i + 1]}")
+            out.append(f"{item}={extra[i + 1]}")
             i += 2
         else:
             parser.error(f"{item}: missing value")
