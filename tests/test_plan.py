@@ -1,6 +1,7 @@
-"""`vrp-sam plan`: a run's steps compiled for a TPU slice with no TPU here (libtpu, the `tpu`
-extra), checked against an independent compile, for the collectives a data-only mesh needs,
-and for a batch no chip holds."""
+"""`vrp-sam plan`: a run's steps compiled for a TPU slice and for GPUs with neither here
+(libtpu and jaxlib's CUDA plugin: the `tpu` and `gpu-plan` extras), checked against an
+independent compile, for the collectives a data-only mesh needs, and for a batch no chip
+holds. The GPU test runs where `gpu-plan` is installed, which the test extra does not do."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from vrp_sam_jax.config import load_config, model_config
 from vrp_sam_jax.models import abstract_params, count_params, init_params
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import plan as planner
-from vrp_sam_jax.training.embedding_cache import jit_embed
+from vrp_sam_jax.training.embedding_cache import embedding_program, jit_embed
 
 pytest.importorskip("libtpu", reason="the `tpu` extra (in the test extra) is not installed")
 
@@ -50,26 +51,51 @@ def test_plan_reports_every_step_for_a_v5e_slice(capsys):
         assert gradient_bytes <= traffic["all-reduce"]["bytes"] <= gradient_bytes + 64, traffic
         assert traffic["all-gather"]["bytes"] == 8 * 2 * 2 * 4, traffic
     # prediction runs on one chip: nothing crosses chips; it embeds all 8 targets there (the
-    # cache step embeds global_batch / data images per chip), and more
+    # cache step embeds 8 images per call over the host's 4 chips), and more
     assert result["steps"]["predict"]["collectives"] == {}
-    embed_one = result["steps"]["cache"]["flops_per_chip"] / (
-        result["global_batch"] / result["mesh"]["data"])
+    embed_one = result["steps"]["cache"]["flops_per_chip"] / (8 / 4)
     assert result["steps"]["predict"]["flops_per_chip"] > 8 * embed_one
     assert result["estimate"]["predict_targets_per_second_at_peak"] > 0
     assert result["estimate"]["train_steps"] == 8 * 50
     assert result["estimate"]["train_seconds_at_peak"] > 0
 
 
+def test_plan_for_gpus_without_a_gpu(capsys):
+    """The cached train step for 4 H100s (2 episodes per GPU, as per chip of v5e:2x2),
+    compiled by XLA's GPU compiler with no GPU: the same traffic between devices as for the
+    TPU; FLOPs (which that compiler does not count) from one GPU's share lowered for the CPU,
+    within 15% of the TPU compiler's count (measured: 8% under it; the TPU's has padding)."""
+    if not planner.has_cuda_compiler():
+        pytest.skip('the `gpu-plan` extra: pip install -e ".[gpu-plan]" (not in the test extra: '
+                    "see pyproject.toml)")
+    runs = {}
+    for topology in ("v5e:2x2", "h100:4"):
+        assert main(["plan", "--config", "toy", "--topology", topology, "--json", "--quiet",
+                     "--steps", "train_cached", *[f"--config.{o}" for o in TOY]]) == 0
+        runs[topology] = json.loads(capsys.readouterr().out)
+    gpus, result = runs["h100:4"], runs["v5e:2x2"]
+    assert (gpus["chips"], gpus["device_kind"], gpus["mesh"]) == (
+        4, "NVIDIA H100 80GB HBM3", {"data": 4, "model": 1})
+    gpu, tpu = gpus["steps"]["train_cached"], result["steps"]["train_cached"]
+    assert gpu["fits"] is True and 0 < gpu["peak_bytes"] < 2**30
+    assert gpu["collectives"]["all-reduce"] == tpu["collectives"]["all-reduce"]
+    assert set(gpu["collectives"]) == {"all-reduce", "all-gather"}
+    assert 0.85 < gpu["flops_per_chip"] / tpu["flops_per_chip"] <= 1.0
+    assert gpu["bytes_accessed"] is None  # not counted for a GPU, not guessed
+
+
 def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
     """The embedding pre-pass compiled here from real parameters and images, and by `plan`
-    from the config alone: the same bytes, FLOPs and collectives. A batch no chip holds: fits
-    false, with its bytes."""
+    from the config alone: the same bytes, FLOPs and collectives; on a slice of 4 hosts with
+    SAM split over a model axis for training, the pre-pass still runs as the cache builder
+    runs it, on one host's chips, data-parallel. A batch no chip holds: fits false, with its
+    bytes."""
     devices = planner.topology_devices("v5e:2x2")
     config = load_config("toy", TOY)
     model = model_config(config)
     mesh = sharding.make_mesh(devices=devices)
     sam = init_params(model)["sam"]
-    images = np.zeros((config.train.global_batch, 64, 64, 3), np.uint8)
+    images = np.zeros((8, 64, 64, 3), np.uint8)  # the cache builder's 8 images per call
 
     def placed(x, where):
         return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=where)
@@ -79,12 +105,19 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
             jax.tree.map(lambda x: placed(x, sharding.replicated(mesh)), sam),
             placed(images, sharding.batch_sharding(mesh))).compile()
     hbm = planner.CHIPS["TPU v5 lite"].hbm_bytes
-    ours = planner.analyse(planner.steps(config, mesh)["cache"](), hbm, 1)
+    ours = planner.measure(planner.steps(config, mesh)["cache"], hbm, 1)
+    ours.pop("compile_seconds")
     assert ours == planner.analyse(independent, hbm, 1)
     assert ours["fits"] is True and ours["flops_per_chip"] > 0
+    _, builder_mesh, per_call = embedding_program(model, config.cache.dtype, devices)
+    assert (builder_mesh.shape, per_call) == ({"data": 4, "model": 1}, 8)
+
+    pod = sharding.make_mesh(model=2, devices=planner.topology_devices("v5e:4x4"))
+    on_pod = planner.measure(planner.steps(config, pod)["cache"], hbm, 1)
+    assert on_pod["collectives"] == {} and on_pod["flops_per_chip"] == ours["flops_per_chip"]
 
     huge = load_config("toy", [*TOY, f"train.global_batch={2**21}"])
-    absurd = planner.measure(planner.steps(huge, mesh)["cache"], hbm, 1)
+    absurd = planner.measure(planner.steps(huge, mesh)["train_cached"], hbm, 1)
     assert absurd["fits"] is False and absurd["peak_bytes"] > hbm, absurd
     assert "Ran out of memory" in absurd["refused"]
 
@@ -92,8 +125,18 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
 def test_plan_refusals_are_one_line(capsys):
     assert main(["plan", "--config", "toy", "--topology", "v9:1x1"]) == 2
     err = capsys.readouterr().err
-    assert "unknown TPU topology 'v9:1x1' (examples: v5e:2x2" in err
+    assert "unknown TPU topology 'v9:1x1' (examples: v5e:1x1, v5e:2x2" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["plan", "--config", "toy", "--topology", "h100:12"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown GPU topology 'h100:12': say how many, up to 8 or a multiple of it" in err
+    assert len(err.strip().splitlines()) == 1
+    if not planner.has_cuda_compiler():  # as the test extra has it
+        assert main(["plan", "--config", "toy", "--topology", "h100:8"]) == 2
+        err = capsys.readouterr().err
+        assert err.strip().endswith(
+            "needs jaxlib's CUDA compiler to compile for a GPU: pip install -e \".[gpu-plan]\"")
+        assert len(err.strip().splitlines()) == 1
     assert main(["plan", "--config", "toy", "--topology", "v5e:2x2",
                  "--config.train.global_batch=6"]) == 2
     err = capsys.readouterr().err

@@ -27,9 +27,10 @@ from vrp_sam_jax.config import load_config, model_config
 from vrp_sam_jax.training import plan as planner
 
 BACKBONES = ("resnet50", "vgg16", "dinov2_vitl14")
-# (topology, model axis): the slices the issue asks for, data-only and with SAM split in two
+# (topology, model axis): the TPU slices the issue asks for, data-only and with SAM split in two,
+# and a host of 8 H100s
 SLICES = (("v5e:2x2", 1), ("v5e:2x2", 2), ("v4:2x2x2", 1), ("v4:2x2x2", 2), ("v5e:4x4", 1),
-          ("v5e:4x4", 2))
+          ("v5e:4x4", 2), ("h100:8", 1))
 # The paper's global batch is 8; a data axis of 16 chips needs 16.
 PAPER_BATCH = 8
 # (topology, model, backbone, shots), most asked first: the other backbones and 5 shots on the
@@ -42,7 +43,7 @@ ROWS = list(dict.fromkeys(ROWS))
 
 
 def overrides(topology: str, model: int, shots: int) -> list[str]:
-    devices = {"v5e:2x2": 4, "v4:2x2x2": 8, "v5e:4x4": 16}[topology]
+    devices = {"v5e:2x2": 4, "v4:2x2x2": 16, "v5e:4x4": 16, "h100:8": 8}[topology]
     batch = max(PAPER_BATCH, devices // model)
     return ["cache.embeddings=True", f"train.global_batch={batch}", f"mesh.model={model}",
             f"data.shots={shots}"]
@@ -52,11 +53,13 @@ def row_path(out: Path, topology: str, model: int, backbone: str, shots: int) ->
     return out / f"{topology.replace(':', '-')}_model{model}_{backbone}_{shots}shot.json"
 
 
-def compile_row(out: Path, topology: str, model: int, backbone: str, shots: int) -> None:
-    """One `vrp-sam plan` in its own process; its JSON written whole when it ends."""
+def compile_row(out: Path, topology: str, model: int, backbone: str, shots: int,
+                steps: str) -> None:
+    """One `vrp-sam plan --steps STEPS` in its own process (and `cache` for the slice's first
+    row); its JSON written whole when it ends."""
     first_of_slice = next(r for r in ROWS if r[:2] == (topology, model)) == (
         topology, model, backbone, shots)
-    steps = "train,train_cached,eval" + (",cache" if first_of_slice else "")
+    steps += ",cache" if first_of_slice else ""
     command = [sys.executable, "-m", "vrp_sam_jax.cli", "plan", "--config",
                f"pascal:{backbone},mask", "--topology", topology, "--json", "--quiet",
                "--steps", steps, *[f"--config.{o}" for o in overrides(topology, model, shots)]]
@@ -109,16 +112,31 @@ def table(out: Path) -> str:
     return "\n".join(lines)
 
 
+def parse_row(text: str) -> tuple[str, int, str, int]:
+    topology, model, backbone, shots = text.split(",")
+    row = (topology, int(model), backbone, int(shots))
+    if row not in ROWS:
+        raise argparse.ArgumentTypeError(f"{text} is not a row of the table")
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder of the rows' JSON")
     parser.add_argument("--table", action="store_true", help="only print what is there")
+    parser.add_argument("--steps", default="train,train_cached,eval",
+                        help="the steps a new row compiles (train_cached alone gives the fold "
+                             "estimate in minutes; a row keeps the steps it was compiled with)")
+    parser.add_argument("--row", action="append", type=parse_row, default=None,
+                        metavar="SLICE,MODEL,BACKBONE,SHOTS",
+                        help="compile this row of ROWS only (repeatable), e.g. "
+                             "v5e:2x2,2,resnet50,1")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        for row in ROWS:
+        for row in args.row or ROWS:
             if not row_path(args.out, *row).exists():
-                compile_row(args.out, *row)
+                compile_row(args.out, *row, args.steps)
     print(table(args.out))
 
 

@@ -1,4 +1,5 @@
-"""Runs: `train`, `evaluate`, `demo`, and `plan` (a run compiled ahead of time for a TPU slice)."""
+"""Runs: `train`, `evaluate`, `demo`, and `plan` (a run compiled ahead of time for a TPU slice
+or GPUs)."""
 
 from __future__ import annotations
 
@@ -190,15 +191,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     options.add_quiet(p)
     p.set_defaults(func=demo, overrides_allowed=True)
 
-    p = sub.add_parser("plan", help="compile a run's steps ahead of time for a TPU slice "
-                                    "(no TPU needed): bytes per chip, FLOPs, collectives")
+    p = sub.add_parser("plan", help="compile a run's steps ahead of time for a TPU slice or "
+                                    "GPUs (none needed): bytes per chip, FLOPs, collectives")
     p.add_argument("--config", required=True, help=CONFIG_HELP)
     p.add_argument("--topology", required=True,
-                   help="TPU slice as JAX names it: v5e:2x2, v5e:4x4, v4:2x2x2, v5p:2x2x1, ...")
+                   help="TPU slice as JAX names it (v5e:1x1, v5e:2x2, v5e:4x4, v4:2x2x2, "
+                        "v5p:2x2x1, ...) or GPUs as CARD:COUNT (h100:8, a100:16, h200:1)")
     p.add_argument("--steps", type=lambda text: tuple(text.split(",")),
                    default=None,
                    help="which steps to compile, comma-separated (default: all of train, "
-                        "train_cached, eval, cache that the run executes)")
+                        "train_cached, eval, cache, predict that the run executes)")
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     options.add_quiet(p)
     p.set_defaults(func=plan, overrides_allowed=True)

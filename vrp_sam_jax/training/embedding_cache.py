@@ -21,7 +21,7 @@ import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -139,6 +139,22 @@ def jit_embed(config: VRPSamConfig, mesh, dtype: str):
                    out_shardings=batch)
 
 
+def embedding_program(config: VRPSamConfig, dtype: str, devices: list, batch: int = 8
+                      ) -> tuple[Callable, jax.sharding.Mesh, int]:
+    """(jitted embed, its mesh, images per call) as `build` runs the pre-pass in one process:
+    over that process's `devices` alone, data-parallel, SAM replicated (its ViT-H weights are
+    2.5 GB in float32: every accelerator this project targets holds them), `batch` images per
+    call, rounded up to a multiple of the devices. Shared with `vrp-sam plan`, which compiles
+    this program for one host of a slice."""
+    mesh = sharding.make_mesh(devices=devices)
+    return jit_embed(config, mesh, dtype), mesh, images_per_call(len(devices), batch)
+
+
+def images_per_call(devices: int, batch: int = 8) -> int:
+    """`batch`, or `batch` per device where the devices do not divide it."""
+    return batch * devices if batch % devices else batch
+
+
 def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
                  workers: int) -> Iterable[tuple[int, np.ndarray]]:
     with ThreadPoolExecutor(workers, thread_name_prefix="cache") as pool:
@@ -175,9 +191,7 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, conf
     else:
         mine = wanted
     if mine:
-        mesh = sharding.make_mesh(devices=jax.local_devices())
-        per_call = batch * mesh.shape["data"] if batch % mesh.shape["data"] else batch
-        embed = jit_embed(config, mesh, dtype)
+        embed, mesh, per_call = embedding_program(config, dtype, jax.local_devices(), batch)
         sam = jax.device_put(sam_params, sharding.replicated(mesh))
         part = len(list(directory.glob("part-*.npy")))
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"

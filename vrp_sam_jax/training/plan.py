@@ -1,12 +1,17 @@
-"""`vrp-sam plan`: a run's steps compiled ahead of time for a TPU slice this machine does not
-have, to know before renting it whether the config fits a chip and what a step costs.
+"""`vrp-sam plan`: a run's steps compiled ahead of time for a TPU slice or GPUs this machine
+does not have, to know before renting them whether the config fits a chip and what a step
+costs.
 
 JAX describes a slice's chips without the hardware (`jax.experimental.topologies`, given
-`libtpu`: the `tpu` extra). Each step the run executes is jitted as training and evaluation jit
-it, lowered on abstract arrays with the run's shapes (image size, shots, global batch, cache on
-or off, compute dtype) laid out on the config's mesh over those chips, and compiled by the TPU
-compiler without running. The compiler's own analyses give the bytes one chip holds and the
-FLOPs it does; the compiled HLO lists the collectives between chips.
+`libtpu`: the `tpu` extra), and GPUs from a description of the card (XLA's `GpuTargetConfig`,
+given jaxlib's CUDA plugin: the `gpu-plan` extra; no GPU or driver needed). Each step the run
+executes is jitted as training and evaluation jit it, lowered on abstract arrays with the run's
+shapes (image size, shots, global batch, cache on or off, compute dtype) laid out on the
+config's mesh over those chips, and compiled without running. The compiler's own analyses give
+the bytes one chip holds and, for a TPU, the FLOPs it does; the compiled HLO lists the
+collectives between chips. XLA's GPU compiler reports no FLOPs: for GPUs they are XLA's count
+of the same step's program before optimisation (on this machine's CPU), split over the data
+axis.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from vrp_sam_jax.models.vrp_sam import abstract_params
 from vrp_sam_jax.preprocess import normalize_image
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import step as step_lib
-from vrp_sam_jax.training.embedding_cache import DTYPES, jit_embed
+from vrp_sam_jax.training.embedding_cache import DTYPES, embedding_program, images_per_call
 from vrp_sam_jax.training.trainer import trains_sam_image_encoder
 
-TOPOLOGY_EXAMPLES = ("v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2")
+TOPOLOGY_EXAMPLES = ("v5e:1x1", "v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2",
+                     "h100:8", "a100:8", "h200:8")
 STEP_NAMES = ("train", "train_cached", "eval", "cache", "predict")
 PREDICT_BATCH = 8  # `vrp-sam predict`'s and the app's default --batch-size
 
@@ -55,13 +61,68 @@ class Chip:
 
 
 GiB = 1024**3
-# Keyed by the device kind the TPU client reports.
+# Keyed by the device kind the compile-only client reports. A GPU's memory is what CUDA reports
+# for the card (XLA's own target descriptions, measured on the cards, say the same); peaks are
+# dense (not sparse) bf16.
 CHIPS = {
     "TPU v4": Chip(32 * GiB, 275e12, "TPU v4: 275 TFLOP/s bf16"),
     "TPU v5 lite": Chip(16 * GiB, 197e12, "TPU v5e: 197 TFLOP/s bf16"),
     "TPU v5": Chip(95 * GiB, 459e12, "TPU v5p: 459 TFLOP/s bf16"),
     "TPU v6 lite": Chip(32 * GiB, 918e12, "TPU v6e: 918 TFLOP/s bf16"),
+    "NVIDIA H100 80GB HBM3": Chip(84_942_979_072, 989e12,
+                                  "H100 SXM: 989 TFLOP/s dense bf16"),
+    "NVIDIA A100-SXM4-80GB": Chip(85_100_068_864, 312e12,
+                                  "A100 SXM: 312 TFLOP/s dense bf16"),
+    "NVIDIA H200": Chip(151_397_597_184, 989e12, "H200 SXM: 989 TFLOP/s dense bf16"),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class GpuCard:
+    """What XLA's GPU compiler needs to know of a card it does not see (the fields of its
+    `GpuTargetConfig.gpu_device_info` it plans with), from NVIDIA's published specifications
+    and CUDA's device properties for that card."""
+    name: str  # as CUDA names the device: the device kind
+    compute_capability: tuple[int, int]
+    cores: int  # streaming multiprocessors
+    fpus_per_core: int
+    clock_ghz: float
+    memory_bytes: int
+    memory_bandwidth: int  # bytes/s
+    l2_cache_bytes: int
+    shared_memory_per_core: int
+    shared_memory_per_block_optin: int
+
+    def target_config(self) -> str:
+        """The card as a `GpuTargetConfig` text proto (cuDNN 9, which jaxlib 0.10.2 needs)."""
+        major, minor = self.compute_capability
+        return f"""gpu_device_info {{
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: {self.shared_memory_per_core} threads_per_core_limit: 2048
+  core_count: {self.cores} fpus_per_core: {self.fpus_per_core}
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: {self.memory_bandwidth} l2_cache_size: {self.l2_cache_bytes}
+  clock_rate_ghz: {self.clock_ghz} device_memory_size: {self.memory_bytes}
+  shared_memory_per_block_optin: {self.shared_memory_per_block_optin}
+  cuda_compute_capability {{ major: {major} minor: {minor} }}
+  registers_per_core_limit: 65536 registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 7 }}
+device_description_str: "{self.name}"
+"""
+
+
+# `plan --topology h100:8`: the card's name before the colon, the number of GPUs after it
+GPUS = {
+    "h100": GpuCard("NVIDIA H100 80GB HBM3", (9, 0), 132, 128, 1.98, 84_942_979_072,
+                    3_352_320_000_000, 50 * 2**20, 228 * 2**10, 227 * 2**10),
+    "a100": GpuCard("NVIDIA A100-SXM4-80GB", (8, 0), 108, 64, 1.41, 85_100_068_864,
+                    2_039_040_000_000, 40 * 2**20, 164 * 2**10, 163 * 2**10),
+    "h200": GpuCard("NVIDIA H200", (9, 0), 132, 128, 1.98, 151_397_597_184,
+                    4_800_000_000_000, 50 * 2**20, 228 * 2**10, 227 * 2**10),
+}
+GPUS_PER_HOST = 8
 # What a chip may hold of its HBM: the runtime keeps some for itself.
 FIT_MARGIN = 0.9
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
@@ -70,7 +131,11 @@ _ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16"
 
 
 def topology_devices(name: str) -> list:
-    """The chips of the TPU slice `name` (JAX's topology names), without the hardware."""
+    """The chips of the TPU slice `name` (JAX's topology names), or the GPUs `card:count`
+    (`h100:8`; over 8, hosts of 8), without the hardware."""
+    card, _, count = name.partition(":")
+    if card in GPUS:
+        return _gpu_devices(name, GPUS[card], count)
     if importlib.util.find_spec("libtpu") is None:
         raise InputError('vrp-sam plan needs libtpu to compile for a TPU: pip install -e ".[tpu]"')
     from jax.experimental import topologies
@@ -81,14 +146,52 @@ def topology_devices(name: str) -> list:
     # Compiling uses no chip, so two compile-only clients (two plans, a plan beside a test
     # run) may load libtpu at once; its lockfile would refuse the second.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+    # A slice smaller than one host (Colab's v5e-1 is `v5e:1x1`) is described only with its
+    # own bounds as the host's.
+    bounds = re.fullmatch(r"v\w+:(\d+)x(\d+)(?:x(\d+))?", name)
+    small = {} if bounds is None else {"chips_per_host_bounds": tuple(
+        int(b or 1) for b in bounds.groups())}
     with tempfile.TemporaryFile() as said, _stderr_to(said):  # libtpu's warnings, from C++
         try:
-            return list(topologies.get_topology_desc(topology_name=name,
-                                                     platform="tpu").devices)
+            try:
+                found = topologies.get_topology_desc(topology_name=name, platform="tpu")
+            except Exception as error:
+                if "chips_per_host" not in str(error) or not small:
+                    raise
+                found = topologies.get_topology_desc(topology_name=name, platform="tpu",
+                                                     **small)
+            return list(found.devices)
         except Exception as error:  # the TPU client's own message is a multi-line trace
             raise InputError(f"unknown TPU topology {name!r} (examples: "
                              f"{', '.join(TOPOLOGY_EXAMPLES)}): "
                              f"{str(error).strip().splitlines()[0]}") from None
+
+
+def has_cuda_compiler() -> bool:
+    """Whether jaxlib's CUDA plugin (the `gpu-plan` extra) is installed."""
+    try:
+        return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+    except ModuleNotFoundError:  # not even the `jax_plugins` namespace
+        return False
+
+
+def _gpu_devices(name: str, card: GpuCard, count: str) -> list:
+    if not count.isdigit() or int(count) < 1 or (
+            int(count) > GPUS_PER_HOST and int(count) % GPUS_PER_HOST):
+        raise InputError(f"unknown GPU topology {name!r}: say how many, up to "
+                         f"{GPUS_PER_HOST} or a multiple of it (examples: h100:1, h100:8, "
+                         "a100:16)")
+    if not has_cuda_compiler():
+        raise InputError("vrp-sam plan needs jaxlib's CUDA compiler to compile for a GPU: "
+                         'pip install -e ".[gpu-plan]"')
+    from jax.experimental import topologies
+
+    gpus = int(count)
+    hosts = max(1, gpus // GPUS_PER_HOST)
+    with tempfile.TemporaryFile() as said, _stderr_to(said):  # the plugin's C++ log lines
+        return list(topologies.get_topology_desc(
+            card.name, "cuda", target_config=card.target_config(),
+            topology=f"1x{hosts}x{gpus // hosts}").devices)
 
 
 @contextlib.contextmanager
@@ -165,7 +268,7 @@ def analyse(compiled, hbm_bytes: float | None, devices_per_chip: int) -> dict:
     and what one chip does, for a compiled program."""
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
+    cost = cost[0] if isinstance(cost, list) else cost  # None from XLA's GPU compiler
     peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes
             - memory.alias_size_in_bytes + memory.temp_size_in_bytes
             + memory.generated_code_size_in_bytes)
@@ -176,22 +279,32 @@ def analyse(compiled, hbm_bytes: float | None, devices_per_chip: int) -> dict:
             "code_bytes": int(memory.generated_code_size_in_bytes),
             "peak_bytes": int(peak),
             "fits": None if hbm_bytes is None else bool(peak <= FIT_MARGIN * hbm_bytes),
-            "flops_per_chip": devices_per_chip * float(cost.get("flops", 0.0)),
-            "bytes_accessed": devices_per_chip * float(cost.get("bytes accessed", 0.0)),
+            "flops_per_chip": None if not cost else devices_per_chip * float(cost["flops"]),
+            "bytes_accessed": None if not cost else devices_per_chip * float(
+                cost["bytes accessed"]),
             "collectives": collectives(compiled.as_text())}
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-def measure(compile_step: Callable, hbm_bytes: float | None, devices_per_chip: int) -> dict:
-    """`analyse` of the compiled step, with its compile time. The TPU compiler refuses a
-    program whose buffers exceed the chip's HBM: that step is reported `fits: false` with
-    the bytes the compiler said it needed, and no FLOPs."""
+def compiler_options(device_kind: str) -> dict:
+    """XLA options for compiling without the device. For a GPU, matrix products go to cuBLAS
+    instead of Triton kernels: Triton's tile sizes are chosen by autotuning on the card, and
+    without it XLA 0.10.2 fails on some of SAM's small products ("Couldn't find output tile
+    sizes"). The buffers and collectives, which `plan` reports, are the same either way."""
+    return {"xla_gpu_enable_triton_gemm": False} if device_kind.startswith("NVIDIA") else {}
+
+
+def measure(lower_step: Callable, hbm_bytes: float | None, devices_per_chip: int,
+            options: dict | None = None) -> dict:
+    """`analyse` of the step `lower_step()` lowers, compiled (with XLA `options`), with its
+    compile time. The TPU compiler refuses a program whose buffers exceed the chip's HBM: that
+    step is reported `fits: false` with the bytes the compiler said it needed, and no FLOPs."""
     start = time.perf_counter()
     try:
         with not_cached():
-            compiled = compile_step()
+            compiled = lower_step().compile(compiler_options=options or {})
         result = analyse(compiled, hbm_bytes, devices_per_chip)
     except jax.errors.JaxRuntimeError as error:
         message = str(error)
@@ -208,11 +321,12 @@ def measure(compile_step: Callable, hbm_bytes: float | None, devices_per_chip: i
 
 
 def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[str, Callable]:
-    """name -> a function compiling that step of the run for `mesh` (returns the compiled
-    program): `train` (SAM's image encoder inside), `train_cached` (its embeddings from the
-    cache; only where the encoder is frozen), `eval`, `cache` (the embedding pre-pass) and
-    `predict` (`vrp-sam predict`'s program: PREDICT_BATCH targets with the config's shots of
-    encoded references, on one chip, as `inference.VRPSamPredictor` runs it)."""
+    """name -> a function lowering that step of the run for `mesh` (returns `jax.stages.
+    Lowered`, to compile): `train` (SAM's image encoder inside), `train_cached` (its
+    embeddings from the cache; only where the encoder is frozen), `eval`, `cache` (the
+    embedding pre-pass, on one host's chips: `_lower_cache_pass`) and `predict` (`vrp-sam
+    predict`'s program: PREDICT_BATCH targets with the config's shots of encoded references,
+    on one chip, as `inference.VRPSamPredictor` runs it)."""
     model = model_config(config)
     sharding.check_batch(config.train.global_batch, mesh)
     rows = config.train.global_batch
@@ -236,18 +350,15 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
         step = step_lib.jit_train_step(model, optimizer, replicated, frozen_sharding,
                                        rows_sharding, replicated, loss=config.train.loss)
         return step.lower(state, _with(frozen, frozen_sharding),
-                          _with(with_batch, rows_sharding), key).compile()
+                          _with(with_batch, rows_sharding), key)
 
     out = {"train": lambda: train(batch)}
     if not trains_sam_image_encoder(tuple(config.train.trainable)):
         out["train_cached"] = lambda: train(cached)
     out["eval"] = lambda: jit_eval_step(model, mesh).lower(
         _with(params, sharding.param_shardings(mesh, params)),
-        _with(batch, rows_sharding)).compile()
-    out["cache"] = lambda: jit_embed(model, mesh, config.cache.dtype).lower(
-        _with(params["sam"], replicated),
-        jax.ShapeDtypeStruct(batch["query_image"].shape, jnp.uint8, sharding=rows_sharding)
-    ).compile()
+        _with(batch, rows_sharding))
+    out["cache"] = lambda: _lower_cache_pass(model, config.cache.dtype, mesh, params["sam"])
     one = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
     size = model.image_size
     references = (jax.ShapeDtypeStruct((1, config.data.shots, size, size, 3), jnp.float32),
@@ -256,9 +367,23 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
                                *references)
     out["predict"] = lambda: predict_logits.lower(
         model, _with(params, one), _with(reference, one),
-        jax.ShapeDtypeStruct((PREDICT_BATCH, size, size, 3), jnp.float32, sharding=one)
-    ).compile()
+        jax.ShapeDtypeStruct((PREDICT_BATCH, size, size, 3), jnp.float32, sharding=one))
     return out
+
+
+def _lower_cache_pass(model: VRPSamConfig, dtype: str, mesh: jax.sharding.Mesh,
+                        sam_params: dict):
+    """The embedding pre-pass as one process of the run executes it: over its host's chips
+    alone (the first host's, by the devices' process index), data-parallel, whatever the
+    training mesh (`embedding_cache.embedding_program`)."""
+    devices = list(mesh.devices.flat)
+    host = [d for d in devices if d.process_index == devices[0].process_index]
+    embed, host_mesh, per_call = embedding_program(model, dtype, host)
+    size = model.image_size
+    return embed.lower(
+        _with(sam_params, sharding.replicated(host_mesh)),
+        jax.ShapeDtypeStruct((per_call, size, size, 3), jnp.uint8,
+                             sharding=sharding.batch_sharding(host_mesh)))
 
 
 def plan(config: ml_collections.ConfigDict, topology: str,
@@ -276,19 +401,22 @@ def plan(config: ml_collections.ConfigDict, topology: str,
     chip = CHIPS.get(kind)
     try:
         mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
-        compilers = steps(config, mesh)
+        lowerings = steps(config, mesh)
     except ConfigError as error:
         raise InputError(f"{topology}: {error}") from None
     chips = chip_count(devices)
     per_chip = len(devices) // chips
     report = {}
-    for name, compile_step in compilers.items():
+    for name, lower_step in lowerings.items():
         if name not in only:
             continue
         progress(f"compiling {name} for {topology} ...")
         # `predict` runs on one device: its chip does that device's work alone
-        report[name] = measure(compile_step, None if chip is None else chip.hbm_bytes / per_chip,
-                               1 if name == "predict" else per_chip)
+        report[name] = measure(lower_step, None if chip is None else chip.hbm_bytes / per_chip,
+                               1 if name == "predict" else per_chip, compiler_options(kind))
+        if report[name]["flops_per_chip"] is None and "refused" not in report[name]:
+            # a GPU program: its compiler does not count them
+            report[name]["flops_per_chip"] = flops_of_one_share(config, name, mesh)
     result = {"topology": topology, "chips": chips, "devices": len(devices),
               "device_kind": kind,
               "hbm_bytes_per_chip": None if chip is None else chip.hbm_bytes,
@@ -297,6 +425,25 @@ def plan(config: ml_collections.ConfigDict, topology: str,
               "global_batch": config.train.global_batch, "steps": report,
               "estimate": estimate(config, report, chip)}
     return result
+
+
+def flops_of_one_share(config: ml_collections.ConfigDict, name: str,
+                       mesh: jax.sharding.Mesh) -> float:
+    """One device's FLOPs in step `name` on `mesh`, for a compiler that does not count them
+    (XLA's GPU compiler): XLA's count, before optimisation, of the step lowered for this
+    machine's CPU on one device's share of the work: global batch / data axis rows (`cache`:
+    the images one device embeds per call). Exact for a data-parallel mesh; where a model axis
+    splits SAM's weights, each device is counted as doing its rows' whole work."""
+    share = ml_collections.ConfigDict(config.to_dict())
+    share.train.global_batch = config.train.global_batch // mesh.shape["data"]
+    share.mesh.data, share.mesh.model = 1, 1
+    cpu = sharding.make_mesh(devices=jax.devices("cpu")[:1])
+    flops = float(steps(share, cpu)[name]().cost_analysis()["flops"])
+    if name == "cache":  # the CPU program embeds images_per_call(1) images
+        devices = list(mesh.devices.flat)
+        host = sum(d.process_index == devices[0].process_index for d in devices)
+        flops *= images_per_call(host) / host / images_per_call(1)
+    return flops
 
 
 def estimate(config: ml_collections.ConfigDict, report: dict, chip: Chip | None) -> dict:
