@@ -1,7 +1,7 @@
 """The device mesh and how arrays lie on it, shared by training, evaluation and inference.
 
 Axes ("data", "model"): episodes are split over "data"; parameters are replicated, except
-that SAM's parameters may be split over "model" (ViT-H on small-memory devices). With several
+that the MLPs of SAM's image encoder may be split over "model" (`param_shardings`). With several
 processes, each feeds its own rows of the global batch (`to_global`) and reads its own rows
 back (`host_rows`). Tested on 1 CPU device, 8 fake CPU devices and several CPU processes; it
 has not run on a GPU or a TPU slice.
@@ -45,15 +45,27 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P("data"))
 
 
-def param_shardings(mesh: Mesh, params: dict, model_parts: Sequence[str] = ("sam",)) -> dict:
-    """Replicated, except leaves under `model_parts` whose last axis divides by the model
-    axis size, which are split along it when the mesh has a model axis > 1."""
+def param_shardings(mesh: Mesh, params: dict) -> dict:
+    """Replicated, except, on a mesh with a model axis > 1, the MLP of every block of SAM's
+    image encoder (two thirds of its weights) split over it as Megatron-LM splits a
+    transformer's MLP: `lin1` by its output features, `lin2` by its input features. Each chip
+    then computes its share of the hidden features, and one sum over the model axis per block
+    (an all-reduce of the block's activations) joins them.
+
+    Why not more: attention's `qkv` holds (3, heads, head dim) flattened in its last axis, so a
+    contiguous split is not by heads; and splitting every weight's last axis (this project's
+    first rule) made XLA gather activations between layers: 49 GB of all-gathers per ViT-H
+    evaluation step on v5e:2x2 with a model axis of 2 (`vrp-sam plan`, docs/LAUNCH.md)."""
     size = mesh.shape["model"]
     flat = traverse_util.flatten_dict(params)
 
     def rule(path, leaf):
-        if size > 1 and path[0] in model_parts and leaf.ndim >= 2 and leaf.shape[-1] % size == 0:
-            return NamedSharding(mesh, P(*([None] * (leaf.ndim - 1)), "model"))
+        if size > 1 and path[:2] == ("sam", "image_encoder") and "mlp" in path:
+            layer, kind = path[-2:]
+            if layer == "lin1" and leaf.shape[-1] % size == 0:  # (in, hidden) and (hidden,)
+                return NamedSharding(mesh, P(*([None] * (leaf.ndim - 1)), "model"))
+            if (layer, kind) == ("lin2", "kernel") and leaf.shape[0] % size == 0:  # (hidden, out)
+                return NamedSharding(mesh, P("model", None))
         return replicated(mesh)
 
     return traverse_util.unflatten_dict({k: rule(k, v) for k, v in flat.items()})
