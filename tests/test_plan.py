@@ -106,15 +106,15 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
             jax.tree.map(lambda x: placed(x, sharding.replicated(mesh)), sam),
             placed(images, sharding.batch_sharding(mesh))).compile()
     hbm = planner.CHIPS["TPU v5 lite"].hbm_bytes
-    ours = planner.measure(planner.steps(config, mesh)["cache"], hbm, 1)
+    ours = planner.measure(planner.steps(config, mesh)["cache"], hbm)
     ours.pop("compile_seconds")
-    assert ours == planner.analyse(independent, hbm, 1)
+    assert ours == planner.analyse(independent, hbm)
     assert ours["fits"] is True and ours["flops_per_chip"] > 0
     _, builder_mesh, per_call = embedding_program(model, config.cache.dtype, devices)
     assert (builder_mesh.shape, per_call) == ({"data": 4, "model": 1}, 8)
 
     pod = sharding.make_mesh(model=2, devices=planner.topology_devices("v5e:4x4"))
-    on_pod = planner.measure(planner.steps(config, pod)["cache"], hbm, 1)
+    on_pod = planner.measure(planner.steps(config, pod)["cache"], hbm)
     assert on_pod["collectives"] == {} and on_pod["flops_per_chip"] == ours["flops_per_chip"]
 
     # A model axis splits the MLPs of SAM's image encoder as Megatron-LM does: evaluation's
@@ -126,12 +126,12 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
     assert shardings["mlp"]["lin1"]["kernel"].spec == P(None, "model")
     assert shardings["mlp"]["lin2"]["kernel"].spec == P("model", None)
     assert shardings["attn"]["qkv"]["kernel"].spec == P()
-    evaluation = planner.measure(planner.steps(config, split)["eval"], hbm, 1)
+    evaluation = planner.measure(planner.steps(config, split)["eval"], hbm)
     assert set(evaluation["collectives"]) == {"all-reduce"}, evaluation["collectives"]
     assert evaluation["collectives"]["all-reduce"]["count"] == blocks
 
     huge = load_config("toy", [*TOY, f"train.global_batch={2**21}"])
-    absurd = planner.measure(planner.steps(huge, mesh)["train_cached"], hbm, 1)
+    absurd = planner.measure(planner.steps(huge, mesh)["train_cached"], hbm)
     assert absurd["fits"] is False and absurd["peak_bytes"] > hbm, absurd
     assert "Ran out of memory" in absurd["refused"]
 

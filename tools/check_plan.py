@@ -88,17 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(args.config, [o.removeprefix("--config.") for o in overrides])
     devices = planner.topology_devices(args.topology)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
-    per_chip = len(devices) // planner.chip_count(devices)
     # the trainer feeds cached embeddings only where SAM's image encoder is frozen
     cached = bool(config.cache.embeddings) and not trains_sam_image_encoder(
         tuple(config.train.trainable))
     name = "train_cached" if cached else "train"
     start = time.monotonic()
-    ours = per_chip * trainer_way(config, mesh, cached)
+    ours = trainer_way(config, mesh, cached)
     ours_seconds = time.monotonic() - start
     print(f"compiling plan's {name} for {args.topology} ...", file=sys.stderr, flush=True)
     # what `vrp-sam plan` reports for that step (plan.plan measures each of plan.steps so)
-    planned = planner.measure(planner.steps(config, mesh)[name], None, per_chip)
+    planned = planner.measure(planner.steps(config, mesh)[name], None)
     ratio = planned["flops_per_chip"] / ours
     print(json.dumps({"config": args.config, "overrides": overrides,
                       "topology": args.topology, "step": name,

@@ -43,7 +43,7 @@ ROWS = list(dict.fromkeys(ROWS))
 
 
 def overrides(topology: str, model: int, shots: int) -> list[str]:
-    devices = {"v5e:2x2": 4, "v4:2x2x2": 16, "v5e:4x4": 16, "h100:8": 8}[topology]
+    devices = {"v5e:2x2": 4, "v4:2x2x2": 8, "v5e:4x4": 16, "h100:8": 8}[topology]
     batch = max(PAPER_BATCH, devices // model)
     return ["cache.embeddings=True", f"train.global_batch={batch}", f"mesh.model={model}",
             f"data.shots={shots}"]

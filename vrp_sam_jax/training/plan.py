@@ -160,11 +160,13 @@ def topology_devices(name: str) -> list:
                     raise
                 found = topologies.get_topology_desc(topology_name=name, platform="tpu",
                                                      **small)
-            return list(found.devices)
         except Exception as error:  # the TPU client's own message is a multi-line trace
             raise InputError(f"unknown TPU topology {name!r} (examples: "
                              f"{', '.join(TOPOLOGY_EXAMPLES)}): "
                              f"{str(error).strip().splitlines()[0]}") from None
+    # TPU v4 and v5p chips have two TensorCores, which the description lists as two devices;
+    # JAX runs them as one device per chip ("megacore", the only way it makes a mesh there)
+    return [d for d in found.devices if getattr(d, "core_on_chip", 0) == 0]
 
 
 def has_cuda_compiler() -> bool:
@@ -220,12 +222,6 @@ def not_cached() -> Iterator[None]:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
-def chip_count(devices: list) -> int:
-    """Chips of a slice: a TPU v4 or v5p chip has two cores, listed as two devices."""
-    return len({tuple(d.coords) for d in devices}) if hasattr(devices[0], "coords") else len(
-        devices)
-
-
 def example_batch(config: ml_collections.ConfigDict, model: VRPSamConfig, rows: int) -> dict:
     """The loader's batch for this config, as shapes: one toy episode at the config's image
     size, shots and condition (every benchmark's episodes have the same arrays), `rows` of
@@ -263,9 +259,9 @@ def collectives(hlo: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def analyse(compiled, hbm_bytes: float | None, devices_per_chip: int) -> dict:
-    """What one device holds (`peak_bytes`, against its share `hbm_bytes` of its chip's HBM)
-    and what one chip does, for a compiled program."""
+def analyse(compiled, hbm_bytes: float | None) -> dict:
+    """What one chip holds (`peak_bytes`, against its `hbm_bytes`) and does, for a compiled
+    program (one JAX device per chip: `topology_devices`)."""
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost  # None from XLA's GPU compiler
@@ -279,9 +275,8 @@ def analyse(compiled, hbm_bytes: float | None, devices_per_chip: int) -> dict:
             "code_bytes": int(memory.generated_code_size_in_bytes),
             "peak_bytes": int(peak),
             "fits": None if hbm_bytes is None else bool(peak <= FIT_MARGIN * hbm_bytes),
-            "flops_per_chip": None if not cost else devices_per_chip * float(cost["flops"]),
-            "bytes_accessed": None if not cost else devices_per_chip * float(
-                cost["bytes accessed"]),
+            "flops_per_chip": None if not cost else float(cost["flops"]),
+            "bytes_accessed": None if not cost else float(cost["bytes accessed"]),
             "collectives": collectives(compiled.as_text())}
 
 
@@ -296,8 +291,8 @@ def compiler_options(device_kind: str) -> dict:
     return {"xla_gpu_enable_triton_gemm": False} if device_kind.startswith("NVIDIA") else {}
 
 
-def measure(lower_step: Callable, hbm_bytes: float | None, devices_per_chip: int,
-            options: dict | None = None) -> dict:
+def measure(lower_step: Callable, hbm_bytes: float | None, options: dict | None = None
+            ) -> dict:
     """`analyse` of the step `lower_step()` lowers, compiled (with XLA `options`), with its
     compile time. The TPU compiler refuses a program whose buffers exceed the chip's HBM: that
     step is reported `fits: false` with the bytes the compiler said it needed, and no FLOPs."""
@@ -305,7 +300,7 @@ def measure(lower_step: Callable, hbm_bytes: float | None, devices_per_chip: int
     try:
         with not_cached():
             compiled = lower_step().compile(compiler_options=options or {})
-        result = analyse(compiled, hbm_bytes, devices_per_chip)
+        result = analyse(compiled, hbm_bytes)
     except jax.errors.JaxRuntimeError as error:
         message = str(error)
         needed = re.search(r"required for ([^(]*)\(([\d.]+)([KMGT]?)\)", message)
@@ -404,21 +399,17 @@ def plan(config: ml_collections.ConfigDict, topology: str,
         lowerings = steps(config, mesh)
     except ConfigError as error:
         raise InputError(f"{topology}: {error}") from None
-    chips = chip_count(devices)
-    per_chip = len(devices) // chips
     report = {}
     for name, lower_step in lowerings.items():
         if name not in only:
             continue
         progress(f"compiling {name} for {topology} ...")
-        # `predict` runs on one device: its chip does that device's work alone
-        report[name] = measure(lower_step, None if chip is None else chip.hbm_bytes / per_chip,
-                               1 if name == "predict" else per_chip, compiler_options(kind))
+        report[name] = measure(lower_step, None if chip is None else chip.hbm_bytes,
+                               compiler_options(kind))
         if report[name]["flops_per_chip"] is None and "refused" not in report[name]:
             # a GPU program: its compiler does not count them
             report[name]["flops_per_chip"] = flops_of_one_share(config, name, mesh)
-    result = {"topology": topology, "chips": chips, "devices": len(devices),
-              "device_kind": kind,
+    result = {"topology": topology, "chips": len(devices), "device_kind": kind,
               "hbm_bytes_per_chip": None if chip is None else chip.hbm_bytes,
               "fit_margin": FIT_MARGIN, "mesh": {"data": mesh.shape["data"],
                                                  "model": mesh.shape["model"]},
@@ -474,8 +465,7 @@ def table(result: dict) -> str:
     """The report as a table for people."""
     mesh = result["mesh"]
     hbm = result["hbm_bytes_per_chip"]
-    lines = [f"{result['topology']}: {result['chips']} x {result['device_kind']} "
-             f"({result['devices']} devices)"
+    lines = [f"{result['topology']}: {result['chips']} x {result['device_kind']}"
              + (f", {hbm / GiB:.0f} GiB HBM each" if hbm else "")
              + f"; mesh {mesh['data']} data x {mesh['model']} model; global batch "
                f"{result['global_batch']}",
