@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--topology", required=True)
     args, overrides = parser.parse_known_args(argv)
-    config = load_config(args.config, overrides)  # it strips their `--config.` prefix
+    config = load_config(args.config, [o.removeprefix("--config.") for o in overrides])
     devices = planner.topology_devices(args.topology)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
     # the trainer feeds cached embeddings only where SAM's image encoder is frozen

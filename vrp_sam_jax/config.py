@@ -123,8 +123,10 @@ SCHEMA = {
     "log.val_every_epochs": _integer(1),
 }
 # section -> its fields, as a config file holds them
-FIELDS = {section: tuple(name.split(".")[1] for name in SCHEMA if name.startswith(f"{section}."))
-          for section in dict.fromkeys(name.split(".")[0] for name in SCHEMA)}
+FIELDS: dict[str, tuple[str, ...]] = {}
+for _name in SCHEMA:
+    _section, _leaf = _name.split(".")
+    FIELDS[_section] = (*FIELDS.get(_section, ()), _leaf)
 PATH_FIELDS = tuple(name for name, field in SCHEMA.items() if field.path)
 RESUME_KEYS = tuple(name for name, field in SCHEMA.items() if field.resume)
 # A stored `config.json` without one of these reads as the value every earlier run had.

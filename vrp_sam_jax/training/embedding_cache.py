@@ -124,9 +124,6 @@ class _RemoteRows:
         return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
 
 
-IMAGES_PER_CALL = 8  # the pre-pass's batch per call in one process (`build`'s default)
-
-
 @functools.lru_cache(maxsize=4)
 def jit_embed(config: VRPSamConfig, mesh, dtype: str):
     """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
@@ -142,8 +139,8 @@ def jit_embed(config: VRPSamConfig, mesh, dtype: str):
                    out_shardings=batch)
 
 
-def embedding_program(config: VRPSamConfig, dtype: str, devices: list,
-                      batch: int = IMAGES_PER_CALL) -> tuple[Callable, jax.sharding.Mesh, int]:
+def embedding_program(config: VRPSamConfig, dtype: str, devices: list, batch: int = 8
+                      ) -> tuple[Callable, jax.sharding.Mesh, int]:
     """(jitted embed, its mesh, images per call) as `build` runs the pre-pass in one process:
     over that process's `devices` alone, data-parallel, SAM replicated (its ViT-H weights are
     2.5 GB in float32: every accelerator this project targets holds them), `batch` images per
@@ -153,7 +150,7 @@ def embedding_program(config: VRPSamConfig, dtype: str, devices: list,
     return jit_embed(config, mesh, dtype), mesh, images_per_call(len(devices), batch)
 
 
-def images_per_call(devices: int, batch: int = IMAGES_PER_CALL) -> int:
+def images_per_call(devices: int, batch: int = 8) -> int:
     """`batch`, or `batch` per device where the devices do not divide it."""
     return batch * devices if batch % devices else batch
 
@@ -175,8 +172,8 @@ def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
 
 
 def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
-          sam_params: dict, *, dtype: str = "float16", batch: int = IMAGES_PER_CALL,
-          workers: int = 4, progress: bool = True, shared: bool = True) -> EmbeddingCache:
+          sam_params: dict, *, dtype: str = "float16", batch: int = 8, workers: int = 4,
+          progress: bool = True, shared: bool = True) -> EmbeddingCache:
     """Embed the `names` not cached yet into `root/<cache_key>/part-*-p<process>.*` over this
     process's devices; returns what this process can read. `shared`: `root` is one directory
     every process sees and each embeds its 1/N of the names (call `build` in all processes,
