@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sam_port.modeling.sam import INIT_COMPILER_OPTIONS
-from vrp_sam_jax.config import from_json, load_config, model_config, to_json
+from vrp_sam_jax.config import from_json, load_config, to_json, vrp_sam_config
 from vrp_sam_jax.errors import CheckpointError, ConfigError
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, init_params, summary
 from vrp_sam_jax.models.vrp_encoder import masked_average_pooling, query_offset
@@ -136,7 +136,7 @@ def test_losses_match_torch():
 def test_config_fields_defaults_checks_and_old_runs():
     config = load_config("pascal:resnet50,mask")
     assert config.model.query_init == "random" and config.train.loss == "bce+dice"
-    assert model_config(load_config("toy", ["model.query_init=half"])).query_init == "half"
+    assert vrp_sam_config(load_config("toy", ["model.query_init=half"])).query_init == "half"
     assert load_config("toy", ["train.loss=dice"]).train.loss == "dice"
     with pytest.raises(ConfigError, match="train.loss='focal' is not one of"):
         load_config("toy", ["train.loss=focal"])
@@ -172,7 +172,7 @@ def test_the_train_step_minimises_the_configured_loss():
     from vrp_sam_jax.training import step as step_lib
 
     # the toy model the trainings of the suite initialise (its initialisation is compiled once)
-    config = model_config(load_config("toy", ["model.image_size=64"]))
+    config = vrp_sam_config(load_config("toy", ["model.image_size=64"]))
     params = init_params(config)
     trainable, frozen = partition.split(params, ("encoder",))
     episodes = protocols.training_episodes("toy", 0, 1, 0, 7)[:2]

@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from vrp_sam_jax import sharding
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.models import abstract_params, count_params, init_params
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import plan as planner
@@ -43,7 +43,7 @@ def test_plan_reports_every_step_for_a_v5e_slice(capsys):
     # gradients (float32) and the loss, summed; the episodes' areas (int32, 2x2 per episode)
     # gathered for the metrics; never a batch
     config = load_config("toy", TOY)
-    params = abstract_params(model_config(config))
+    params = abstract_params(vrp_sam_config(config))
     trainable, _ = partition.split(params, ("encoder",))
     gradient_bytes = 4 * count_params(trainable)
     for name in ("train", "train_cached"):
@@ -93,16 +93,16 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
     bytes."""
     devices = planner.topology_devices("v5e:2x2")
     config = load_config("toy", TOY)
-    model = model_config(config)
+    model_config = vrp_sam_config(config)
     mesh = sharding.make_mesh(devices=devices)
-    sam = init_params(model)["sam"]
+    sam = init_params(model_config)["sam"]
     images = np.zeros((8, 64, 64, 3), np.uint8)  # the cache builder's 8 images per call
 
     def placed(x, where):
         return jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=where)
 
     with planner.not_cached():  # compiled here, not read from plan's (or anyone's) cache
-        independent = jit_embed(model, mesh, config.cache.dtype).lower(
+        independent = jit_embed(model_config, mesh, config.cache.dtype).lower(
             jax.tree.map(lambda x: placed(x, sharding.replicated(mesh)), sam),
             placed(images, sharding.batch_sharding(mesh))).compile()
     hbm = planner.CHIPS["TPU v5 lite"].hbm_bytes
@@ -110,7 +110,7 @@ def test_plan_equals_an_independent_compile_and_says_what_does_not_fit():
     ours.pop("compile_seconds")
     assert ours == planner.analyse(independent, hbm)
     assert ours["fits"] is True and ours["flops_per_chip"] > 0
-    _, builder_mesh, per_call = embedding_program(model, config.cache.dtype, devices)
+    _, builder_mesh, per_call = embedding_program(model_config, config.cache.dtype, devices)
     assert (builder_mesh.shape, per_call) == ({"data": 4, "model": 1}, 8)
 
     pod = sharding.make_mesh(model=2, devices=planner.topology_devices("v5e:4x4"))

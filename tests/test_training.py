@@ -163,37 +163,37 @@ def test_embedding_cache_gives_the_same_step(tmp_path):
     from vrp_sam_jax.models import VRPSam, init_params
     from vrp_sam_jax.training import embedding_cache
 
-    model = config_lib.model_config(config_lib.load_config("toy", ["model.image_size=64"]))
-    params = init_params(model, 2)
+    model_config = config_lib.vrp_sam_config(config_lib.load_config("toy", ["model.image_size=64"]))
+    params = init_params(model_config, 2)
     episodes = protocols.training_episodes("toy", 0, 1, 0, 3)[:4]
     names = [e.query for e in episodes]
-    cache = embedding_cache.build(tmp_path, names, ToySource(), model, params["sam"],
+    cache = embedding_cache.build(tmp_path, names, ToySource(), model_config, params["sam"],
                                   dtype="float32", batch=3, workers=1, progress=False)
     assert len(cache) == len(set(names))
-    again = embedding_cache.build(tmp_path, names, ToySource(), model, params["sam"],
+    again = embedding_cache.build(tmp_path, names, ToySource(), model_config, params["sam"],
                                   dtype="float32", progress=False)  # nothing left to do
     assert len(list(again.directory.glob("part-*.npy"))) == 1
     # the loader threads read the cached embeddings with each episode
     batch = next(iter(EpisodeLoader(ToySource(), episodes, 4, EpisodeOptions(64, "box"),
                                     process_index=0, process_count=1,
                                     embeddings=cache.get)))
-    vrp = VRPSam(model)
+    vrp = VRPSam(model_config)
     direct = vrp.apply({"params": params}, normalize_image(batch["query_image"]),
                        method=vrp.embed_targets)
     stored = cache.get(names)
     np.testing.assert_array_equal(batch["embeddings"], stored)
     assert np.abs(stored - np.asarray(direct)).max() < 1e-5
-    with_cache = forward(model, params, {**batch, "embeddings": stored}, True)
-    without = forward(model, params, batch, True)
+    with_cache = forward(model_config, params, {**batch, "embeddings": stored}, True)
+    without = forward(model_config, params, batch, True)
     assert np.abs(np.asarray(with_cache) - np.asarray(without)).max() < 1e-4
     # another SAM gets another key: a stale cache is never read
-    other = init_params(model, 3)["sam"]
-    assert (embedding_cache.cache_key(model, other, "float32")
-            != embedding_cache.cache_key(model, params["sam"], "float32"))
+    other = init_params(model_config, 3)["sam"]
+    assert (embedding_cache.cache_key(model_config, other, "float32")
+            != embedding_cache.cache_key(model_config, params["sam"], "float32"))
     # so does a bf16-computed embedding
-    bf16 = dataclasses.replace(model, compute_dtype="bfloat16")
+    bf16 = dataclasses.replace(model_config, compute_dtype="bfloat16")
     assert (embedding_cache.cache_key(bf16, params["sam"], "float32")
-            != embedding_cache.cache_key(model, params["sam"], "float32"))
+            != embedding_cache.cache_key(model_config, params["sam"], "float32"))
 
 
 def test_demo_interface_small(tmp_path, capsys):

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from vrp_sam_jax import sharding
-from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import ToySource
@@ -42,21 +42,21 @@ TOLERANCE = 0.05
 def trainer_way(config, mesh, cached: bool) -> float:
     """FLOPs per device of the train step built as the trainer builds it (`cached`: the
     target embeddings in the batch, from the cache)."""
-    model = model_config(config)
-    params = abstract_params(model)  # the tree the trainer restores checkpoints into
+    model_config = vrp_sam_config(config)
+    params = abstract_params(model_config)  # the tree the trainer restores checkpoints into
     trainable, frozen = partition.split(params, tuple(config.train.trainable))
     optimizer = step_lib.make_optimizer(config.train.lr, 1000, config.train.weight_decay,
                                         config.train.b1, config.train.b2)
     state = jax.eval_shape(lambda t: step_lib.init_state(t, optimizer), trainable)
     episodes = protocols.training_episodes("toy", 0, config.data.shots, 0, config.train.seed)
-    options = EpisodeOptions(model.image_size, config.data.condition, training=True,
+    options = EpisodeOptions(model_config.image_size, config.data.condition, training=True,
                              seed=(config.train.seed, 0))
     batch = next(iter(EpisodeLoader(ToySource(), episodes, config.train.global_batch, options,
                                     drop_remainder=True, process_index=0, process_count=1,
                                     workers=1)))
     if cached:
         embedding = jax.eval_shape(
-            lambda p, x: VRPSam(model).apply({"params": p}, normalize_image(x),
+            lambda p, x: VRPSam(model_config).apply({"params": p}, normalize_image(x),
                                              method=VRPSam.embed_targets),
             params, batch["query_image"])
         batch["embeddings"] = np.zeros(embedding.shape, DTYPES[config.cache.dtype])
@@ -70,7 +70,7 @@ def trainer_way(config, mesh, cached: bool) -> float:
         return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype,
                                                            sharding=where), tree)
 
-    step = step_lib.jit_train_step(model, optimizer, replicated, frozen_sharding, rows,
+    step = step_lib.jit_train_step(model_config, optimizer, replicated, frozen_sharding, rows,
                                    replicated, loss=config.train.loss)
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
     with planner.not_cached():

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.training import plan as planner
 
 BACKBONES = ("resnet50", "vgg16", "dinov2_vitl14")
@@ -78,7 +78,7 @@ def coco_estimate(result: dict, backbone: str, shots: int, topology: str, model:
     extra = overrides(topology, model, shots)
     pascal = load_config(f"pascal:{backbone},mask", extra)
     coco = load_config(f"coco:{backbone},mask", extra)
-    if model_config(pascal) != model_config(coco) or (
+    if vrp_sam_config(pascal) != vrp_sam_config(coco) or (
             pascal.train.global_batch, pascal.mesh.to_dict(), pascal.cache.to_dict()) != (
             coco.train.global_batch, coco.mesh.to_dict(), coco.cache.to_dict()):
         raise SystemExit(f"pascal and coco {backbone} differ in shapes: compile coco's own row")

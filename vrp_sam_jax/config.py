@@ -11,7 +11,7 @@ written out. Unlike big_vision's, which import helpers, a file here imports noth
 A file defines `get_config(arg=None)`; the part after `:` is `arg`. The loaded config must hold
 exactly the fields of `SCHEMA` (a missing or unknown field is an error naming the file; each
 field's rule, whether it is a path, whether a resumed run must keep it, and its value in runs
-written before it existed are in that one table), and `model_config` builds the model as
+written before it existed are in that one table), and `vrp_sam_config` builds the model as
 `VRPSamConfig(**config.model)`.
 """
 
@@ -135,7 +135,7 @@ ADDED_FIELDS = {name: field.added for name, field in SCHEMA.items() if field.add
 ALIASES = {"fold": "data.fold", "shots": "data.shots", "condition": "data.condition"}
 
 
-def model_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
+def vrp_sam_config(config: ml_collections.ConfigDict) -> VRPSamConfig:
     """The model of a config: `VRPSamConfig(**config.model)`."""
     try:
         return VRPSamConfig(**config.model.to_dict())
@@ -179,7 +179,7 @@ def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collection
     """Every field of a config holds a value a run can use (names the library knows, numbers
     in range), checked before any work; returns the config. All problems are listed."""
     try:
-        model_config(config)
+        vrp_sam_config(config)
     except ConfigError as e:
         raise ConfigError(f"{label}: {e}") from e
     problems = []

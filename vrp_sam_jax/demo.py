@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vrp_sam_jax import model_io
-from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
@@ -43,7 +43,7 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
             print(f"vrp-sam demo: replacing the earlier demo run in {workdir} (another "
                   "--output-dir keeps it)", file=sys.stderr)
     shutil.rmtree(workdir, ignore_errors=True)
-    model = model_config(config)
+    model_config = vrp_sam_config(config)
     mesh = make_mesh(config.mesh.data, config.mesh.model)
     source = ToySource()
     data = config.data
@@ -52,19 +52,19 @@ def run(output_dir: str | Path, overrides: Sequence[str] = (), progress: bool = 
     classes = splits.test_classes("toy", data.fold)
 
     def evaluate(params, desc, on_batch=None):
-        return evaluate_params(model, params, source, episodes, classes, data.condition, mesh,
-                               config.train.global_batch, progress=progress,
+        return evaluate_params(model_config, params, source, episodes, classes, data.condition,
+                               mesh, config.train.global_batch, progress=progress,
                                on_batch=on_batch, desc=desc)
 
-    untrained = evaluate(initial_params(config, model, workdir, training=True)[0],
-                         "1/3 untrained model on the novel categories (the baseline)")
+    untrained = evaluate(initial_params(config, model_config, workdir, training=True)[0],
+                         "1/3 untrained model_config on the novel categories (the baseline)")
     if progress:
         print("2/3 training on the base categories", file=sys.stderr)
     result = train(config, workdir, progress=progress)
     trained_model = model_io.load(workdir)  # the best checkpoint
     rows: list[np.ndarray] = []
     trained = evaluate(trained_model.params,
-                       "3/3 trained model on the novel categories",
+                       "3/3 trained model_config on the novel categories",
                        lambda b, logits: episode_rows(b, logits, rows, FIGURE_EPISODES,
                                                       lambda c: splits.class_name("toy", c)))
     figure = output_dir / "episodes.png"

@@ -36,17 +36,17 @@ from vrp_sam_jax.sharding import one_in_flight, pad_rows
 
 
 @partial(jax.jit, static_argnums=0)
-def encode_reference(config: VRPSamConfig, params: dict, images: jax.Array,
+def encode_reference(model_config: VRPSamConfig, params: dict, images: jax.Array,
                      prompt_masks: jax.Array) -> Reference:
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     return model.apply({"params": params}, images, prompt_masks, method=model.encode_reference)
 
 
 @partial(jax.jit, static_argnums=0)
-def predict_logits(config: VRPSamConfig, params: dict, reference: Reference,
+def predict_logits(model_config: VRPSamConfig, params: dict, reference: Reference,
                    targets: jax.Array) -> jax.Array:
     """Normalised targets (B, S, S, 3) -> logits (B, S, S), one reference set for all."""
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     variables = {"params": params}
     target = model.apply(variables, targets, method=model.encode_target)
     prompts = model.apply(variables, reference, target, method=model.prompts)

@@ -54,8 +54,9 @@ def load(source: str | Path, *, which: str | int = "best", sam: str | Path | Non
         _require_sam(sam, path)  # before reading the file
         model = _with_sam(release.read_release(path, backbone), 512, sam, None, sam_type, path,
                           {"kind": "release", "path": str(path)})
-    config = dataclasses.replace(model.config, compute_dtype=compute_dtype, attention=attention)
-    return dataclasses.replace(model, config=config)
+    model_config = dataclasses.replace(model.config, compute_dtype=compute_dtype,
+                                       attention=attention)
+    return dataclasses.replace(model, config=model_config)
 
 
 FROZEN_FILES_NEEDED = ("GP-SAM without a VRP checkpoint needs a SAM checkpoint "
@@ -73,18 +74,18 @@ def load_frozen(sam: str | Path | None, backbone: str | Path | None, *, image_si
         raise CheckpointError(FROZEN_FILES_NEEDED)
     name, backbone_params = load_backbone(backbone, backbone_name)
     loaded = sam_port.load_sam(sam, sam_type)
-    config = VRPSamConfig(backbone=name, sam_type=loaded.model_type, image_size=image_size,
+    model_config = VRPSamConfig(backbone=name, sam_type=loaded.model_type, image_size=image_size,
                           compute_dtype=compute_dtype, attention=attention)
-    return LoadedModel(config, {"backbone": backbone_params, "sam": loaded.params},
+    return LoadedModel(model_config, {"backbone": backbone_params, "sam": loaded.params},
                        {"backbone": str(Path(backbone).absolute()),
                         "sam": str(Path(sam).absolute())}, {"kind": "frozen"},
                        str(Path(sam).absolute()) if Path(sam).is_file() else None)
 
 
-def random_model(config: VRPSamConfig, seed: int) -> LoadedModel:
+def random_model(model_config: VRPSamConfig, seed: int) -> LoadedModel:
     """Random weights of `config` (tests, the toy benchmark)."""
     origin = f"random (seed {seed})"
-    return LoadedModel(config, init_params(config, seed),
+    return LoadedModel(model_config, init_params(model_config, seed),
                        dict.fromkeys(("backbone", "encoder", "sam"), origin), {"kind": "random"})
 
 
@@ -145,11 +146,11 @@ def _with_sam(weights: VRPWeights, image_size: int, sam: str | Path | None,
         raise CheckpointError(
             f"{path}: VRP prompts are {weights.hidden_dim}-d but the SAM in {sam} "
             f"({loaded.model_type}) takes {loaded.config.prompt_embed_dim}-d prompts")
-    config = VRPSamConfig(backbone=weights.backbone, sam_type=loaded.model_type,
+    model_config = VRPSamConfig(backbone=weights.backbone, sam_type=loaded.model_type,
                           image_size=image_size, num_queries=weights.num_queries,
                           num_heads=weights.num_heads, query_init=weights.query_init)
     where, sam_path = str(path.absolute()), str(Path(sam).absolute())
-    return LoadedModel(config, {**weights.params, "sam": loaded.params},
+    return LoadedModel(model_config, {**weights.params, "sam": loaded.params},
                        {"backbone": where, "encoder": where, "sam": sam_path}, info,
                        sam_path if Path(sam).is_file() else None)
 

@@ -15,7 +15,7 @@ import numpy as np
 import optax
 
 from vrp_sam_jax import sharding as M
-from vrp_sam_jax.config import load_config, model_config
+from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import ToySource
@@ -24,9 +24,9 @@ from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import step as S
 
 assert len(jax.devices()) == 8, jax.devices()
-model = model_config(load_config("toy", ["model.image_size=64"]))
-params = jax.tree.map(np.asarray, init_params(model, 1))  # host copies: steps donate state
-# SAM's image encoder frozen: the 4x2 mesh then splits it over the model axis
+model_config = vrp_sam_config(load_config("toy", ["model.image_size=64"]))
+params = jax.tree.map(np.asarray, init_params(model_config, 1))  # host copies: steps donate state
+# SAM's image encoder frozen: the 4x2 mesh then splits it over the model_config axis
 trainable, frozen = partition.split(params, ("encoder", "backbone", "sam/mask_decoder"))
 episodes = protocols.training_episodes("toy", 0, 2, 0, 7)[:8]
 options = EpisodeOptions(64, "scribble", training=True, seed=(7, 0))
@@ -41,7 +41,8 @@ for name, devices, shape in (("one", jax.devices()[:1], (1, 1)), ("eight", jax.d
     rep = M.replicated(mesh)
     frozen_sharding = M.param_shardings(mesh, frozen)
     state = jax.device_put(S.init_state(trainable, optimizer), rep)
-    step = S.jit_train_step(model, optimizer, rep, frozen_sharding, M.batch_sharding(mesh), rep)
+    step = S.jit_train_step(model_config, optimizer, rep, frozen_sharding,
+                            M.batch_sharding(mesh), rep)
     new, metrics = step(state, jax.device_put(frozen, frozen_sharding), M.to_global(batch, mesh),
                         jax.random.key(3))
     out[name] = (float(metrics["loss"]), [np.asarray(x) for x in jax.tree.leaves(new.trainable)])

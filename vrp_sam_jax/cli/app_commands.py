@@ -7,7 +7,9 @@ import argparse
 from vrp_sam_jax import names
 from vrp_sam_jax.cli import options
 
-DEFAULT_TOY_WORKDIR = "demo_out/run"  # where `vrp-sam demo` trains
+# The app's own: `vrp-sam demo` trains anew in demo_out/run each time (deleting what is
+# there), so sharing it would delete the model a running app serves.
+DEFAULT_TOY_WORKDIR = "app_out/toy_run"
 
 
 def _model(args: argparse.Namespace):
@@ -82,9 +84,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone-checkpoint", default=None,
                    help="with --sam-checkpoint and no --vrp-checkpoint: GP-SAM only")
     p.add_argument("--toy-workdir", default=DEFAULT_TOY_WORKDIR,
-                   help="without a checkpoint: the toy model's work directory (vrp-sam demo's; "
-                        "where it is not trained, the page is served at once and the model "
-                        "trained there in the background)")
+                   help="without a checkpoint: the toy model's work directory (the app's own; "
+                        "a finished demo_out/run of vrp-sam demo also serves; where it is not "
+                        "trained, the page is served at once and the model trained there in "
+                        "the background)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (0.0.0.0: reachable from other machines)")
     p.add_argument("--port", type=options.positive_int, default=7860,

@@ -100,23 +100,45 @@ def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
                    help="checked against the checkpoint; inferred when omitted")
 
 
-def load_model(args: argparse.Namespace, compute_dtype: str = "float32"):
+def load_model(args: argparse.Namespace, compute_dtype: str = "float32", *,
+               config=None, fold: int | None = None):
     """The model that `add_model_source`'s flags (and --backbone-checkpoint, where a command
-    has it) name, decided here for every command that reads one: the checkpoint given
-    (`model_io.load`: a work directory, a converted directory, the release's file); else a SAM
-    and a backbone without a VRP encoder (GP-SAM only), where either is given; else None (the
-    command decides: `predict` refuses, the app prepares its toy model)."""
+    has it) name, decided here for every command that reads one (predict, export, the app,
+    evaluate): the checkpoint given (`model_io.load`: a work directory, a converted directory,
+    the release's file); else a SAM and a backbone without a VRP encoder (GP-SAM only), where
+    either is given; else None (the command decides: `predict` refuses, the app prepares its
+    toy model).
+
+    `config` (evaluate's run config, an `ml_collections.ConfigDict`) fills in what the flags
+    leave out: the SAM and backbone files (`init`), the model's kind and dtype (`model`), and,
+    with no file named anywhere and `init.random`, its random weights (the toy benchmark); with
+    it, a frozen model is always attempted (one line names the missing files). `fold` replaces
+    `{fold}` in the checkpoint's path (evaluate --all-folds: one run per fold)."""
     from vrp_sam_jax import model_io
 
+    def flag_or_init(flag: str | None, field: str) -> str | None:
+        return flag or (config.init[field] if config is not None else None) or None
+
+    sam = flag_or_init(args.sam_checkpoint, "sam_checkpoint")
+    backbone_weights = flag_or_init(getattr(args, "backbone_checkpoint", None),
+                                    "backbone_checkpoint")
+    if config is None:
+        kind = {"sam_type": args.sam_type, "backbone": args.backbone,
+                "compute_dtype": compute_dtype, "attention": "auto"}
+    else:
+        kind = {field: config.model[field]
+                for field in ("sam_type", "backbone", "compute_dtype", "attention")}
     if args.source is not None:
-        return model_io.load(args.source, which=args.which, sam=args.sam_checkpoint,
-                             sam_type=args.sam_type, backbone=args.backbone,
-                             compute_dtype=compute_dtype)
-    backbone_checkpoint = getattr(args, "backbone_checkpoint", None)
-    if args.sam_checkpoint or backbone_checkpoint:
-        return model_io.load_frozen(args.sam_checkpoint, backbone_checkpoint,
-                                    backbone_name=args.backbone, sam_type=args.sam_type,
-                                    compute_dtype=compute_dtype)
+        source = args.source if fold is None else args.source.format(fold=fold)
+        return model_io.load(source, which=args.which, sam=sam, **kind)
+    if config is not None and config.init.random and not (sam or backbone_weights):
+        from vrp_sam_jax.config import vrp_sam_config
+
+        return model_io.random_model(vrp_sam_config(config), config.init.seed)
+    if sam or backbone_weights or config is not None:
+        image_size = {} if config is None else {"image_size": config.model.image_size}
+        return model_io.load_frozen(sam, backbone_weights, backbone_name=kind.pop("backbone"),
+                                    **image_size, **kind)
     return None
 
 

@@ -46,7 +46,7 @@ def _evaluation_config(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from vrp_sam_jax import model_io, sharding
+    from vrp_sam_jax import sharding
     from vrp_sam_jax.data.roots import make_source
     from vrp_sam_jax.errors import InputError
     from vrp_sam_jax.evaluation import fold as folds
@@ -70,22 +70,7 @@ def evaluate(args: argparse.Namespace) -> int:
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
 
     def model_for_fold(fold: int):
-        if args.source is None:  # GP-SAM from the config's frozen weights
-            from vrp_sam_jax.config import model_config
-
-            if config.init.random:
-                return model_io.random_model(model_config(config), config.init.seed)
-            m = config.model
-            return model_io.load_frozen(
-                args.sam_checkpoint or config.init.sam_checkpoint or None,
-                args.backbone_checkpoint or config.init.backbone_checkpoint or None,
-                image_size=m.image_size, backbone_name=m.backbone, sam_type=m.sam_type,
-                compute_dtype=m.compute_dtype, attention=m.attention)
-        return model_io.load(args.source.format(fold=fold), which=args.which,
-                             sam=args.sam_checkpoint or config.init.sam_checkpoint or None,
-                             sam_type=config.model.sam_type, backbone=config.model.backbone,
-                             compute_dtype=config.model.compute_dtype,
-                             attention=config.model.attention)
+        return options.load_model(args, config=config, fold=fold)
 
     progress = not args.quiet
     if args.all_folds:

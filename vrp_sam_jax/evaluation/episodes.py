@@ -59,13 +59,13 @@ def run_episodes(step: EvalStep, params: dict, source: EpisodeSource,
     return meter
 
 
-def evaluate_params(model: VRPSamConfig, params: dict, source: EpisodeSource,
+def evaluate_params(model_config: VRPSamConfig, params: dict, source: EpisodeSource,
                     episodes: Sequence[Episode], class_ids: Sequence[int], condition: str,
                     mesh, global_batch: int, step: EvalStep | None = None,
                     **kwargs) -> IoUMeter:
-    """`run_episodes` with `step` (default: the jitted evaluation step of `model` on `mesh`,
+    """`run_episodes` with `step` (default: the jitted evaluation step of `model_config` on `mesh`,
     compiled once per model, mesh and batch shape) and the evaluation seed."""
-    step = step or jit_eval_step(model, mesh)
+    step = step or jit_eval_step(model_config, mesh)
     return run_episodes(step, params, source, episodes, class_ids,
-                        evaluation_options(model.image_size, condition), mesh, global_batch,
+                        evaluation_options(model_config.image_size, condition), mesh, global_batch,
                         **kwargs)

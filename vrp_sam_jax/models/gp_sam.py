@@ -93,28 +93,28 @@ def geometric_prompts(masks: jax.Array, keys: jax.Array, kind: str, sam_size: in
 
 
 @partial(jax.jit, static_argnums=0)
-def encode_reference(config: VRPSamConfig, params: dict, ref_images: jax.Array,
+def encode_reference(model_config: VRPSamConfig, params: dict, ref_images: jax.Array,
                      prompt_masks: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Normalised references (B, K, S, S, 3) and prompt masks (B, K, S, S) -> what the prior
     needs of them (`VRPSam.reference_prior`), computed once for any number of targets."""
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     return model.apply({"params": params}, ref_images, prompt_masks,
                        method=model.reference_prior)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
-def gp_sam_logits(config: VRPSamConfig, kind: str, threshold: float, params: dict,
+def gp_sam_logits(model_config: VRPSamConfig, kind: str, threshold: float, params: dict,
                   reference: tuple[jax.Array, jax.Array], target_images: jax.Array,
                   keys: jax.Array, embeddings: jax.Array | None = None) -> jax.Array:
     """`encode_reference`'s output, normalised targets (B, S, S, 3) and a PRNG key per target
     -> logits (B, S, S). `params` needs "backbone" and "sam" only; `embeddings` are cached
     SAM image embeddings of the targets."""
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     variables = {"params": params}
     prior = model.apply(variables, *reference, target_images, method=model.target_prior)
-    masks = pseudo_masks(prior, config.image_size, threshold)
-    points, boxes = geometric_prompts(masks, keys, kind, config.sam.img_size)
+    masks = pseudo_masks(prior, model_config.image_size, threshold)
+    points, boxes = geometric_prompts(masks, keys, kind, model_config.sam.img_size)
     if embeddings is None:
         embeddings = model.apply(variables, target_images, method=model.embed_targets)
-    no_vrp = jnp.zeros((target_images.shape[0], 0, config.hidden_dim), jnp.float32)
+    no_vrp = jnp.zeros((target_images.shape[0], 0, model_config.hidden_dim), jnp.float32)
     return model.apply(variables, embeddings, no_vrp, points, boxes, method=model.decode)

@@ -248,44 +248,44 @@ class VRPSam(nn.Module):
         return self.decode(embeddings, prompt_embeddings)
 
 
-def _example_inputs(config: VRPSamConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
-    s = config.image_size
+def _example_inputs(model_config: VRPSamConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    s = model_config.image_size
     return jnp.zeros((1, 1, s, s, 3)), jnp.ones((1, 1, s, s)), jnp.zeros((1, s, s, 3))
 
 
-def _init(config: VRPSamConfig, key: jax.Array) -> dict:
-    model = VRPSam(config)
-    params = model.init(key, *_example_inputs(config))["params"]
+def _init(model_config: VRPSamConfig, key: jax.Array) -> dict:
+    model = VRPSam(model_config)
+    params = model.init(key, *_example_inputs(model_config))["params"]
     # SAM's prompt-encoder paths unused by VRP prompts (points, boxes, masks) still exist in
     # every official checkpoint: create them so the tree matches `sam_port`'s.
-    sam = Sam(config.sam)
-    img = jnp.zeros((1, config.sam.img_size, config.sam.img_size, 3))
+    sam = Sam(model_config.sam)
+    img = jnp.zeros((1, model_config.sam.img_size, model_config.sam.img_size, 3))
     params["sam"] = sam.init(key, img)["params"]
     return params
 
 
-def abstract_params(config: VRPSamConfig) -> dict:
+def abstract_params(model_config: VRPSamConfig) -> dict:
     """Shapes and dtypes of the parameter tree (no memory, no compute). A tree of its own for
     each caller (who may change it); traced once per config."""
-    return jax.tree.map(lambda leaf: leaf, _abstract_params(config))
+    return jax.tree.map(lambda leaf: leaf, _abstract_params(model_config))
 
 
 @lru_cache(maxsize=16)
-def _abstract_params(config: VRPSamConfig) -> dict:
+def _abstract_params(model_config: VRPSamConfig) -> dict:
     # Tracing the initialisation takes over a second on CPU, and one command asks several
     # times (restoring, partitioning, summarising).
-    return jax.eval_shape(lambda: _init(config, jax.random.key(0)))
+    return jax.eval_shape(lambda: _init(model_config, jax.random.key(0)))
 
 
-def init_params(config: VRPSamConfig, seed: int = 0) -> dict:
+def init_params(model_config: VRPSamConfig, seed: int = 0) -> dict:
     """Random parameters (tests, demos, training from scratch)."""
     return jax.jit(_init, static_argnums=0, compiler_options=INIT_COMPILER_OPTIONS)(
-        config, jax.random.key(seed))
+        model_config, jax.random.key(seed))
 
 
-def init_encoder_params(config: VRPSamConfig, seed: int = 0) -> dict:
+def init_encoder_params(model_config: VRPSamConfig, seed: int = 0) -> dict:
     """The VRP encoder's part of `init_params(config, seed)` alone (XLA drops the rest)."""
-    return jax.jit(lambda key: _init(config, key)["encoder"],
+    return jax.jit(lambda key: _init(model_config, key)["encoder"],
                    compiler_options=INIT_COMPILER_OPTIONS)(jax.random.key(seed))
 
 
@@ -293,11 +293,11 @@ def count_params(tree) -> int:
     return int(sum(x.size for x in jax.tree.leaves(tree)))
 
 
-def summary(config: VRPSamConfig) -> dict:
+def summary(model_config: VRPSamConfig) -> dict:
     """Parameter counts per part (the backbone's include its BatchNorm statistics); only the
     VRP encoder is trained (docs/COMPUTATION.md §6)."""
-    params = abstract_params(config)
+    params = abstract_params(model_config)
     counts = {part: count_params(tree) for part, tree in params.items()}
-    return {"backbone": config.backbone, "sam_type": config.sam_type,
+    return {"backbone": model_config.backbone, "sam_type": model_config.sam_type,
             "trainable": counts["encoder"], "frozen_backbone": counts["backbone"],
             "frozen_sam": counts["sam"], "total": sum(counts.values())}

@@ -55,9 +55,10 @@ def fingerprint(tree: dict, sample: int = 4096) -> str:
     return digest.hexdigest()[:16]
 
 
-def cache_key(config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
-    compute = "" if config.compute_dtype == "float32" else f"_{config.compute_dtype}-compute"
-    return (f"{config.sam_type}_{config.image_size}px_{dtype}{compute}_"
+def cache_key(model_config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
+    dtype_of_compute = model_config.compute_dtype
+    compute = "" if dtype_of_compute == "float32" else f"_{dtype_of_compute}-compute"
+    return (f"{model_config.sam_type}_{model_config.image_size}px_{dtype}{compute}_"
             f"{fingerprint(sam_params['image_encoder'])}")
 
 
@@ -125,9 +126,9 @@ class _RemoteRows:
 
 
 @functools.lru_cache(maxsize=4)
-def jit_embed(config: VRPSamConfig, mesh, dtype: str):
+def jit_embed(model_config: VRPSamConfig, mesh, dtype: str):
     """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     batch = sharding.batch_sharding(mesh)
 
     def embed(sam_params, images):
@@ -139,7 +140,7 @@ def jit_embed(config: VRPSamConfig, mesh, dtype: str):
                    out_shardings=batch)
 
 
-def embedding_program(config: VRPSamConfig, dtype: str, devices: list, batch: int = 8
+def embedding_program(model_config: VRPSamConfig, dtype: str, devices: list, batch: int = 8
                       ) -> tuple[Callable, jax.sharding.Mesh, int]:
     """(jitted embed, its mesh, images per call) as `build` runs the pre-pass in one process:
     over that process's `devices` alone, data-parallel, SAM replicated (its ViT-H weights are
@@ -147,7 +148,7 @@ def embedding_program(config: VRPSamConfig, dtype: str, devices: list, batch: in
     call, rounded up to a multiple of the devices. Shared with `vrp-sam plan`, which compiles
     this program for one host of a slice."""
     mesh = sharding.make_mesh(devices=devices)
-    return jit_embed(config, mesh, dtype), mesh, images_per_call(len(devices), batch)
+    return jit_embed(model_config, mesh, dtype), mesh, images_per_call(len(devices), batch)
 
 
 def images_per_call(devices: int, batch: int = 8) -> int:
@@ -171,9 +172,10 @@ def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
             yield first, np.stack([f.result() for f in futures])
 
 
-def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, config: VRPSamConfig,
-          sam_params: dict, *, dtype: str = "float16", batch: int = 8, workers: int = 4,
-          progress: bool = True, shared: bool = True) -> EmbeddingCache:
+def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource,
+          model_config: VRPSamConfig, sam_params: dict, *, dtype: str = "float16",
+          batch: int = 8, workers: int = 4, progress: bool = True, shared: bool = True
+          ) -> EmbeddingCache:
     """Embed the `names` not cached yet into `root/<cache_key>/part-*-p<process>.*` over this
     process's devices; returns what this process can read. `shared`: `root` is one directory
     every process sees and each embeds its 1/N of the names (call `build` in all processes,
@@ -181,7 +183,7 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, conf
     them all."""
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
-    directory = as_path(root) / cache_key(config, sam_params, dtype)
+    directory = as_path(root) / cache_key(model_config, sam_params, dtype)
     directory.mkdir(parents=True, exist_ok=True)
     existing = EmbeddingCache(directory)
     wanted = sorted({n for n in names if n not in existing})
@@ -191,12 +193,12 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, conf
     else:
         mine = wanted
     if mine:
-        embed, mesh, per_call = embedding_program(config, dtype, jax.local_devices(), batch)
+        embed, mesh, per_call = embedding_program(model_config, dtype, jax.local_devices(), batch)
         sam = jax.device_put(sam_params, sharding.replicated(mesh))
         part = len(list(directory.glob("part-*.npy")))
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"
-        shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, config.image_size,
-                                                      config.image_size, 3), jnp.uint8)).shape
+        shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, model_config.image_size,
+                                                      model_config.image_size, 3), jnp.uint8)).shape
         local = stem if isinstance(stem, Path) else Path(tempfile.mkdtemp()) / stem.name
         out = np.lib.format.open_memmap(local.with_suffix(".npy.tmp"), mode="w+",
                                         dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
@@ -205,7 +207,7 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource, conf
                   disable=not progress) as bar:
             # the devices embed batch i while the host stores batch i - 1 and the loader
             # threads read batch i + 1
-            loaded = _load_images(source, mine, config.image_size, per_call, workers)
+            loaded = _load_images(source, mine, model_config.image_size, per_call, workers)
             rows = sharding.batch_sharding(mesh)  # this process's devices only
             for (start, images), result in one_in_flight(
                     loaded, lambda item: embed(sam, jax.device_put(pad_rows(item[1], per_call),

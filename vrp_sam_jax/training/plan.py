@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from vrp_sam_jax import sharding
-from vrp_sam_jax.config import check_values, model_config
+from vrp_sam_jax.config import check_values, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeOptions, load_episode, stack
 from vrp_sam_jax.data.sources import ToySource
@@ -222,12 +222,12 @@ def not_cached() -> Iterator[None]:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before)
 
 
-def example_batch(config: ml_collections.ConfigDict, model: VRPSamConfig, rows: int) -> dict:
+def example_batch(config: ml_collections.ConfigDict, model_config: VRPSamConfig, rows: int) -> dict:
     """The loader's batch for this config, as shapes: one toy episode at the config's image
     size, shots and condition (every benchmark's episodes have the same arrays), `rows` of
     it."""
     episode = protocols.training_episodes("toy", 0, config.data.shots, 0, 0)[0]
-    options = EpisodeOptions(model.image_size, config.data.condition, training=True)
+    options = EpisodeOptions(model_config.image_size, config.data.condition, training=True)
     one = stack([load_episode(ToySource(), episode, 0, options)])
     return {k: jax.ShapeDtypeStruct((rows, *v.shape[1:]), v.dtype) for k, v in one.items()}
 
@@ -322,19 +322,19 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
     embedding pre-pass, on one host's chips: `_lower_cache_pass`) and `predict` (`vrp-sam
     predict`'s program: PREDICT_BATCH targets with the config's shots of encoded references,
     on one chip, as `inference.VRPSamPredictor` runs it)."""
-    model = model_config(config)
+    model_config = vrp_sam_config(config)
     sharding.check_batch(config.train.global_batch, mesh)
     rows = config.train.global_batch
-    params = abstract_params(model)
+    params = abstract_params(model_config)
     trainable, frozen = partition.split(params, tuple(config.train.trainable))
     optimizer = step_lib.make_optimizer(config.train.lr, 1, config.train.weight_decay)
     replicated, rows_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
     frozen_sharding = sharding.param_shardings(mesh, frozen)
     state = _with(jax.eval_shape(lambda t: step_lib.init_state(t, optimizer), trainable),
                   replicated)
-    batch = example_batch(config, model, rows)
+    batch = example_batch(config, model_config, rows)
     embedding = jax.eval_shape(
-        lambda p, x: VRPSam(model).apply({"params": p}, normalize_image(x),
+        lambda p, x: VRPSam(model_config).apply({"params": p}, normalize_image(x),
                                          method=VRPSam.embed_targets),
         params, batch["query_image"])
     cached = {**batch, "embeddings": jax.ShapeDtypeStruct(
@@ -342,7 +342,7 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
     key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
 
     def train(with_batch: dict):
-        step = step_lib.jit_train_step(model, optimizer, replicated, frozen_sharding,
+        step = step_lib.jit_train_step(model_config, optimizer, replicated, frozen_sharding,
                                        rows_sharding, replicated, loss=config.train.loss)
         return step.lower(state, _with(frozen, frozen_sharding),
                           _with(with_batch, rows_sharding), key)
@@ -350,31 +350,31 @@ def steps(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh) -> dict[st
     out = {"train": lambda: train(batch)}
     if not trains_sam_image_encoder(tuple(config.train.trainable)):
         out["train_cached"] = lambda: train(cached)
-    out["eval"] = lambda: jit_eval_step(model, mesh).lower(
+    out["eval"] = lambda: jit_eval_step(model_config, mesh).lower(
         _with(params, sharding.param_shardings(mesh, params)),
         _with(batch, rows_sharding))
-    out["cache"] = lambda: _lower_cache_pass(model, config.cache.dtype, mesh, params["sam"])
+    out["cache"] = lambda: _lower_cache_pass(model_config, config.cache.dtype, mesh, params["sam"])
     one = jax.sharding.SingleDeviceSharding(mesh.devices.flat[0])
-    size = model.image_size
+    size = model_config.image_size
     references = (jax.ShapeDtypeStruct((1, config.data.shots, size, size, 3), jnp.float32),
                   jax.ShapeDtypeStruct((1, config.data.shots, size, size), jnp.float32))
-    reference = jax.eval_shape(lambda p, x, m: encode_reference(model, p, x, m), params,
+    reference = jax.eval_shape(lambda p, x, m: encode_reference(model_config, p, x, m), params,
                                *references)
     out["predict"] = lambda: predict_logits.lower(
-        model, _with(params, one), _with(reference, one),
+        model_config, _with(params, one), _with(reference, one),
         jax.ShapeDtypeStruct((PREDICT_BATCH, size, size, 3), jnp.float32, sharding=one))
     return out
 
 
-def _lower_cache_pass(model: VRPSamConfig, dtype: str, mesh: jax.sharding.Mesh,
+def _lower_cache_pass(model_config: VRPSamConfig, dtype: str, mesh: jax.sharding.Mesh,
                         sam_params: dict):
     """The embedding pre-pass as one process of the run executes it: over its host's chips
     alone (the first host's, by the devices' process index), data-parallel, whatever the
     training mesh (`embedding_cache.embedding_program`)."""
     devices = list(mesh.devices.flat)
     host = [d for d in devices if d.process_index == devices[0].process_index]
-    embed, host_mesh, per_call = embedding_program(model, dtype, host)
-    size = model.image_size
+    embed, host_mesh, per_call = embedding_program(model_config, dtype, host)
+    size = model_config.image_size
     return embed.lower(
         _with(sam_params, sharding.replicated(host_mesh)),
         jax.ShapeDtypeStruct((per_call, size, size, 3), jnp.uint8,

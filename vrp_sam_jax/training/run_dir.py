@@ -36,7 +36,7 @@ import orbax.checkpoint as ocp
 import sam_port
 from sam_port.params_dir import content_digest, restore_params_dir, save_params_dir
 from vrp_sam_jax import processes
-from vrp_sam_jax.config import from_json, model_config, resume_mismatches, to_json
+from vrp_sam_jax.config import from_json, resume_mismatches, to_json, vrp_sam_config
 from vrp_sam_jax.errors import CheckpointError, CheckpointMismatchError, ConfigError, InputError
 from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
@@ -172,15 +172,15 @@ def read_config(workdir: str | AnyPath) -> ml_collections.ConfigDict:
 
 
 class Checkpoints:
-    """The latest and the best checkpoints of one run of `model`. Each records, beside the
-    arrays, the model's architecture and the arrays' content checksum: a checkpoint of
-    another architecture (a copied directory, an edited `config.json`) is refused, one
-    whose arrays changed since they were written is damaged."""
+    """The latest and the best checkpoints of one run of the model `model_config`. Each
+    records, beside the arrays, the model's architecture and the arrays' content checksum: a
+    checkpoint of another architecture (a copied directory, an edited `config.json`) is
+    refused, one whose arrays changed since they were written is damaged."""
 
-    def __init__(self, workdir: str | AnyPath, model: VRPSamConfig, async_save: bool = True,
+    def __init__(self, workdir: str | AnyPath, model_config: VRPSamConfig, async_save: bool = True,
                  keep: int = 2):
         self.workdir = absolute(workdir)
-        self.model = model
+        self.model_config = model_config
         # two managers save at once (a validation step): each needs its own barrier names,
         # or with several processes their finalisations meet at one barrier and fail
         self.latest = ocp.CheckpointManager(
@@ -220,15 +220,15 @@ class Checkpoints:
                           str(self.workdir))
 
     def _record(self, arrays) -> dict:
-        return {"model": self.model.architecture(), "digest": content_digest(arrays)}
+        return {"model": self.model_config.architecture(), "digest": content_digest(arrays)}
 
     def _check(self, where: str, record: dict, arrays=None) -> None:
         """Refuse a checkpoint of another architecture (CheckpointMismatchError) and, given
         its restored `arrays`, one whose content changed (CheckpointError). Checkpoints from
         before the record was kept pass."""
         stored = record.get("model")
-        if stored is not None and stored != self.model.architecture():
-            ours = self.model.architecture()
+        if stored is not None and stored != self.model_config.architecture():
+            ours = self.model_config.architecture()
             differ = [f"{k}={stored.get(k)!r} there, {ours[k]!r} in {CONFIG}" for k in ours
                       if stored.get(k) != ours[k]]
             raise CheckpointMismatchError(f"{where}: written by a model of another "
@@ -367,7 +367,7 @@ class Checkpoints:
         self.best.close()
 
 
-def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workdir: AnyPath,
+def initial_params(config: ml_collections.ConfigDict, model_config: VRPSamConfig, workdir: AnyPath,
                    *, training: bool = False, sam: str | Path | None = None
                    ) -> tuple[dict, dict]:
     """(params, origin of each part) before training. Random weights (`init.random`: toy,
@@ -381,15 +381,15 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
     if config.init.random:
         origin = {part: f"{frozen_dir} (random, seed {config.init.seed})" for part in PARTS}
         if (frozen_dir / FROZEN_META).is_file():
-            params = restore_params_dir(frozen_dir, abstract_params(model), "initial")
+            params = restore_params_dir(frozen_dir, abstract_params(model_config), "initial")
         elif not training:
             raise InputError(f"{workdir}: no {FROZEN}/{FROZEN_META}: the run's random initial "
                              "weights are missing")
         else:
-            params = init_params(model, config.init.seed)  # all processes save together
+            params = init_params(model_config, config.init.seed)  # all processes save together
             save_params_dir(frozen_dir, params, FROZEN_META, {"seed": config.init.seed})
         if sam is not None:
-            params = {**params, "sam": sam_port.load_sam(sam, model.sam_type).params}
+            params = {**params, "sam": sam_port.load_sam(sam, model_config.sam_type).params}
             origin["sam"] = str(Path(sam).absolute())
         return params, origin
     if not config.init.sam_checkpoint or not config.init.backbone_checkpoint:
@@ -398,18 +398,18 @@ def initial_params(config: ml_collections.ConfigDict, model: VRPSamConfig, workd
     sam = sam if sam is not None else config.init.sam_checkpoint
     copy = workdir / BACKBONE
     if (copy / BACKBONE_META).is_file():
-        _, backbone = load_backbone(copy, model.backbone)
+        _, backbone = load_backbone(copy, model_config.backbone)
         backbone_origin = f"{copy} (copy of {config.init.backbone_checkpoint})"
     else:
-        _, backbone = load_backbone(config.init.backbone_checkpoint, model.backbone)
+        _, backbone = load_backbone(config.init.backbone_checkpoint, model_config.backbone)
         backbone_origin = str(config.init.backbone_checkpoint)
         if training:  # all processes save together
-            save_backbone(model.backbone, backbone, copy)
-    encoder = init_encoder_params(model, config.init.seed)
+            save_backbone(model_config.backbone, backbone, copy)
+    encoder = init_encoder_params(model_config, config.init.seed)
     origin = {"backbone": backbone_origin, "encoder": f"random (seed {config.init.seed})",
               "sam": str(Path(sam).absolute())}
     return {"backbone": backbone, "encoder": encoder,
-            "sam": sam_port.load_sam(sam, model.sam_type).params}, origin
+            "sam": sam_port.load_sam(sam, model_config.sam_type).params}, origin
 
 
 def _trained_origin(part: str, prefixes: tuple[str, ...], before: str, checkpoint: str) -> str:
@@ -428,14 +428,14 @@ def restore(workdir: str | AnyPath, which: str | int = "best", sam: str | Path |
     over the frozen parts; `sam` replaces the SAM the run names (an official file moved)."""
     workdir = absolute(workdir)
     config = read_config(workdir)
-    model = model_config(config)
-    params, origin = initial_params(config, model, workdir, sam=sam)
+    model_config = vrp_sam_config(config)
+    params, origin = initial_params(config, model_config, workdir, sam=sam)
     prefixes = tuple(config.train.trainable)
-    abstract_trainable, _ = partition.split(abstract_params(model), prefixes)
+    abstract_trainable, _ = partition.split(abstract_params(model_config), prefixes)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract_trainable = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_trainable)
-    checkpoints = Checkpoints(workdir, model, async_save=False)
+    checkpoints = Checkpoints(workdir, model_config, async_save=False)
     try:
         trainable, info = checkpoints.restore_trained(which, abstract_trainable)
     except (InputError, CheckpointError):
@@ -456,4 +456,5 @@ def restore(workdir: str | AnyPath, which: str | int = "best", sam: str | Path |
     sam_path = sam if sam is not None else config.init.sam_checkpoint
     sam_file = (None if trained_sam or (config.init.random and sam is None)
                 or not Path(sam_path).is_file() else str(Path(sam_path).absolute()))
-    return config, LoadedModel(model, partition.merge(trainable, params), origin, info, sam_file)
+    return config, LoadedModel(model_config, partition.merge(trainable, params), origin, info,
+                               sam_file)

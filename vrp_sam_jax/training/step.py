@@ -40,7 +40,7 @@ def init_state(trainable: dict, optimizer: optax.GradientTransformation) -> Trai
     return TrainState(jnp.zeros((), jnp.int32), trainable, optimizer.init(trainable))
 
 
-def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation, loss: str,
+def train_step(model_config: VRPSamConfig, optimizer: optax.GradientTransformation, loss: str,
                state: TrainState, frozen: dict, batch: dict, rng: jax.Array
                ) -> tuple[TrainState, dict]:
     """One optimizer step on the trainable subtree with the `loss` of `training.loss.LOSSES`;
@@ -48,7 +48,7 @@ def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation, lo
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(trainable):
-        logits = forward(config, partition.merge(trainable, frozen), batch, False, step_rng)
+        logits = forward(model_config, partition.merge(trainable, frozen), batch, False, step_rng)
         return segmentation_loss(loss, logits, batch["query_mask"], batch["valid"]), logits
 
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.trainable)
@@ -59,10 +59,10 @@ def train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation, lo
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
 
-def jit_train_step(config: VRPSamConfig, optimizer: optax.GradientTransformation,
+def jit_train_step(model_config: VRPSamConfig, optimizer: optax.GradientTransformation,
                    state_sharding, frozen_sharding, batch_sharding, replicated,
                    loss: str = "bce+dice") -> Callable:
-    return jax.jit(partial(train_step, config, optimizer, loss),
+    return jax.jit(partial(train_step, model_config, optimizer, loss),
                    in_shardings=(state_sharding, frozen_sharding, batch_sharding, replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=(0,))
 

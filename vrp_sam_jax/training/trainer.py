@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vrp_sam_jax import processes, sharding
-from vrp_sam_jax.config import absolute_paths, check_values, model_config
+from vrp_sam_jax.config import absolute_paths, check_values, vrp_sam_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.roots import make_source
@@ -49,7 +49,7 @@ class Run:
     """Everything a training run holds between steps."""
 
     config: ml_collections.ConfigDict
-    model: VRPSamConfig
+    model_config: VRPSamConfig
     mesh: jax.sharding.Mesh
     state: step_lib.TrainState
     frozen: dict
@@ -84,7 +84,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
     workdir = absolute(workdir)
     progress = progress and processes.is_writer()
     config = check_values(absolute_paths(config), "config")
-    model = model_config(config)
+    model_config = vrp_sam_config(config)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     sharding.check_batch(config.train.global_batch, mesh)
     data = config.data
@@ -95,7 +95,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
                                            config.train.seed)
 
     steps_per_epoch = _steps_per_epoch(config, len(epoch_episodes(0)))
-    _check_trainable(config, model)
+    _check_trainable(config, model_config)
     write_config(workdir, config)  # the whole config checked: nothing written before
     processes.barrier("run directory checked")  # all see the same files from here on
     with hold(workdir), storage_errors(workdir):  # one training at a time in a directory
@@ -103,18 +103,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
         optimizer = step_lib.make_optimizer(config.train.lr, total_steps,
                                             config.train.weight_decay, config.train.b1,
                                             config.train.b2)
-        params, _ = initial_params(config, model, workdir, training=True)
+        params, _ = initial_params(config, model_config, workdir, training=True)
         trainable, frozen = partition.split(params, tuple(config.train.trainable))
         replicated = sharding.replicated(mesh)
         frozen_sharding = sharding.param_shardings(mesh, frozen)
         state = sharding.put(step_lib.init_state(trainable, optimizer), replicated)
         frozen = sharding.put(frozen, frozen_sharding)
-        checkpoints = Checkpoints(workdir, model, config.checkpoint.async_save)
+        checkpoints = Checkpoints(workdir, model_config, config.checkpoint.async_save)
         if checkpoints.latest_step() is not None:
             abstract = jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
             state, _ = checkpoints.restore(abstract)
-        run = Run(config, model, mesh, state, frozen, steps_per_epoch, total_steps, deadline,
+        run = Run(config, model_config, mesh, state, frozen, steps_per_epoch, total_steps, deadline,
                   on_step)
         cache = _embedding_cache(run, params, source, workdir, progress)
         logger = MetricLogger(workdir)
@@ -139,11 +139,11 @@ def trains_sam_image_encoder(trainable: tuple[str, ...]) -> bool:
                for p in trainable)
 
 
-def _check_trainable(config: ml_collections.ConfigDict, model: VRPSamConfig) -> None:
+def _check_trainable(config: ml_collections.ConfigDict, model_config: VRPSamConfig) -> None:
     """`train.trainable` names parameters of the model, and cached SAM embeddings are only
     asked for with SAM's image encoder frozen."""
     try:
-        partition.split(abstract_params(model), tuple(config.train.trainable))
+        partition.split(abstract_params(model_config), tuple(config.train.trainable))
     except ValueError as e:
         raise ConfigError(f"train.trainable: {e}") from e
     if config.cache.embeddings and trains_sam_image_encoder(config.train.trainable):
@@ -161,7 +161,7 @@ def _embedding_cache(run: Run, params: dict, source, workdir: AnyPath, progress:
     root = as_path(config.cache.dir) if config.cache.dir else (
         as_path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
         else workdir / "embedding_cache")
-    cache = embedding_cache.build(root, names, source, run.model, params["sam"],
+    cache = embedding_cache.build(root, names, source, run.model_config, params["sam"],
                                   dtype=config.cache.dtype, progress=progress,
                                   shared=config.cache.shared)
     if jax.process_count() > 1 and config.cache.shared:  # read what all of them wrote
@@ -175,10 +175,10 @@ def _loop(run: Run, optimizer, source, epoch_episodes, checkpoints: Checkpoints,
     config, mesh = run.config, run.mesh
     replicated = sharding.replicated(mesh)
     frozen_sharding = jax.tree.map(lambda x: x.sharding, run.frozen)
-    train_fn = step_lib.jit_train_step(run.model, optimizer, replicated, frozen_sharding,
+    train_fn = step_lib.jit_train_step(run.model_config, optimizer, replicated, frozen_sharding,
                                        sharding.batch_sharding(mesh), replicated,
                                        loss=config.train.loss)
-    eval_step = jit_eval_step(run.model, mesh)
+    eval_step = jit_eval_step(run.model_config, mesh)
     schedule = step_lib.make_schedule(config.train.lr, run.total_steps)
     rng = jax.random.key(config.train.seed)
     workers = config.data.workers or None
