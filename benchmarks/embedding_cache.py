@@ -25,8 +25,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
-from vrp_sam_jax import sharding as mesh_lib  # noqa: E402
 from vrp_sam_jax.models import VRPSamConfig, init_params  # noqa: E402
+from vrp_sam_jax.runtime import sharding as mesh_lib  # noqa: E402
 from vrp_sam_jax.training import embedding_cache  # noqa: E402
 
 

@@ -30,8 +30,8 @@ from vrp_sam_jax.data.pipeline import EpisodeLoader  # noqa: E402
 from vrp_sam_jax.data.sources import ToySource  # noqa: E402
 from vrp_sam_jax.evaluation.episodes import evaluate_params, evaluation_options  # noqa: E402
 from vrp_sam_jax.evaluation.metric import IoUMeter, episode_areas  # noqa: E402
-from vrp_sam_jax.preprocess import normalize_image  # noqa: E402
-from vrp_sam_jax.sharding import make_mesh  # noqa: E402
+from vrp_sam_jax.runtime.sharding import make_mesh  # noqa: E402
+from vrp_sam_jax.transforms.preprocess import normalize_image  # noqa: E402
 
 
 def measure(backbone: str, sam_type: str, image_size: int, num_episodes: int,

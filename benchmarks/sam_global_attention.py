@@ -28,7 +28,7 @@ from segment_anything.modeling.image_encoder import (  # noqa: E402
 from timing import median_seconds  # noqa: E402
 
 from sam_port.modeling.image_encoder import (  # noqa: E402
-    _attend,
+    attend,
     attention,
     decomposed_rel_pos,
 )
@@ -40,7 +40,7 @@ def ours(q, k, v, rel_pos, implementation: str = "blocked"):
     """Head-major q, k, v (1, heads, N, C)."""
     rel_h, rel_w = decomposed_rel_pos(q, rel_pos, rel_pos, (GRID, GRID), (GRID, GRID))
     if implementation == "unblocked":
-        return _attend(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID))
+        return attend(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID))
     return attention(q * HEAD_DIM**-0.5, k, v, rel_h, rel_w, (GRID, GRID), implementation)
 
 

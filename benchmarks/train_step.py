@@ -30,12 +30,12 @@ import torch.nn.functional as F  # noqa: E402
 from reference_pair import add_model_args, build_pair  # noqa: E402
 from timing import interleaved_medians, torch_device, torch_synced  # noqa: E402
 
-from vrp_sam_jax import sharding as mesh_lib  # noqa: E402
 from vrp_sam_jax.evaluation.step import forward  # noqa: E402
-from vrp_sam_jax.preprocess import normalize_image  # noqa: E402
+from vrp_sam_jax.runtime import sharding as mesh_lib  # noqa: E402
 from vrp_sam_jax.training import partition  # noqa: E402
 from vrp_sam_jax.training import step as step_lib  # noqa: E402
 from vrp_sam_jax.training.loss import bce_dice_loss  # noqa: E402
+from vrp_sam_jax.transforms.preprocess import normalize_image  # noqa: E402
 
 
 def torch_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

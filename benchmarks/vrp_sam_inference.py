@@ -29,7 +29,7 @@ from timing import interleaved_medians, torch_device, torch_synced  # noqa: E402
 
 from vrp_sam_jax.inference import VRPSamPredictor  # noqa: E402
 from vrp_sam_jax.models import LoadedModel  # noqa: E402
-from vrp_sam_jax.preprocess import prepare_image  # noqa: E402
+from vrp_sam_jax.transforms.preprocess import prepare_image  # noqa: E402
 
 
 def measure(backbone: str, sam_type: str, image_size: int, num_targets: int, batch: int,

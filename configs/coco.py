@@ -3,9 +3,9 @@
 321, BCE + Dice; only the VRP encoder trains). The dataset root holds `COCO2014/` (class
 masks from `vrp-sam prepare-coco`).
 
-    vrp-sam train --config coco:resnet101,point --workdir runs/coco_f3 \
-        --config.data.root=/data --config.data.fold=3 \
-        --config.init.sam_checkpoint=sam_vit_h_4b8939.pth \
+    vrp-sam train --config coco:resnet101,point --workdir runs/coco_f3 \\
+        --config.data.root=/data --config.data.fold=3 \\
+        --config.init.sam_checkpoint=sam_vit_h_4b8939.pth \\
         --config.init.backbone_checkpoint=resnet101_v2.pth
 
 `arg` = "<backbone>,<condition>", as in `configs/pascal.py`. Every field below can be

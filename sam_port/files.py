@@ -1,6 +1,6 @@
 """Writing a file or folder whole, parsing a metadata file's JSON, telling a URL from a local
 path: the one place both packages do each (imports point down, so they live here;
-`vrp_sam_jax.files` and `vrp_sam_jax.paths` build on them)."""
+`vrp_sam_jax.storage.files` and `vrp_sam_jax.storage.paths` build on them)."""
 
 from __future__ import annotations
 

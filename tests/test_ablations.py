@@ -163,11 +163,11 @@ def test_the_train_step_minimises_the_configured_loss():
     step computed (same dropout key); the trainer passes `train.loss` to it."""
     import optax
 
-    from vrp_sam_jax import sharding
     from vrp_sam_jax.data import protocols
     from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
     from vrp_sam_jax.data.sources import ToySource
     from vrp_sam_jax.evaluation.step import forward
+    from vrp_sam_jax.runtime import sharding
     from vrp_sam_jax.training import partition
     from vrp_sam_jax.training import step as step_lib
 

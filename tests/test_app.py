@@ -24,11 +24,12 @@ import pytest
 from PIL import Image
 
 from vrp_sam_jax import model_io
-from vrp_sam_jax.app import session, toy
+from vrp_sam_jax.app import session
+from vrp_sam_jax.app import toy_model as toy
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.data import toy as toy_data
+from vrp_sam_jax.data import toy_benchmark as toy_data
 from vrp_sam_jax.errors import InputError
-from vrp_sam_jax.image_io import read_image, read_mask
+from vrp_sam_jax.storage.image_io import read_image, read_mask
 
 CHROMIUM = "/usr/bin/chromium"
 # .ci/run installs the browser and sets this: there the browser test may not skip
@@ -164,14 +165,14 @@ def test_no_checkpoint_serves_at_once_and_prepares_the_toy_model(toy_run, tmp_pa
     toy run in the background (here from scratch: its checkpoints removed), says how far it
     is, refuses to segment until it is ready, then hands over the model."""
     from vrp_sam_jax.app import page
-    from vrp_sam_jax.cli import app_commands, vrp_sam
+    from vrp_sam_jax.cli import app_commands, entry
 
     run = tmp_path / "toy"
     shutil.copytree(toy_run, run)
     for done in ("checkpoints", "best"):
         shutil.rmtree(run / done)
     monkeypatch.chdir(tmp_path)  # a relative path: predict.sh runs elsewhere, so made absolute
-    model, given, line = app_commands._model(vrp_sam.parse(["app", "--toy-workdir", "toy"]))
+    model, given, line = app_commands._model(entry.parse(["app", "--toy-workdir", "toy"]))
     assert model is None and given == ["--vrp-checkpoint", str(run)]
     assert line.startswith("**This is a toy.**") and str(run) in line
 

@@ -27,7 +27,7 @@ def test_attention_paths_match_plain_and_torch(use_rel_pos):
     qs = jnp.asarray(q) * dim**-0.5
     assert grid * grid > image_encoder.QUERY_CHUNK
     blocked = image_encoder.attention(qs, k, v, rel_h, rel_w, (grid, grid), "blocked")
-    plain = image_encoder._attend(qs, k, v, rel_h, rel_w, (grid, grid))
+    plain = image_encoder.attend(qs, k, v, rel_h, rel_w, (grid, grid))
     fused = image_encoder.attention(qs, k, v, rel_h, rel_w, (grid, grid), "xla")
     np.testing.assert_allclose(np.asarray(blocked), np.asarray(plain), rtol=0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(fused), np.asarray(plain), rtol=0, atol=1e-5)

@@ -20,7 +20,7 @@ import pytest
 from pod_runs import LAST_STEP, TRAIN, cache, finish, free_port, launch, results
 
 from vrp_sam_jax.errors import InputError
-from vrp_sam_jax.paths import absolute, as_path, is_url
+from vrp_sam_jax.storage.paths import absolute, as_path, is_url
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "vrp-sam-test"

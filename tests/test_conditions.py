@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vrp_sam_jax import conditions as c
+from vrp_sam_jax.transforms import conditions as c
 
 
 def _blob(size=64, seed=0):

@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.data import coco_masks, protocols, splits, toy
+from vrp_sam_jax.data import coco_masks, protocols, splits
+from vrp_sam_jax.data import toy_benchmark as toy
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions, load_episode
 from vrp_sam_jax.data.roots import make_source
 from vrp_sam_jax.data.sources import DataError, PascalSource, ToySource
@@ -149,7 +150,7 @@ def test_toy_episode_batches_shapes_dtypes():
         for i in range(4):
             for k in range(2):
                 truth = toy.render(eps[int(b["index"][i])].supports[k])[1] == b["class0"][i] + 1
-                from vrp_sam_jax.preprocess import resize_mask_nearest
+                from vrp_sam_jax.transforms.preprocess import resize_mask_nearest
 
                 inside = resize_mask_nearest(truth, 64)
                 assert b["support_masks"][i, k].sum() > 0
@@ -207,7 +208,7 @@ def test_pascal_reader_episode_and_ignore(tmp_path):
     assert fg.sum() == 30 * 50 and ignore.sum() == 30
     ep = protocols.Episode("a", ("b",), 2)
     out = load_episode(source, ep, 0, EpisodeOptions(image_size=45, condition="box"))
-    from vrp_sam_jax.preprocess import resize_mask_nearest
+    from vrp_sam_jax.transforms.preprocess import resize_mask_nearest
 
     assert np.array_equal(out["query_mask"], resize_mask_nearest(label == 3, 45))
     assert np.array_equal(out["query_ignore"], resize_mask_nearest(label == 255, 45))

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from vrp_sam_jax import downloads
+from vrp_sam_jax.storage import downloads
 
 PAYLOAD = bytes(range(256)) * 2048  # 512 KiB
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()

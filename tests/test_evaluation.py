@@ -20,8 +20,8 @@ from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
 from vrp_sam_jax.evaluation.metric import IoUMeter, episode_areas
 from vrp_sam_jax.evaluation.report import fold_table, table_markdown
-from vrp_sam_jax.preprocess import logits_to_size
-from vrp_sam_jax.sharding import make_mesh
+from vrp_sam_jax.runtime.sharding import make_mesh
+from vrp_sam_jax.transforms.preprocess import logits_to_size
 
 REPO = Path(__file__).resolve().parents[1]
 

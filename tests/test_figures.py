@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from vrp_sam_jax.evaluation import figures as F
-from vrp_sam_jax.image_io import overlay
+from vrp_sam_jax.storage.image_io import overlay
 
 
 def _batch(rng: np.random.Generator, size: int = 64) -> tuple[dict, np.ndarray]:
@@ -115,7 +115,7 @@ def test_overlays_contrast_with_the_object_and_outline_it():
     """A red disk (the toy example's class) is not tinted red: the colour is the overlay
     palette's farthest from the object's own; its border is drawn opaque, its inside tinted,
     the rest untouched."""
-    from vrp_sam_jax.image_io import OVERLAY_COLOURS, contrasting_colour, outline
+    from vrp_sam_jax.storage.image_io import OVERLAY_COLOURS, contrasting_colour, outline
 
     image = np.full((40, 40, 3), 90, np.uint8)
     yy, xx = np.mgrid[:40, :40]

@@ -20,8 +20,8 @@ from torch_vrp import TorchVRPEncoder, randomize_
 
 import sam_port
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.files import write_text_atomic
-from vrp_sam_jax.image_io import read_image, read_mask
+from vrp_sam_jax.storage.files import write_text_atomic
+from vrp_sam_jax.storage.image_io import read_image, read_mask
 
 TOY = ["--config", "toy", "--quiet", "--config.model.image_size=64",
        "--config.train.epochs=1", "--config.train.steps_per_epoch=2",
@@ -303,7 +303,7 @@ def test_temporary_names_are_never_someone_elses(files, tmp_path, capsys, monkey
     full disk while the parameters are written) leaves neither half a file nor its
     temporary."""
     from sam_port import files as sam_files
-    from vrp_sam_jax.files import write_bytes_atomic
+    from vrp_sam_jax.storage.files import write_bytes_atomic
 
     for name in ("exp.partial", ".exp.partial"):
         (tmp_path / name).mkdir()

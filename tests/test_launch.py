@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from vrp_sam_jax.cli.vrp_sam import parse
+from vrp_sam_jax.cli.entry import parse
 from vrp_sam_jax.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]

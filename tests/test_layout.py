@@ -55,49 +55,95 @@ def _unit(module: str) -> str:
     return "sam_port" if parts[0] == "sam_port" else ".".join(parts[:2])
 
 
+# The rooms, top to bottom (docs/ARCHITECTURE.md): a module imports only rooms below its own.
+# `vrp_sam_jax` itself (its __init__) re-exports the loader, so it sits on top.
+LAYERS = (
+    ("vrp_sam_jax", "vrp_sam_jax.cli"),
+    ("vrp_sam_jax.app",),  # Gradio stays an optional extra: only the command line imports it
+    ("vrp_sam_jax.demo", "vrp_sam_jax.sam"),
+    ("vrp_sam_jax.model_io",),
+    ("vrp_sam_jax.training",),
+    ("vrp_sam_jax.evaluation", "vrp_sam_jax.inference"),
+    ("vrp_sam_jax.config", "vrp_sam_jax.weights"),
+    ("vrp_sam_jax.data",),
+    ("vrp_sam_jax.models",),
+    ("vrp_sam_jax.transforms", "vrp_sam_jax.runtime"),
+    ("vrp_sam_jax.storage",),
+    ("vrp_sam_jax.errors", "vrp_sam_jax.names"),
+    ("sam_port",),
+)
+LIBRARY_FILES = sorted(p for lib in LIBRARIES for p in (REPO / lib).rglob("*.py"))
+
+
 def test_imports_point_down():
     graph = _graph()
-    forbidden = {
-        "sam_port": ("vrp_sam_jax",),
-        "vrp_sam_jax.models": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
-                               "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
-        "vrp_sam_jax.data": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
-                             "vrp_sam_jax.cli", "vrp_sam_jax.model_io", "vrp_sam_jax.models"),
-        "vrp_sam_jax.evaluation": ("vrp_sam_jax.training", "vrp_sam_jax.cli",
-                                   "vrp_sam_jax.model_io"),
-        "vrp_sam_jax.weights": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
-                                "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
-        "vrp_sam_jax.inference": ("vrp_sam_jax.training", "vrp_sam_jax.evaluation",
-                                  "vrp_sam_jax.cli", "vrp_sam_jax.model_io"),
-        "vrp_sam_jax.sharding": ("vrp_sam_jax.models", "vrp_sam_jax.data"),
-    }
+    rank = {unit: depth for depth, units in enumerate(LAYERS) for unit in units}
+    assert {_unit(m) for m in graph} == set(rank), "a room missing from LAYERS"
     bad = [f"{module} imports {target}" for module, targets in graph.items()
-           for target in targets for unit, banned in forbidden.items()
-           if (module == unit or module.startswith(unit + "."))
-           and any(target == b or target.startswith(b + ".") for b in banned)]
+           for target in targets
+           if _unit(target) != _unit(module) and rank[_unit(target)] <= rank[_unit(module)]]
     assert not bad, bad
-    # only the command line imports the app (Gradio stays an optional extra)
-    assert not [m for m, t in graph.items() if not m.startswith(("vrp_sam_jax.cli",
-                                                                 "vrp_sam_jax.app"))
-                and any(x.startswith("vrp_sam_jax.app") for x in t)]
-    # nothing below the command line imports it
-    assert not [m for m, t in graph.items() if not m.startswith("vrp_sam_jax.cli")
-                and any(x.startswith("vrp_sam_jax.cli") for x in t)]
 
 
-def test_no_import_cycles_among_packages():
-    units: dict[str, set[str]] = {}
-    for module, targets in _graph().items():
-        units.setdefault(_unit(module), set()).update(
-            _unit(t) for t in targets if _unit(t) != _unit(module))
-    # Tarjan's strongly connected components
+def test_no_import_cycles_inside_a_package():
+    graph = _graph()
+    inside = {m: {t for t in targets if _unit(t) == _unit(m) and t != m}
+              for m, targets in graph.items()}
+    assert not _cycles(inside)
+
+
+def test_no_private_name_is_used_across_modules():
+    """`from m import _x` and `m._x` for a library module m, in the libraries, the tools and
+    the benchmarks (tests may reach inside)."""
+    modules = {_module_name(p) for p in LIBRARY_FILES}
+    files = [*LIBRARY_FILES, *sorted((REPO / "tools").glob("*.py")),
+             *sorted((REPO / "benchmarks").glob("*.py"))]
+    bad = []
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        bound = set()  # names this file binds to a library module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    if f"{node.module}.{alias.name}" in modules:
+                        bound.add(alias.asname or alias.name)
+                    elif (node.module in modules and alias.name.startswith("_")
+                          and not alias.name.startswith("__")):
+                        bad.append(f"{path.name}: from {node.module} import {alias.name}")
+            elif isinstance(node, ast.Import):
+                bound |= {a.asname for a in node.names if a.asname and a.name in modules}
+        bad += [f"{path.name}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
+                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in bound and node.attr.startswith("_")
+                and not node.attr.startswith("__")]
+    assert not bad, bad
+
+
+def test_one_atomic_writer():
+    """A file is written whole in one place, `sam_port.files.replacing` (everything else writes
+    through it, or `vrp_sam_jax.storage.files`); the only other rename is `paths.move`, which
+    moves a file that exists (a damaged checkpoint set aside, a finished download)."""
+    allowed = {"sam_port/files.py": 1, "vrp_sam_jax/storage/paths.py": 1}
+    files = [*LIBRARY_FILES, *sorted((REPO / "tools").glob("*.py")),
+             *sorted((REPO / "benchmarks").glob("*.py"))]
+    found = {}
+    for path in files:
+        text = path.read_text()
+        count = sum(text.count(call) for call in ("os.replace(", "os.rename(", ".rename("))
+        if count:
+            found[path.relative_to(REPO).as_posix()] = count
+    assert found == allowed
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one node (Tarjan's algorithm)."""
     index, low, stack, on_stack, cycles = {}, {}, [], set(), []
 
     def visit(node: str) -> None:
         index[node] = low[node] = len(index)
         stack.append(node)
         on_stack.add(node)
-        for nxt in units.get(node, ()):
+        for nxt in graph.get(node, ()):
             if nxt not in index:
                 visit(nxt)
                 low[node] = min(low[node], low[nxt])
@@ -114,10 +160,18 @@ def test_no_import_cycles_among_packages():
             if len(component) > 1:
                 cycles.append(sorted(component))
 
-    for node in list(units):
+    for node in list(graph):
         if node not in index:
             visit(node)
-    assert not cycles, cycles
+    return cycles
+
+
+def test_no_import_cycles_among_packages():
+    units: dict[str, set[str]] = {}
+    for module, targets in _graph().items():
+        units.setdefault(_unit(module), set()).update(
+            _unit(t) for t in targets if _unit(t) != _unit(module))
+    assert not _cycles(units)
     # the test sees the real graph: the trainer uses the evaluator, not the other way round
     assert "vrp_sam_jax.evaluation" in units["vrp_sam_jax.training"]
 
@@ -133,8 +187,9 @@ def test_names_and_the_parser_import_no_jax():
 def test_shared_names_are_the_librarys():
     from sam_port.config import SAM_CONFIGS
     from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
-    from vrp_sam_jax import conditions, names
+    from vrp_sam_jax import names
     from vrp_sam_jax.models import BACKBONES
+    from vrp_sam_jax.transforms import conditions
 
     assert set(names.BACKBONES) == set(BACKBONES)
     assert set(names.SAM_TYPES) == set(SAM_CONFIGS) - {"default"}
@@ -226,3 +281,16 @@ def test_an_installed_package_has_its_configs_and_split_lists(tmp_path):
     package, configs, backbone, condition, episodes = out.stdout.split()
     assert package.startswith(str(target)) and configs.startswith(str(target / "vrp_sam_jax"))
     assert (backbone, condition, episodes) == ("vgg16", "box", "3")
+
+
+def test_the_readme_lists_every_command():
+    import argparse
+    import re
+
+    from vrp_sam_jax.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    readme = (REPO / "README.md").read_text()
+    listed = re.search(r"the `vrp-sam` command line\s+\(([^)]*)\)", readme).group(1)
+    assert re.findall(r"`([a-z-]+)`", listed) == list(commands)

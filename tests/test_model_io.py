@@ -20,24 +20,25 @@ from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
 from vrp_sam_jax import model_io
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.conditions import rasterize_boxes
-from vrp_sam_jax.data import toy
+from vrp_sam_jax.data import toy_benchmark
 from vrp_sam_jax.errors import CheckpointError, InputError
 from vrp_sam_jax.inference import VRPSamPredictor
-from vrp_sam_jax.preprocess import prepare_image
+from vrp_sam_jax.transforms.conditions import rasterize_boxes
+from vrp_sam_jax.transforms.preprocess import prepare_image
 
 LOGIT_TOL = 1e-3
 
 
 def _toy_files(d: Path) -> dict[str, Path]:
     """A toy reference with its mask, and two targets (one of another size)."""
-    image, labels = toy.render(toy.image_names("val")[0])
+    image, labels = toy_benchmark.render(toy_benchmark.image_names("val")[0])
     paths = {"ref": d / "ref.png", "mask": d / "ref_mask.png", "t1": d / "t1.png",
              "t2": d / "t2.png"}
     Image.fromarray(image).save(paths["ref"])
     Image.fromarray(((labels > 0) * 255).astype(np.uint8)).save(paths["mask"])
-    Image.fromarray(toy.render(toy.image_names("val")[1])[0]).save(paths["t1"])
-    Image.fromarray(toy.render(toy.image_names("val")[2])[0]).resize((90, 70)).save(paths["t2"])
+    Image.fromarray(toy_benchmark.render(toy_benchmark.image_names("val")[1])[0]).save(paths["t1"])
+    third = toy_benchmark.render(toy_benchmark.image_names("val")[2])[0]
+    Image.fromarray(third).resize((90, 70)).save(paths["t2"])
     return paths
 
 

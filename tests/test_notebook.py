@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from vrp_sam_jax import downloads
 from vrp_sam_jax.cli import main
+from vrp_sam_jax.storage import downloads
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOK = NOTEBOOKS / "evaluate_fold.ipynb"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.models import abstract_params, count_params, init_params
+from vrp_sam_jax.runtime import sharding
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import plan as planner
 from vrp_sam_jax.training.embedding_cache import embedding_program, jit_embed

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vrp_sam_jax.cli.vrp_sam import parse
+from vrp_sam_jax.cli.entry import parse
 from vrp_sam_jax.config import load_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"

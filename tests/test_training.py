@@ -21,9 +21,9 @@ from vrp_sam_jax import config as config_lib
 from vrp_sam_jax.cli import main
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.metric import IoUMeter, episode_areas
-from vrp_sam_jax.preprocess import normalize_image
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import bce_dice_loss
+from vrp_sam_jax.transforms.preprocess import normalize_image
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
@@ -55,9 +55,9 @@ def test_metric_by_hand_with_ignore_pixels():
     # foreground: pred {00, 01}, truth {00, 10} (20 ignored) -> inter 1, union 3
     # background: pred {02, 10, 11, 12, 21, 22}, truth {01, 02, 11, 12, 21, 22} -> 5, 7
     assert areas.tolist() == [[[5, 7], [1, 3]]]
-    from vrp_sam_jax.evaluation.step import episode_areas as device_areas
+    from vrp_sam_jax.evaluation.step import logit_areas
 
-    on_device = device_areas(jnp.where(jnp.asarray(pred) > 0, 1.0, -1.0), jnp.asarray(truth),
+    on_device = logit_areas(jnp.where(jnp.asarray(pred) > 0, 1.0, -1.0), jnp.asarray(truth),
                              jnp.asarray(ignore))
     assert np.asarray(on_device).tolist() == areas.tolist()
     meter = IoUMeter([3, 7])

@@ -15,9 +15,9 @@ from PIL import Image
 from torch_vrp import TorchVRPEncoder, TorchVRPSam, randomize_
 
 from vrp_sam_jax.cli import main
-from vrp_sam_jax.conditions import rasterize_boxes, rasterize_points, rasterize_scribble
-from vrp_sam_jax.image_io import read_mask
-from vrp_sam_jax.preprocess import logits_to_size, prepare_image, resize_mask_nearest
+from vrp_sam_jax.storage.image_io import read_mask
+from vrp_sam_jax.transforms.conditions import rasterize_boxes, rasterize_points, rasterize_scribble
+from vrp_sam_jax.transforms.preprocess import logits_to_size, prepare_image, resize_mask_nearest
 
 LOGIT_TOL = 1e-3
 

@@ -20,9 +20,9 @@ from sam_port.checkpoint import convert_sam_state_dict
 from sam_port.convert import state_dict_to_params
 from sam_port.modeling.sam import abstract_params
 from sam_port.torch_pickle import load_state_dict
-from vrp_sam_jax.conditions import simulate_condition
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, make_backbone
 from vrp_sam_jax.names import CONDITIONS
+from vrp_sam_jax.transforms.conditions import simulate_condition
 from vrp_sam_jax.weights.backbones import convert_backbone
 from vrp_sam_jax.weights.release import convert_release, read_release
 

@@ -23,18 +23,18 @@ import time
 import jax
 import numpy as np
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.models import VRPSam, abstract_params
-from vrp_sam_jax.preprocess import normalize_image
+from vrp_sam_jax.runtime import sharding
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import plan as planner
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.embedding_cache import DTYPES
 from vrp_sam_jax.training.trainer import trains_sam_image_encoder
+from vrp_sam_jax.transforms.preprocess import normalize_image
 
 TOLERANCE = 0.05
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True)
     parser.add_argument("--topology", required=True)
     args, overrides = parser.parse_known_args(argv)
-    config = load_config(args.config, [o.removeprefix("--config.") for o in overrides])
+    config = load_config(args.config, overrides)  # it strips their `--config.` prefix
     devices = planner.topology_devices(args.topology)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model, devices=devices)
     # the trainer feeds cached embeddings only where SAM's image encoder is frozen

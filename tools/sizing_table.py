@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from vrp_sam_jax.config import load_config, vrp_sam_config
+from vrp_sam_jax.storage.files import write_text_atomic
 from vrp_sam_jax.training import plan as planner
 
 BACKBONES = ("resnet50", "vgg16", "dinov2_vitl14")
@@ -69,8 +70,7 @@ def compile_row(out: Path, topology: str, model: int, backbone: str, shots: int,
         raise SystemExit(f"{topology} model={model} {backbone} {shots}-shot: "
                          f"{done.stderr.strip().splitlines()[-1:]}")
     target = row_path(out, topology, model, backbone, shots)
-    target.with_suffix(".tmp").write_text(done.stdout)
-    target.with_suffix(".tmp").rename(target)
+    write_text_atomic(target, done.stdout)
 
 
 def coco_estimate(result: dict, backbone: str, shots: int, topology: str, model: int) -> dict:

@@ -32,9 +32,9 @@ import ml_collections
 
 from vrp_sam_jax import names
 from vrp_sam_jax.errors import ConfigError
-from vrp_sam_jax.files import parse_json
 from vrp_sam_jax.models import VRPSamConfig
-from vrp_sam_jax.paths import absolute
+from vrp_sam_jax.storage.files import parse_json
+from vrp_sam_jax.storage.paths import absolute
 
 SHIPPED_PACKAGE = "vrp_sam_jax.configs"
 SHIPPED = ("pascal", "coco", "toy")
@@ -123,10 +123,8 @@ SCHEMA = {
     "log.val_every_epochs": _integer(1),
 }
 # section -> its fields, as a config file holds them
-FIELDS: dict[str, tuple[str, ...]] = {}
-for _name in SCHEMA:
-    _section, _leaf = _name.split(".")
-    FIELDS[_section] = (*FIELDS.get(_section, ()), _leaf)
+FIELDS = {section: tuple(name.split(".")[1] for name in SCHEMA if name.startswith(f"{section}."))
+          for section in dict.fromkeys(name.split(".")[0] for name in SCHEMA)}
 PATH_FIELDS = tuple(name for name, field in SCHEMA.items() if field.path)
 RESUME_KEYS = tuple(name for name, field in SCHEMA.items() if field.resume)
 # A stored `config.json` without one of these reads as the value every earlier run had.

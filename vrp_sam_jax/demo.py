@@ -24,7 +24,7 @@ from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
 from vrp_sam_jax.evaluation.figures import episode_rows, write_figure
-from vrp_sam_jax.sharding import make_mesh
+from vrp_sam_jax.runtime.sharding import make_mesh
 from vrp_sam_jax.training.run_dir import hold, initial_params, is_run_dir
 from vrp_sam_jax.training.trainer import train
 

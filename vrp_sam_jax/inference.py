@@ -15,7 +15,6 @@ image files and writes each target's mask, overlay and (optionally) logits.
 from __future__ import annotations
 
 import collections
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from itertools import islice
@@ -27,17 +26,20 @@ from PIL import Image
 from tqdm import tqdm
 
 from vrp_sam_jax.errors import InputError
-from vrp_sam_jax.files import write_atomic
-from vrp_sam_jax.image_io import overlay, read_image, require_files, write_mask
 from vrp_sam_jax.models import LoadedModel, Reference, VRPSam, VRPSamConfig, gp_sam
 from vrp_sam_jax.names import METHODS
-from vrp_sam_jax.preprocess import logits_to_size, prepare_image
-from vrp_sam_jax.sharding import one_in_flight, pad_rows
+from vrp_sam_jax.runtime.sharding import one_in_flight, pad_rows
+from vrp_sam_jax.storage.files import write_atomic
+from vrp_sam_jax.storage.image_io import overlay, read_image, require_files, write_mask
+from vrp_sam_jax.storage.outputs import check_outputs, output_dir, output_files
+from vrp_sam_jax.transforms.preprocess import logits_to_size, prepare_image
 
 
 @partial(jax.jit, static_argnums=0)
 def encode_reference(model_config: VRPSamConfig, params: dict, images: jax.Array,
                      prompt_masks: jax.Array) -> Reference:
+    """Normalised references (B, K, S, S, 3) and their prompt masks (B, K, S, S) -> the
+    encoded `Reference`, computed once and reused for every target."""
     model = VRPSam(model_config)
     return model.apply({"params": params}, images, prompt_masks, method=model.encode_reference)
 
@@ -75,7 +77,7 @@ class VRPSamPredictor:
 
     def set_references(self, images: list[np.ndarray], prompt_masks: list[np.ndarray]) -> None:
         """images: HxWx3 uint8 (any size); prompt_masks: (S, S) {0, 1} on the model grid
-        (see `vrp_sam_jax.conditions`). Several references make the prediction k-shot."""
+        (see `vrp_sam_jax.transforms.conditions`). Several references make the prediction k-shot."""
         if not images or len(images) != len(prompt_masks):
             raise InputError("give one prompt mask per reference image (at least one)")
         for i, m in enumerate(prompt_masks):
@@ -119,68 +121,6 @@ class VRPSamPredictor:
         self._targets_seen += len(chunk)
         return gp_sam.gp_sam_logits(self.model.config, *self.gp, self.model.params,
                                     self.reference, batch, gp_sam.row_keys(index, self.seed))
-
-
-OUTPUTS = ("{}.png", "{}_overlay.png", "{}_logits.npy")
-
-
-def output_names(paths: Sequence[str | Path]) -> list[str]:
-    """An output name per target, its file stem, numbered (x_2, x_3, ...) where any of its
-    files (`OUTPUTS`) would be another target's: a/x.png and b/x.png, or a target named
-    x_overlay.png beside x.png, never overwrite each other."""
-    taken: set[str] = set()
-    names = []
-    for p in paths:
-        stem, n, name = Path(p).stem, 1, Path(p).stem
-        while any(f.format(name) in taken for f in OUTPUTS):
-            n += 1
-            name = f"{stem}_{n}"
-        taken.update(f.format(name) for f in OUTPUTS)
-        names.append(name)
-    return names
-
-
-def output_dir(path: str | Path, create: bool = True) -> Path:
-    """`path` as a writable directory (created when `create`), or an InputError saying why
-    not; `create=False` only checks, writing nothing."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"{path}: exists and is not a directory")
-    existing = next(p for p in (path, *path.absolute().parents) if p.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{path}: the output directory is not writable ({existing})")
-    if create:
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InputError(f"{path}: cannot create the output directory ({e.strerror})"
-                             ) from e
-    return path
-
-
-def output_files(targets: Sequence[str | Path], out: Path, save_logits: bool
-                 ) -> list[list[Path]]:
-    """Per target, the files `predict_files` writes for it under `out`."""
-    return [[out / f.format(name) for f in OUTPUTS[: 3 if save_logits else 2]]
-            for name in output_names(targets)]
-
-
-def check_outputs(targets: Sequence[str | Path], out: str | Path, save_logits: bool,
-                  inputs: Sequence[str | Path] = (), overwrite: bool = False) -> None:
-    """Refuse, before any work, an output that would replace a target or another input
-    (never allowed) or a file already there (only with `overwrite`): a run of
-    `predict_files` writes no file it did not make."""
-    existing = [p for files in output_files(targets, Path(out), save_logits) for p in files
-                if p.exists()]
-    for path in existing:
-        for given in [*targets, *inputs]:
-            if Path(given).exists() and os.path.samefile(path, given):
-                raise InputError(f"{path}: the output would replace the input {given}; "
-                                 "choose another --output-dir")
-    if existing and not overwrite:
-        raise InputError(f"{existing[0]}: exists already (and {len(existing) - 1} other "
-                         "outputs); choose another --output-dir, or give --overwrite to "
-                         "replace them")
 
 
 def predict_files(predictor: VRPSamPredictor, targets: Sequence[str | Path],

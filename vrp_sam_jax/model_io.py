@@ -23,7 +23,7 @@ import sam_port
 from vrp_sam_jax.errors import CheckpointError, InputError
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig, init_params
 from vrp_sam_jax.names import EXPORT_FORMATS
-from vrp_sam_jax.paths import AnyPath, absolute, as_path
+from vrp_sam_jax.storage.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import run_dir
 from vrp_sam_jax.weights import directory, release
 from vrp_sam_jax.weights.backbones import load_backbone

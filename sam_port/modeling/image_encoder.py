@@ -72,7 +72,7 @@ def decomposed_rel_pos(
     return rel_h.reshape(b, heads, q_h * q_w, k_h), rel_w.reshape(b, heads, q_h * q_w, k_w)
 
 
-def _attend(q, k, v, rel_h, rel_w, k_size):
+def attend(q, k, v, rel_h, rel_w, k_size):
     """softmax(q k^T [+ rel_h (+) rel_w]) v on head-major (B, heads, N, C) arrays, q already
     scaled. Logits and softmax are float32; the weighted sum runs in v's dtype."""
     attn = jnp.einsum("bnqc,bnkc->bnqk", q, k, preferred_element_type=jnp.float32)
@@ -112,7 +112,7 @@ def resolve_implementation(implementation: str, dtype) -> str:
 def _blocked_attention(q, k, v, rel_h, rel_w, k_size):
     nq = q.shape[2]
     if nq <= QUERY_CHUNK or nq % QUERY_CHUNK:
-        return _attend(q, k, v, rel_h, rel_w, k_size)
+        return attend(q, k, v, rel_h, rel_w, k_size)
     b, heads, _, dim = q.shape
     blocks = nq // QUERY_CHUNK
 
@@ -123,7 +123,7 @@ def _blocked_attention(q, k, v, rel_h, rel_w, k_size):
 
     def block(args):
         qc, rc = args
-        return _attend(qc, k, v, *(rc if rc is not None else (None, None)), k_size)
+        return attend(qc, k, v, *(rc if rc is not None else (None, None)), k_size)
 
     out = jax.lax.map(block, (split(q), rel))  # (blocks, B, heads, QUERY_CHUNK, dim)
     return jnp.moveaxis(out, 0, 2).reshape(b, heads, nq, dim)

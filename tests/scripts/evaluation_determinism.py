@@ -10,7 +10,7 @@ from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.evaluation.episodes import evaluate_params
 from vrp_sam_jax.models import init_params
-from vrp_sam_jax.sharding import make_mesh
+from vrp_sam_jax.runtime.sharding import make_mesh
 
 model_config = vrp_sam_config(load_config("toy", ["model.image_size=64"]))
 params = init_params(model_config, 4)

@@ -14,12 +14,12 @@ import jax
 import numpy as np
 import optax
 
-from vrp_sam_jax import sharding as M
 from vrp_sam_jax.config import load_config, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.sources import ToySource
 from vrp_sam_jax.models import init_params
+from vrp_sam_jax.runtime import sharding as M
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import step as S
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import gradio as gr
 import numpy as np
 
-from vrp_sam_jax.app import session, toy
+from vrp_sam_jax.app import session, toy_model
 from vrp_sam_jax.errors import EXPECTED_ERRORS, InputError
-from vrp_sam_jax.image_io import overlay
 from vrp_sam_jax.names import CONDITIONS, GP_PROMPTS, METHODS
+from vrp_sam_jax.storage.image_io import overlay
 
 HOW = {
     "mask": "paint over the whole object with the brush",
@@ -54,15 +54,15 @@ def _files(value) -> list[str]:
     return [getattr(v, "name", v) for v in (value if isinstance(value, list) else [value])]
 
 
-def build(segmenter: session.Segmenter | toy.Preparation, description: str,
+def build(segmenter: session.Segmenter | toy_model.Preparation, description: str,
           workspace: str | Path | None = None) -> gr.Blocks:
-    """The page over `segmenter`, or over the toy model a `toy.Preparation` is making ready
+    """The page over `segmenter`, or over the toy model a `toy_model.Preparation` is making ready
     (the page shows its progress, and enables segmenting when it is ready); `description`
     names the model (and says when it is a toy). Results are written under `workspace` (a
     temporary folder by default)."""
     workspace = Path(workspace or tempfile.mkdtemp(prefix="vrp-sam-app-"))
-    preparing = isinstance(segmenter, toy.Preparation)
-    is_toy = preparing or toy.is_toy(segmenter.model)
+    preparing = isinstance(segmenter, toy_model.Preparation)
+    is_toy = preparing or toy_model.is_toy(segmenter.model)
     # a backbone and SAM without a trained encoder run GP-SAM only (the toy has an encoder)
     methods = [m for m in METHODS
                if m != "vrp" or preparing or "encoder" in segmenter.model.params]
@@ -133,7 +133,7 @@ def build(segmenter: session.Segmenter | toy.Preparation, description: str,
         for o in result.outputs:
             name = Path(o["target"]).name
             gallery.append((o["overlay"], f"{name}: {100 * o['foreground']:.1f}% foreground"))
-            known = toy.example_truth(o["target"]) if is_toy else None
+            known = toy_model.example_truth(o["target"]) if is_toy else None
             if known is not None:  # the toy example's own targets: what was to be found
                 image, truth = known  # the target's pixels, already read to recognise it
                 gallery.append((overlay(image, truth),
@@ -144,12 +144,12 @@ def build(segmenter: session.Segmenter | toy.Preparation, description: str,
                 f"reference(s) ({METHOD_LABELS[method]})")
 
     def load_example():
-        image, mask, targets = toy.example(workspace / "toy_example")
+        image, mask, targets = toy_model.example(workspace / "toy_example")
         layer = np.zeros((*mask.shape, 4), np.uint8)
         layer[mask] = (*session.MARK, 255)
         editor = {"background": image, "layers": [layer], "composite": None}
         return (editor, "mask", [], [str(t) for t in targets],
-                f"toy example: the reference's {toy.example_class()} is painted as its mask; "
+                f"toy example: the reference's {toy_model.example_class()} is painted as its mask; "
                 "next, press *Add reference*, then *Segment*")
 
     with gr.Blocks(title="VRP-SAM") as page:

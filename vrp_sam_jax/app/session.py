@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vrp_sam_jax import annotations, names
+from vrp_sam_jax import names
 from vrp_sam_jax.errors import InputError
 from vrp_sam_jax.evaluation.figures import draw_annotation
-from vrp_sam_jax.files import write_atomic
-from vrp_sam_jax.image_io import write_mask
 from vrp_sam_jax.inference import VRPSamPredictor, predict_files
 from vrp_sam_jax.models import LoadedModel
+from vrp_sam_jax.storage.files import write_atomic
+from vrp_sam_jax.storage.image_io import write_mask
+from vrp_sam_jax.transforms import annotations
 
 PAINTED_KINDS = ("mask", "scribble")  # painted with the brush; box and points are clicked
 MARK = (255, 0, 255)  # the annotation colour of the episode figures

@@ -1,5 +1,5 @@
 import sys
 
-from vrp_sam_jax.cli.vrp_sam import main
+from vrp_sam_jax.cli.entry import main
 
 sys.exit(main())

@@ -15,8 +15,8 @@ DEFAULT_TOY_WORKDIR = "app_out/toy_run"
 def _model(args: argparse.Namespace):
     """(model, the `vrp-sam predict` options that load it, the page's line about it); the
     model is None for the toy model, which the page prepares in the background."""
-    from vrp_sam_jax.app import toy
-    from vrp_sam_jax.paths import absolute
+    from vrp_sam_jax.app import toy_model
+    from vrp_sam_jax.storage.paths import absolute
 
     def full(path: str) -> str:  # predict.sh runs in the unzipped folder, not here
         return str(absolute(path))
@@ -33,7 +33,7 @@ def _model(args: argparse.Namespace):
                  "--backbone-checkpoint", full(args.backbone_checkpoint)]
     else:
         given = ["--vrp-checkpoint", full(args.toy_workdir)]
-    if model is None or toy.is_toy(model):
+    if model is None or toy_model.is_toy(model):
         where = full(args.toy_workdir if args.source is None else args.source)
         line = (f"**This is a toy.** The model ({where}) is a tiny VRP-SAM trained on the "
                 "embedded toy benchmark "
@@ -56,15 +56,15 @@ def app(args: argparse.Namespace) -> int:
         from vrp_sam_jax.app import page
     except ImportError as e:
         raise InputError(f'vrp-sam app needs Gradio: pip install -e ".[app]" ({e})') from e
-    from vrp_sam_jax.app import session, toy
+    from vrp_sam_jax.app import session, toy_model
 
     model, given, line = _model(args)
     if model is None:  # the page is served at once, the toy model made ready meanwhile
         print(f"vrp-sam app: no --vrp-checkpoint given; the toy model in {args.toy_workdir} is "
               "prepared in the background (trained first where it is not finished; the page "
               "shows how far)", file=sys.stderr)
-        segmenter = toy.Preparation(
-            toy.toy_config(args.toy_workdir), args.toy_workdir,
+        segmenter = toy_model.Preparation(
+            toy_model.toy_config(args.toy_workdir), args.toy_workdir,
             lambda loaded: session.Segmenter(loaded, given, args.batch_size),
             progress=not args.quiet).start()
     else:

@@ -40,9 +40,10 @@ def _predict_model(args: argparse.Namespace):
 
 
 def predict(args: argparse.Namespace) -> int:
-    from vrp_sam_jax import annotations
-    from vrp_sam_jax.image_io import read_image, require_images
-    from vrp_sam_jax.inference import VRPSamPredictor, check_outputs, output_dir, predict_files
+    from vrp_sam_jax.inference import VRPSamPredictor, predict_files
+    from vrp_sam_jax.storage.image_io import read_image, require_images
+    from vrp_sam_jax.storage.outputs import check_outputs, output_dir
+    from vrp_sam_jax.transforms import annotations
 
     kind, values = _annotation(args)
     refs = [read_image(p) for p in args.reference]

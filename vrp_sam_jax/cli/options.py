@@ -197,6 +197,6 @@ def start_processes(args: argparse.Namespace) -> None:
     """Start the multi-process runtime when the options ask for it (any of them does)."""
     wanted = (args.coordinator_address, args.num_processes, args.process_id)
     if args.distributed or any(v is not None for v in wanted):
-        from vrp_sam_jax import processes
+        from vrp_sam_jax.runtime import processes
 
         processes.initialize(*wanted)

@@ -46,11 +46,11 @@ def _evaluation_config(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> int:
-    from vrp_sam_jax import sharding
     from vrp_sam_jax.data.roots import make_source
     from vrp_sam_jax.errors import InputError
     from vrp_sam_jax.evaluation import fold as folds
     from vrp_sam_jax.evaluation.report import write_results
+    from vrp_sam_jax.runtime import sharding
     from vrp_sam_jax.training.run_dir import is_run_dir
 
     if args.source is None and args.method == "vrp":
@@ -96,7 +96,7 @@ def evaluate(args: argparse.Namespace) -> int:
 
 def _report(output_dir: str, name: str) -> str:
     """Where the report `name` went: its Markdown (a JSON beside it), as a full path."""
-    from vrp_sam_jax.paths import absolute
+    from vrp_sam_jax.storage.paths import absolute
 
     return str(absolute(output_dir) / f"{name}.md")
 

@@ -24,9 +24,9 @@ def sam_predict(args: argparse.Namespace) -> int:
     from PIL import Image
 
     import sam_port
-    from vrp_sam_jax.conditions import check_point, clip_box
     from vrp_sam_jax.errors import InputError
-    from vrp_sam_jax.image_io import overlay, read_image, write_mask
+    from vrp_sam_jax.storage.image_io import overlay, read_image, write_mask
+    from vrp_sam_jax.transforms.conditions import check_point, clip_box
 
     if not args.point and not args.box:
         raise InputError("give at least one --point or --box")
@@ -79,7 +79,7 @@ GENERATOR_OPTIONS = [
 def sam_everything(args: argparse.Namespace) -> int:
     import sam_port
     from vrp_sam_jax.errors import InputError
-    from vrp_sam_jax.segment_everything import segment_files
+    from vrp_sam_jax.sam.segment_everything import segment_files
 
     sam = sam_port.load_sam(args.checkpoint, args.model_type)
     try:
@@ -95,7 +95,7 @@ def sam_everything(args: argparse.Namespace) -> int:
 
 
 def sam_demo(args: argparse.Namespace) -> int:
-    from vrp_sam_jax import sam_demo as demo
+    from vrp_sam_jax.sam import demo as demo
 
     return demo.main(args.model_type, args.sam_checkpoint, args.output_dir)
 

@@ -20,7 +20,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from vrp_sam_jax.data.sources import DataError
-from vrp_sam_jax.files import write_atomic
+from vrp_sam_jax.storage.files import write_atomic
 
 SPLITS = ("train2014", "val2014")
 VERIFY_SAMPLE = 64

@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from vrp_sam_jax.data import sources
 from vrp_sam_jax.errors import DataError, InputError
-from vrp_sam_jax.files import parse_json, write_atomic, write_text_atomic
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
-from vrp_sam_jax.paths import AnyPath, absolute, as_path, copy
+from vrp_sam_jax.storage.files import parse_json, write_atomic, write_text_atomic
+from vrp_sam_jax.storage.paths import AnyPath, absolute, as_path, copy
 
 FORMAT = "vrp-sam-packed-v1"
 INDEX = "vrp_sam_pack.json"

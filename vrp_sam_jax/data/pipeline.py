@@ -21,12 +21,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from vrp_sam_jax.conditions import simulate_condition
 from vrp_sam_jax.data.protocols import Episode
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.names import CONDITIONS
-from vrp_sam_jax.preprocess import resize_image, resize_mask_nearest
-from vrp_sam_jax.sharding import pad_rows
+from vrp_sam_jax.runtime.sharding import pad_rows
+from vrp_sam_jax.transforms.conditions import simulate_condition
+from vrp_sam_jax.transforms.preprocess import resize_image, resize_mask_nearest
 
 Batch = dict[str, np.ndarray]
 

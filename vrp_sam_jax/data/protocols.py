@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from vrp_sam_jax.data import splits, toy
+from vrp_sam_jax.data import splits, toy_benchmark
 from vrp_sam_jax.names import HSNET_SEED, PROTOCOLS, VRP_SEED
 
 EPISODES_PER_FOLD = 1000
@@ -134,9 +134,10 @@ def toy_episodes(fold: int, shots: int, num: int = EPISODES_PER_FOLD,
     """The toy benchmark's evaluation episodes: the release's PASCAL sampler over the toy
     validation images that contain a novel category."""
     tested = splits.test_classes("toy", fold)
-    classwise = {c: list(toy.classwise("val")[c]) for c in tested}
-    images = [n for n in toy.image_names("val") if set(toy.present_classes(n)) & set(tested)]
-    return _listwise_sampler(images, classwise, tested, toy.present_classes, shots, num, seed)
+    classwise = {c: list(toy_benchmark.classwise("val")[c]) for c in tested}
+    present = toy_benchmark.present_classes
+    images = [n for n in toy_benchmark.image_names("val") if set(present(n)) & set(tested)]
+    return _listwise_sampler(images, classwise, tested, present, shots, num, seed)
 
 
 def coco_to_pascal(fold: int, shots: int, num: int = EPISODES_PER_FOLD) -> list[Episode]:
@@ -247,7 +248,8 @@ def training_images(benchmark: str, fold: int) -> list[str]:
         return sorted(splits.pfenet_pascal("trn", fold)[0])
     if benchmark == "toy":
         novel = set(splits.test_classes("toy", fold))
-        return [n for n in toy.image_names("trn") if not novel & set(toy.present_classes(n))]
+        return [n for n in toy_benchmark.image_names("trn")
+                if not novel & set(toy_benchmark.present_classes(n))]
     raise ValueError(f"no training split for benchmark {benchmark!r} (pascal, coco, toy)")
 
 
@@ -282,8 +284,8 @@ def training_episodes(benchmark: str, fold: int, shots: int, epoch: int, seed: i
         images = training_images("toy", fold)
         kept = set(images)
         classwise = {c: [n for n in v if n in kept]
-                     for c, v in toy.classwise("trn").items() if c not in novel}
-        present = toy.present_classes
+                     for c, v in toy_benchmark.classwise("trn").items() if c not in novel}
+        present = toy_benchmark.present_classes
     else:
         raise ValueError(f"no training split for benchmark {benchmark!r} (pascal, coco, toy)")
     allowed = set(base)

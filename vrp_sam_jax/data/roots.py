@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from vrp_sam_jax.data import packed, sources
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
-from vrp_sam_jax.paths import AnyPath
+from vrp_sam_jax.storage.paths import AnyPath
 
 
 def make_source(benchmark: str, root: str | AnyPath | None = None) -> sources.EpisodeSource:

@@ -11,7 +11,7 @@ Layouts accepted (the root may be the folder that holds them, or the dataset fol
 - Any of the first three packed by `vrp-sam pack` (`data.packed`): the root is its output
   (`data.roots.make_source` opens either kind).
 
-A root may be a local path or a bucket URL (`gs://...`, `vrp_sam_jax.paths`).
+A root may be a local path or a bucket URL (`gs://...`, `vrp_sam_jax.storage.paths`).
 
 Every failure names the file and the problem.
 """
@@ -26,9 +26,9 @@ import numpy as np
 from etils import epath
 from PIL import Image, UnidentifiedImageError
 
-from vrp_sam_jax.data import toy
+from vrp_sam_jax.data import toy_benchmark
 from vrp_sam_jax.errors import DataError
-from vrp_sam_jax.paths import AnyPath, as_path
+from vrp_sam_jax.storage.paths import AnyPath, as_path
 
 IGNORE_LABEL = 255
 
@@ -204,22 +204,22 @@ class FssSource:
 
 
 class ToySource:
-    """The embedded toy benchmark (`vrp_sam_jax.data.toy`)."""
+    """The embedded toy benchmark (`vrp_sam_jax.data.toy_benchmark`)."""
 
     benchmark = "toy"
 
     def image(self, name: str) -> np.ndarray:
-        return toy.render(name)[0]
+        return toy_benchmark.render(name)[0]
 
     def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
-        label = toy.render(name)[1]
+        label = toy_benchmark.render(name)[1]
         foreground = label == class0 + 1
         if not foreground.any():
             raise DataError(f"toy image {name!r}: category {class0} is not in it")
         return foreground, np.zeros_like(foreground)
 
     def present_classes(self, name: str) -> list[int]:
-        return list(toy.present_classes(name))
+        return list(toy_benchmark.present_classes(name))
 
 
 def folder_source(benchmark: str, root: str | AnyPath | None = None) -> EpisodeSource:

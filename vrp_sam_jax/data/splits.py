@@ -136,7 +136,7 @@ def class_name(benchmark: str, class0: int) -> str:
     if benchmark == "coco":
         return COCO_CLASSES[class0]
     if benchmark == "toy":
-        from vrp_sam_jax.data.toy import CLASS_NAMES
+        from vrp_sam_jax.data.toy_benchmark import CLASS_NAMES
 
         return CLASS_NAMES[class0]
     return str(class0)

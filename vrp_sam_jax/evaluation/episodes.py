@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
 from vrp_sam_jax.data.protocols import Episode
 from vrp_sam_jax.data.sources import EpisodeSource
@@ -21,6 +20,7 @@ from vrp_sam_jax.evaluation.metric import IoUMeter
 from vrp_sam_jax.evaluation.step import EvalStep, jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.names import VRP_SEED
+from vrp_sam_jax.runtime import sharding
 
 
 def evaluation_options(image_size: int, condition: str) -> EpisodeOptions:

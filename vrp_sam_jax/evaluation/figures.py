@@ -21,10 +21,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from vrp_sam_jax.evaluation.metric import episode_areas
-from vrp_sam_jax.files import write_bytes_atomic
-from vrp_sam_jax.image_io import overlay
-from vrp_sam_jax.paths import AnyPath
-from vrp_sam_jax.processes import is_writer
+from vrp_sam_jax.runtime.processes import is_writer
+from vrp_sam_jax.storage.files import write_bytes_atomic
+from vrp_sam_jax.storage.image_io import overlay
+from vrp_sam_jax.storage.paths import AnyPath
 
 TILE = 192  # pixels per image tile
 GAP = 6
@@ -70,8 +70,8 @@ def draw_annotation(image: np.ndarray, annotation: np.ndarray) -> np.ndarray:
 
 def episode_iou(logits: np.ndarray, truth: np.ndarray, ignore: np.ndarray | None = None
                 ) -> float:
-    """One episode's foreground IoU in percent (ignore pixels left out), as the metric
-    counts it; 100 when prediction and truth are both empty."""
+    """One episode's foreground IoU in percent from (H, W) logits, truth and ignore (ignore
+    pixels left out), as the metric counts it; 100 when prediction and truth are both empty."""
     inter, union = episode_areas(logits[None], truth[None],  # foreground: logits > 0
                                  None if ignore is None else ignore[None])[0, 1]
     return 100.0 * inter / union if union else 100.0

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.errors import InputError
@@ -24,8 +23,9 @@ from vrp_sam_jax.evaluation.report import fold_table, table_markdown, write_resu
 from vrp_sam_jax.evaluation.step import EvalStep, jit_eval_step, jit_gp_sam_step
 from vrp_sam_jax.models import LoadedModel
 from vrp_sam_jax.names import CROSS_DOMAIN
-from vrp_sam_jax.paths import AnyPath, as_path
-from vrp_sam_jax.preprocess import logits_to_size
+from vrp_sam_jax.runtime import sharding
+from vrp_sam_jax.storage.paths import AnyPath, as_path
+from vrp_sam_jax.transforms.preprocess import logits_to_size
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from vrp_sam_jax.files import write_text_atomic
-from vrp_sam_jax.paths import AnyPath, as_path
-from vrp_sam_jax.processes import is_writer
+from vrp_sam_jax.runtime.processes import is_writer
+from vrp_sam_jax.storage.files import write_text_atomic
+from vrp_sam_jax.storage.paths import AnyPath, as_path
 
 
 def fold_table(results: Mapping[int, Mapping[str, float]], metrics: Sequence[str] = ("miou",

@@ -10,11 +10,11 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.evaluation import metric
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, gp_sam
 from vrp_sam_jax.names import VRP_SEED
-from vrp_sam_jax.preprocess import normalize_image
+from vrp_sam_jax.runtime import sharding
+from vrp_sam_jax.transforms.preprocess import normalize_image
 
 EvalStep = Callable[[dict, dict], tuple[jax.Array, jax.Array]]  # (params, batch) -> out
 
@@ -33,21 +33,22 @@ def forward(model_config: VRPSamConfig, params: dict, batch: dict, deterministic
                        deterministic, rngs=rngs)
 
 
-def episode_areas(logits: jax.Array, truth: jax.Array, ignore: jax.Array) -> jax.Array:
-    """(B, 2, 2) int32 background/foreground intersection and union (`metric`), with
-    prediction = sigmoid(logit) >= 0.5 and ignore pixels removed."""
+def logit_areas(logits: jax.Array, truth: jax.Array, ignore: jax.Array) -> jax.Array:
+    """`metric.episode_areas` inside a jitted step, from logits: (B, S, S) logits, truth and
+    ignore -> (B, 2, 2) int32 background/foreground intersection and union, with prediction =
+    sigmoid(logit) >= 0.5 (logit >= 0) and ignore pixels removed."""
     return metric.episode_areas(logits >= 0, truth, ignore, xp=jnp)
 
 
 def eval_step(model_config: VRPSamConfig, params: dict, batch: dict) -> tuple[jax.Array, jax.Array]:
     """-> (logits (B, S, S), areas (B, 2, 2))."""
     logits = forward(model_config, params, batch, True)
-    return logits, episode_areas(logits, batch["query_mask"], batch["query_ignore"])
+    return logits, logit_areas(logits, batch["query_mask"], batch["query_ignore"])
 
 
 @functools.lru_cache(maxsize=8)
 def jit_eval_step(model_config: VRPSamConfig, mesh: jax.sharding.Mesh) -> EvalStep:
-    """`eval_step` of `config` jitted over `mesh`, built once per (model, mesh). Parameters
+    """`eval_step` of `model_config` jitted over `mesh`, built once per (model, mesh). Parameters
     keep the sharding they come with (replicated, or SAM split over "model")."""
     batch = sharding.batch_sharding(mesh)
     return jax.jit(functools.partial(eval_step, model_config), in_shardings=(None, batch),
@@ -65,7 +66,7 @@ def gp_sam_step(model_config: VRPSamConfig, kind: str, threshold: float, params:
         model_config, kind, threshold, params, reference, normalize_image(batch["query_image"]),
         gp_sam.row_keys(batch["index"], VRP_SEED),
         None if embeddings is None else embeddings.astype(jnp.float32))
-    return logits, episode_areas(logits, batch["query_mask"], batch["query_ignore"])
+    return logits, logit_areas(logits, batch["query_mask"], batch["query_ignore"])
 
 
 @functools.lru_cache(maxsize=8)

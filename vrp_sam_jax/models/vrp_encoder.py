@@ -117,6 +117,9 @@ class VRPEncoder(nn.Module):
 
     def generate(self, reference: jax.Array, target: jax.Array, prototype: jax.Array,
                  background: jax.Array) -> jax.Array:
+        """Merged reference and target features (B, h, w, C), prototype and background
+        prototype (B, C) -> the prompt embeddings (B, num_queries, C), one shot per row, which
+        SAM's mask decoder takes as sparse prompts."""
         offset = query_offset(self.query_init, self.num_queries, prototype, background)
         return self.transformer_decoder(reference, target, offset)
 

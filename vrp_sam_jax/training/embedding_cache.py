@@ -15,10 +15,10 @@ and read back one embedding at a time by ranged reads (`_RemoteRows`).
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import hashlib
 import json
-import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -31,14 +31,14 @@ import numpy as np
 from flax import traverse_util
 from tqdm import tqdm
 
-from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.data.sources import EpisodeSource
 from vrp_sam_jax.errors import DataError
-from vrp_sam_jax.files import parse_json
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
-from vrp_sam_jax.paths import AnyPath, as_path, copy
-from vrp_sam_jax.preprocess import normalize_image, resize_image
-from vrp_sam_jax.sharding import one_in_flight, pad_rows
+from vrp_sam_jax.runtime import processes, sharding
+from vrp_sam_jax.runtime.sharding import one_in_flight, pad_rows
+from vrp_sam_jax.storage.files import parse_json, replacing, write_text_atomic
+from vrp_sam_jax.storage.paths import AnyPath, as_path, copy
+from vrp_sam_jax.transforms.preprocess import normalize_image, resize_image
 
 DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -125,6 +125,9 @@ class _RemoteRows:
         return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
 
 
+IMAGES_PER_CALL = 8  # the pre-pass's batch per call in one process (`build`'s default)
+
+
 @functools.lru_cache(maxsize=4)
 def jit_embed(model_config: VRPSamConfig, mesh, dtype: str):
     """uint8 images -> embeddings in the storage dtype (cast on the device: half the copy)."""
@@ -140,8 +143,8 @@ def jit_embed(model_config: VRPSamConfig, mesh, dtype: str):
                    out_shardings=batch)
 
 
-def embedding_program(model_config: VRPSamConfig, dtype: str, devices: list, batch: int = 8
-                      ) -> tuple[Callable, jax.sharding.Mesh, int]:
+def embedding_program(model_config: VRPSamConfig, dtype: str, devices: list,
+                      batch: int = IMAGES_PER_CALL) -> tuple[Callable, jax.sharding.Mesh, int]:
     """(jitted embed, its mesh, images per call) as `build` runs the pre-pass in one process:
     over that process's `devices` alone, data-parallel, SAM replicated (its ViT-H weights are
     2.5 GB in float32: every accelerator this project targets holds them), `batch` images per
@@ -151,7 +154,7 @@ def embedding_program(model_config: VRPSamConfig, dtype: str, devices: list, bat
     return jit_embed(model_config, mesh, dtype), mesh, images_per_call(len(devices), batch)
 
 
-def images_per_call(devices: int, batch: int = 8) -> int:
+def images_per_call(devices: int, batch: int = IMAGES_PER_CALL) -> int:
     """`batch`, or `batch` per device where the devices do not divide it."""
     return batch * devices if batch % devices else batch
 
@@ -174,7 +177,7 @@ def _load_images(source: EpisodeSource, names: list[str], size: int, batch: int,
 
 def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource,
           model_config: VRPSamConfig, sam_params: dict, *, dtype: str = "float16",
-          batch: int = 8, workers: int = 4, progress: bool = True, shared: bool = True
+          batch: int = IMAGES_PER_CALL, workers: int = 4, progress: bool = True, shared: bool = True
           ) -> EmbeddingCache:
     """Embed the `names` not cached yet into `root/<cache_key>/part-*-p<process>.*` over this
     process's devices; returns what this process can read. `shared`: `root` is one directory
@@ -199,27 +202,30 @@ def build(root: str | AnyPath, names: Iterable[str], source: EpisodeSource,
         stem = directory / f"part-{part:03d}-p{jax.process_index()}"
         shape = jax.eval_shape(embed, sam, jnp.zeros((per_call, model_config.image_size,
                                                       model_config.image_size, 3), jnp.uint8)).shape
-        local = stem if isinstance(stem, Path) else Path(tempfile.mkdtemp()) / stem.name
-        out = np.lib.format.open_memmap(local.with_suffix(".npy.tmp"), mode="w+",
-                                        dtype=DTYPES[dtype], shape=(len(mine), *shape[1:]))
-
-        with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
-                  disable=not progress) as bar:
-            # the devices embed batch i while the host stores batch i - 1 and the loader
-            # threads read batch i + 1
-            loaded = _load_images(source, mine, model_config.image_size, per_call, workers)
-            rows = sharding.batch_sharding(mesh)  # this process's devices only
-            for (start, images), result in one_in_flight(
-                    loaded, lambda item: embed(sam, jax.device_put(pad_rows(item[1], per_call),
-                                                                   rows))):
-                out[start : start + len(images)] = np.asarray(result)[: len(images)]
-                bar.update(len(images))
-        out.flush()
-        del out
-        if local is stem:
-            stem.with_suffix(".npy.tmp").rename(stem.with_suffix(".npy"))
-        else:  # upload, then drop the local copy
-            copy(local.with_suffix(".npy.tmp"), stem.with_suffix(".npy"))
-            shutil.rmtree(local.parent)
-        stem.with_suffix(".json").write_text(json.dumps({"names": mine}))
+        target = stem.with_suffix(".npy")
+        with contextlib.ExitStack() as scratch:
+            # written locally: beside `target`, renamed over it when whole (`replacing`), or,
+            # for a bucket, in a scratch folder and uploaded at the end
+            if isinstance(target, Path):
+                local = scratch.enter_context(replacing(target))
+            else:
+                local = Path(scratch.enter_context(tempfile.TemporaryDirectory())) / target.name
+            out = np.lib.format.open_memmap(local, mode="w+", dtype=DTYPES[dtype],
+                                            shape=(len(mine), *shape[1:]))
+            with tqdm(total=len(mine), desc="SAM embedding cache", unit="img",
+                      disable=not progress) as bar:
+                # the devices embed batch i while the host stores batch i - 1 and the loader
+                # threads read batch i + 1
+                loaded = _load_images(source, mine, model_config.image_size, per_call, workers)
+                rows = sharding.batch_sharding(mesh)  # this process's devices only
+                for (start, images), result in one_in_flight(
+                        loaded, lambda item: embed(sam, jax.device_put(pad_rows(item[1], per_call),
+                                                                       rows))):
+                    out[start : start + len(images)] = np.asarray(result)[: len(images)]
+                    bar.update(len(images))
+            out.flush()
+            del out
+            if not isinstance(target, Path):
+                copy(local, target)
+        write_text_atomic(stem.with_suffix(".json"), json.dumps({"names": mine}))
     return EmbeddingCache(directory)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
-from vrp_sam_jax import processes
-from vrp_sam_jax.paths import AnyPath, as_path
+from vrp_sam_jax.runtime import processes
+from vrp_sam_jax.storage.paths import AnyPath, as_path
 
 
 def _summary_writer_class() -> type:

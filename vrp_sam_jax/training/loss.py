@@ -39,5 +39,6 @@ def segmentation_loss(kind: str, logits: jax.Array, truth: jax.Array,
 
 def bce_dice_loss(logits: jax.Array, truth: jax.Array, weights: jax.Array | None = None
                   ) -> jax.Array:
-    """The release's loss: `segmentation_loss("bce+dice", ...)`."""
+    """The release's loss: `segmentation_loss("bce+dice", ...)`; logits, truth (B, H, W) ->
+    scalar."""
     return segmentation_loss("bce+dice", logits, truth, weights)

@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from vrp_sam_jax import sharding
 from vrp_sam_jax.config import check_values, vrp_sam_config
 from vrp_sam_jax.data import protocols
 from vrp_sam_jax.data.pipeline import EpisodeOptions, load_episode, stack
@@ -41,11 +40,12 @@ from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.inference import encode_reference, predict_logits
 from vrp_sam_jax.models import VRPSam, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params
-from vrp_sam_jax.preprocess import normalize_image
+from vrp_sam_jax.runtime import sharding
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.embedding_cache import DTYPES, embedding_program, images_per_call
 from vrp_sam_jax.training.trainer import trains_sam_image_encoder
+from vrp_sam_jax.transforms.preprocess import normalize_image
 
 TOPOLOGY_EXAMPLES = ("v5e:1x1", "v5e:2x2", "v5e:4x4", "v4:2x2x2", "v5p:2x2x1", "v6e:2x2",
                      "h100:8", "a100:8", "h200:8")

@@ -35,14 +35,14 @@ import orbax.checkpoint as ocp
 
 import sam_port
 from sam_port.params_dir import content_digest, restore_params_dir, save_params_dir
-from vrp_sam_jax import processes
 from vrp_sam_jax.config import from_json, resume_mismatches, to_json, vrp_sam_config
 from vrp_sam_jax.errors import CheckpointError, CheckpointMismatchError, ConfigError, InputError
-from vrp_sam_jax.files import write_text_atomic
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params, init_encoder_params, init_params
-from vrp_sam_jax.paths import AnyPath, absolute, as_path, move
-from vrp_sam_jax.sharding import sum_over_processes
+from vrp_sam_jax.runtime import processes
+from vrp_sam_jax.runtime.sharding import sum_over_processes
+from vrp_sam_jax.storage.files import write_text_atomic
+from vrp_sam_jax.storage.paths import AnyPath, absolute, as_path, move
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.weights.backbones import META as BACKBONE_META
 from vrp_sam_jax.weights.backbones import load_backbone, save_backbone

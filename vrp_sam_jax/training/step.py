@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vrp_sam_jax.evaluation.step import episode_areas, forward
+from vrp_sam_jax.evaluation.step import forward, logit_areas
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.training import partition
 from vrp_sam_jax.training.loss import segmentation_loss
@@ -55,7 +55,7 @@ def train_step(model_config: VRPSamConfig, optimizer: optax.GradientTransformati
     updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
     trainable = optax.apply_updates(state.trainable, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-               "areas": episode_areas(logits, batch["query_mask"], batch["query_ignore"])}
+               "areas": logit_areas(logits, batch["query_mask"], batch["query_ignore"])}
     return TrainState(state.step + 1, trainable, opt_state), metrics
 
 

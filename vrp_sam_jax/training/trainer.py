@@ -18,7 +18,6 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from vrp_sam_jax import processes, sharding
 from vrp_sam_jax.config import absolute_paths, check_values, vrp_sam_config
 from vrp_sam_jax.data import protocols, splits
 from vrp_sam_jax.data.pipeline import EpisodeLoader, EpisodeOptions
@@ -29,7 +28,8 @@ from vrp_sam_jax.evaluation.episodes import evaluation_options, run_episodes
 from vrp_sam_jax.evaluation.step import jit_eval_step
 from vrp_sam_jax.models import VRPSamConfig
 from vrp_sam_jax.models.vrp_sam import abstract_params
-from vrp_sam_jax.paths import AnyPath, absolute, as_path
+from vrp_sam_jax.runtime import processes, sharding
+from vrp_sam_jax.storage.paths import AnyPath, absolute, as_path
 from vrp_sam_jax.training import embedding_cache, partition
 from vrp_sam_jax.training import step as step_lib
 from vrp_sam_jax.training.logger import MetricLogger

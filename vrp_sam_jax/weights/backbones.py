@@ -32,7 +32,7 @@ from vrp_sam_jax.models.backbones import (
     make_backbone,
 )
 from vrp_sam_jax.models.dinov2 import DinoSpec
-from vrp_sam_jax.paths import AnyPath, as_path
+from vrp_sam_jax.storage.paths import AnyPath, as_path
 
 FORMAT = "vrp_sam_jax.backbone/1"
 META = "backbone.json"

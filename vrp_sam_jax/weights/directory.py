@@ -19,10 +19,10 @@ from pathlib import Path
 import sam_port
 from sam_port.params_dir import restore_params_dir, save_params_dir
 from vrp_sam_jax.errors import CheckpointError
-from vrp_sam_jax.files import parse_json, replacing, sha256
 from vrp_sam_jax.models.backbones import BACKBONES
 from vrp_sam_jax.models.vrp_sam import architecture_problem
 from vrp_sam_jax.names import QUERY_INITS
+from vrp_sam_jax.storage.files import parse_json, replacing, sha256
 from vrp_sam_jax.weights.backbones import abstract_backbone, check_backbone
 from vrp_sam_jax.weights.release import VRPWeights, abstract_encoder
 

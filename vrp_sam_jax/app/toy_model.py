@@ -16,10 +16,10 @@ from PIL import Image
 
 from vrp_sam_jax import model_io
 from vrp_sam_jax.config import load_config
-from vrp_sam_jax.data import splits, toy
+from vrp_sam_jax.data import splits, toy_benchmark
 from vrp_sam_jax.errors import EXPECTED_ERRORS, InputError
-from vrp_sam_jax.image_io import read_image
 from vrp_sam_jax.models import LoadedModel
+from vrp_sam_jax.storage.image_io import read_image
 from vrp_sam_jax.training import run_dir
 from vrp_sam_jax.training.trainer import train
 
@@ -105,14 +105,14 @@ class Preparation:
 def example(folder: str | Path) -> tuple[np.ndarray, np.ndarray, list[Path]]:
     """(reference image, its object mask, target files written under `folder`) for the
     toy's novel category EXAMPLE_CATEGORY, from the validation images."""
-    names = toy.classwise("val")[EXAMPLE_CATEGORY]
-    image, label = toy.render(names[0])
+    names = toy_benchmark.classwise("val")[EXAMPLE_CATEGORY]
+    image, label = toy_benchmark.render(names[0])
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     targets = []
     for name in names[1 : 1 + EXAMPLE_TARGETS]:
         path = folder / f"toy_{name.replace('/', '_')}.png"
-        Image.fromarray(toy.render(name)[0]).save(path)
+        Image.fromarray(toy_benchmark.render(name)[0]).save(path)
         targets.append(path)
     return image, label == EXAMPLE_CATEGORY + 1, targets
 
@@ -124,7 +124,7 @@ def example_truth(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
     match = re.fullmatch(r"toy_(train|val)_(\d+)\.png", Path(path).name)
     if match is None:
         return None
-    image, label = toy.render(f"{match[1]}/{match[2]}")
+    image, label = toy_benchmark.render(f"{match[1]}/{match[2]}")
     try:
         same = np.array_equal(read_image(path), image)
     except EXPECTED_ERRORS:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sam_port.files import parse_json, replacing
-from vrp_sam_jax.paths import AnyPath, as_path
+from vrp_sam_jax.storage.paths import AnyPath, as_path
 
 __all__ = ["parse_json", "replacing", "sha256", "write_atomic", "write_bytes_atomic",
            "write_text_atomic"]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from vrp_sam_jax import conditions
 from vrp_sam_jax.errors import InputError
-from vrp_sam_jax.image_io import read_mask
 from vrp_sam_jax.names import CONDITIONS
-from vrp_sam_jax.preprocess import resize_mask_nearest
+from vrp_sam_jax.storage.image_io import read_mask
+from vrp_sam_jax.transforms import conditions
+from vrp_sam_jax.transforms.preprocess import resize_mask_nearest
 
 
 def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
@@ -48,7 +48,8 @@ def prompt_mask(kind: str, annotation, image_shape: tuple[int, int], size: int,
 
 def prompt_masks(kind: str, annotations: Sequence, references: Sequence[str | Path],
                  images: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
-    """One prompt mask per reference image, in order."""
+    """One prompt mask per reference image (H_i, W_i, 3), in order, each (size, size) on the
+    model grid."""
     if len(annotations) != len(images):
         raise InputError(f"{len(images)} reference image(s) but {len(annotations)} {kind} "
                          "annotation(s): give one per reference, in the same order")

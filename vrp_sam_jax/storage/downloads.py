@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import re
 import tarfile
 import urllib.error
@@ -17,7 +16,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vrp_sam_jax.errors import DownloadError
-from vrp_sam_jax.files import CHUNK, sha256
+from vrp_sam_jax.storage.files import CHUNK, sha256
+from vrp_sam_jax.storage.paths import move
 
 SAM_URLS = {
     "vit_h": "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_h_4b8939.pth",
@@ -86,7 +86,7 @@ def download(url: str, dest: str | Path, sha256_prefix: str | None = None,
                                             md5 and f"MD5 {md5}") if x)
         raise DownloadError(f"{url}: the file does not match its published {expected}; "
                             "deleted, run again")
-    os.replace(part, dest)
+    move(part, dest)  # the partial file is kept across runs to resume, so it is not `replacing`'s
     return dest
 
 

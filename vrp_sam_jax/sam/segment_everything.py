@@ -19,9 +19,9 @@ import numpy as np
 from PIL import Image
 
 from sam_port.amg import coco_encode_rle, rle_to_mask
-from vrp_sam_jax.files import replacing, write_atomic, write_text_atomic
-from vrp_sam_jax.image_io import read_image, require_images, write_mask
-from vrp_sam_jax.inference import output_dir, output_names
+from vrp_sam_jax.storage.files import replacing, write_atomic, write_text_atomic
+from vrp_sam_jax.storage.image_io import read_image, require_images, write_mask
+from vrp_sam_jax.storage.outputs import output_dir, output_names
 
 FORMATS = ("png", "coco-rle")
 METADATA_HEADER = ("id,area,bbox_x0,bbox_y0,bbox_w,bbox_h,point_input_x,point_input_y,"

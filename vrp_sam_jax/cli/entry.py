@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _without_closed_loop_noise()
     try:
         if hasattr(args, "compile_cache"):  # the commands that compile the model
-            from vrp_sam_jax import compile_cache
+            from vrp_sam_jax.runtime import compile_cache
 
             compile_cache.use(args.compile_cache)
         return args.func(args)

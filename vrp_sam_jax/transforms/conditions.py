@@ -48,7 +48,8 @@ def _binary(mask: np.ndarray) -> np.ndarray:
 
 
 def box_mask(mask: np.ndarray) -> np.ndarray:
-    """The filled tight bounding box of all foreground pixels (empty for an empty mask)."""
+    """(H, W) mask -> (H, W) float32: the filled tight bounding box of all foreground pixels
+    (empty for an empty mask)."""
     m = _binary(mask)
     out = np.zeros(m.shape, np.float32)
     ys, xs = np.nonzero(m)
@@ -58,7 +59,8 @@ def box_mask(mask: np.ndarray) -> np.ndarray:
 
 
 def point_mask(mask: np.ndarray, rng: np.random.Generator, num_points: int) -> np.ndarray:
-    """`num_points` distinct foreground pixels drawn uniformly (fewer if the mask is smaller)."""
+    """(H, W) mask -> (H, W) float32: `num_points` distinct foreground pixels drawn uniformly
+    (fewer if the mask is smaller)."""
     m = _binary(mask)
     flat = np.flatnonzero(m)
     chosen = rng.permutation(len(flat))[: min(num_points, len(flat))]
@@ -109,7 +111,8 @@ def draw_strokes(shape: tuple[int, int], strokes: list[tuple[np.ndarray, np.ndar
 
 def scribble_mask(mask: np.ndarray, rng: np.random.Generator, num_strokes: int,
                   preset: str = "rand_curve") -> np.ndarray:
-    """Random strokes started at distinct random foreground pixels, clipped to the mask."""
+    """(H, W) mask -> (H, W) float32: random strokes started at distinct random foreground
+    pixels, clipped to the mask."""
     m = _binary(mask)
     starts = np.argwhere(m)[rng.permutation(int(m.sum()))[:num_strokes]]
     strokes = [_stroke((x, y), rng, STROKE_PRESETS[preset]) for y, x in starts]
@@ -127,8 +130,9 @@ def eval_scribble_setting(area: int) -> tuple[str, int]:
 
 def simulate_condition(condition: str, mask: np.ndarray, rng: np.random.Generator,
                        training: bool = False) -> np.ndarray:
-    """Prompt mask of `condition` for ground-truth `mask` (docs/COMPUTATION.md §3). Evaluation uses
-    min(20, |M|) points and the fixed scribble setting; training draws counts from `rng`."""
+    """(H, W) prompt mask (float32) of `condition` for the (H, W) ground-truth `mask`
+    (docs/COMPUTATION.md §3). Evaluation uses min(20, |M|) points and the fixed scribble
+    setting; training draws counts from `rng`."""
     m = _binary(mask)
     area = int(m.sum())
     if condition == "mask":

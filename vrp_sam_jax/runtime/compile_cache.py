@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from vrp_sam_jax.paths import absolute
+from vrp_sam_jax.storage.paths import absolute
 
 OFF = "none"
 

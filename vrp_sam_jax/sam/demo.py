@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 import sam_port
-from vrp_sam_jax.image_io import overlay, write_mask
+from vrp_sam_jax.storage.image_io import overlay, write_mask
 
 
 def generated_image(height: int = 480, width: int = 640, seed: int = 0) -> tuple[np.ndarray,
