@@ -36,16 +36,16 @@ def _through_prompts(m: VRPSam, refs, masks, target):
     return m.prompts(m.encode_reference(refs, masks), m.encode_target(target))
 
 
-def _params(config: VRPSamConfig, seed: int = 0) -> dict:
+def _params(model_config: VRPSamConfig, seed: int = 0) -> dict:
     """Random backbone and encoder (no SAM: the prompts do not reach it), initialised by one
     program compiled as the models' initialisations are (INIT_COMPILER_OPTIONS)."""
-    init = functools.partial(VRPSam(config).init, method=_through_prompts)
+    init = functools.partial(VRPSam(model_config).init, method=_through_prompts)
     return jax.jit(init, compiler_options=INIT_COMPILER_OPTIONS)(
-        jax.random.key(seed), *_inputs(config.image_size))["params"]
+        jax.random.key(seed), *_inputs(model_config.image_size))["params"]
 
 
-def _prompts(config: VRPSamConfig, params: dict, refs, masks, target) -> np.ndarray:
-    model = VRPSam(config)
+def _prompts(model_config: VRPSamConfig, params: dict, refs, masks, target) -> np.ndarray:
+    model = VRPSam(model_config)
     variables = {"params": params}
     reference = model.apply(variables, refs, masks, method=model.encode_reference)
     tgt = model.apply(variables, target, method=model.encode_target)
@@ -55,14 +55,15 @@ def _prompts(config: VRPSamConfig, params: dict, refs, masks, target) -> np.ndar
 @pytest.mark.parametrize("num_queries", [1, 100])
 def test_num_queries_shapes_and_trainable_count(num_queries):
     """K shots x num_queries prompt tokens; the trainable count grows by the query table."""
-    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
-                          num_queries=num_queries)
-    params = _params(config)
+    model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
+                                num_queries=num_queries)
+    params = _params(model_config)
     assert params["encoder"]["transformer_decoder"]["supp_q_feat"]["weight"].shape == (
-        num_queries, config.hidden_dim)
-    assert _prompts(config, params, *_inputs()).shape == (1, 2 * num_queries, config.hidden_dim)
+        num_queries, model_config.hidden_dim)
+    assert _prompts(model_config, params, *_inputs()).shape == (1, 2 * num_queries,
+                                                                 model_config.hidden_dim)
     base = summary(VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", num_queries=50))
-    assert summary(config)["trainable"] - base["trainable"] == (num_queries - 50) * 32
+    assert summary(model_config)["trainable"] - base["trainable"] == (num_queries - 50) * 32
     with pytest.raises(ValueError, match="num_queries"):
         VRPSamConfig(num_queries=0)
 
@@ -87,8 +88,8 @@ def test_query_init_is_the_table_plus_the_reference_prototype(query_init):
     """One shot: prompts with `query_init` equal the release's random-query model whose
     table is moved by the prototype (the masked average of the reduced reference features
     inside, or outside, the prompt mask), computed here by hand."""
-    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
-                          num_queries=6, query_init=query_init)
+    model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
+                                num_queries=6, query_init=query_init)
     plain = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=64,
                          num_queries=6)
     params = _params(plain, seed=2)
@@ -111,7 +112,7 @@ def test_query_init_is_the_table_plus_the_reference_prototype(query_init):
     table = moved["encoder"]["transformer_decoder"]["supp_q_feat"]["weight"]
     moved["encoder"]["transformer_decoder"]["supp_q_feat"]["weight"] = table + offset
     want = _prompts(plain, moved, refs, masks, target)
-    got = _prompts(config, params, refs, masks, target)
+    got = _prompts(model_config, params, refs, masks, target)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
     assert np.abs(got - _prompts(plain, params, refs, masks, target)).max() > 1e-2
 
@@ -172,8 +173,8 @@ def test_the_train_step_minimises_the_configured_loss():
     from vrp_sam_jax.training import step as step_lib
 
     # the toy model the trainings of the suite initialise (its initialisation is compiled once)
-    config = vrp_sam_config(load_config("toy", ["model.image_size=64"]))
-    params = init_params(config)
+    model_config = vrp_sam_config(load_config("toy", ["model.image_size=64"]))
+    params = init_params(model_config)
     trainable, frozen = partition.split(params, ("encoder",))
     episodes = protocols.training_episodes("toy", 0, 1, 0, 7)[:2]
     batch = next(iter(EpisodeLoader(ToySource(), episodes, 2, EpisodeOptions(64, "mask",
@@ -181,17 +182,17 @@ def test_the_train_step_minimises_the_configured_loss():
                                     process_index=0, process_count=1)))
     # SAM's target embeddings given, as from the cache: the losses are computed on the logits
     # either way, and the image encoder stays out of both programs compiled here
-    shape = jax.eval_shape(lambda p, x: VRPSam(config).apply({"params": p}, x,
+    shape = jax.eval_shape(lambda p, x: VRPSam(model_config).apply({"params": p}, x,
                                                              method=VRPSam.embed_targets),
                            params, batch["query_image"]).shape
     batch["embeddings"] = np.random.default_rng(2).normal(size=shape).astype(np.float32)
     mesh = sharding.make_mesh(1, 1)
     rep = sharding.replicated(mesh)
     rng = jax.random.key(5)
-    logits = jax.jit(forward, static_argnums=(0, 3))(config, params, batch, False,
+    logits = jax.jit(forward, static_argnums=(0, 3))(model_config, params, batch, False,
                                                      jax.random.fold_in(rng, 0))
     optimizer = optax.sgd(0.0)
-    step = step_lib.jit_train_step(config, optimizer, rep, rep, sharding.batch_sharding(mesh),
+    step = step_lib.jit_train_step(model_config, optimizer, rep, rep, sharding.batch_sharding(mesh),
                                    rep, loss="dice")
     _, metrics = step(step_lib.init_state(trainable, optimizer), frozen,
                       sharding.to_global(batch, mesh), rng)

@@ -118,8 +118,8 @@ def test_vrp_sam_with_dinov2_matches_reference():
     masks[1, 0, 5:40, 5:40] = masks[1, 1, 60:110, 40:100] = 1
     with torch.no_grad():
         want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
-    config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
-    got = jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
+    model_config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
+    got = jax.jit(VRPSam(model_config).apply)({"params": params}, refs, masks, target)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
 
@@ -165,15 +165,15 @@ def test_gp_sam_prior_with_dinov2_matches_reference():
     _, backbone = convert_backbone(
         {k: v.detach().numpy() for k, v in enc.backbone_net.state_dict().items()},
         "dinov2_tiny", "mem")
-    config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
+    model_config = VRPSamConfig(backbone="dinov2_tiny", sam_type="tiny", image_size=112)
     rng = np.random.default_rng(8)
     refs = rng.normal(size=(1, 2, 112, 112, 3)).astype(np.float32)
     target = rng.normal(size=(1, 112, 112, 3)).astype(np.float32)
     masks = np.zeros((1, 2, 112, 112), np.float32)
     masks[0, 0, 10:60, 20:80] = masks[0, 1, 50:100, 40:90] = 1
     params = {"backbone": backbone}
-    reference = gp_sam.encode_reference(config, params, refs, masks)
-    model = VRPSam(config)
+    reference = gp_sam.encode_reference(model_config, params, refs, masks)
+    model = VRPSam(model_config)
     got = model.apply({"params": params}, *reference, target, method=model.target_prior)
     want = nhwc(enc.mean_prior(torch.from_numpy(masks), nchw(target), nchw(refs)))
     assert got.shape == want.shape == (1, 8, 8, 1)

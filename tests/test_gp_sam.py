@@ -83,16 +83,16 @@ def test_logits_match_official_sam_with_the_same_prompts(models, kind):
     lie in the pseudo mask thresholded from it; the official SAM given exactly our prompts
     (through its own prompt encoder) returns our logits."""
     torch_model, params = models
-    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
+    model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
     rng = np.random.default_rng(2)
     refs = rng.normal(size=(2, 2, 96, 96, 3)).astype(np.float32)
     targets = rng.normal(size=(2, 96, 96, 3)).astype(np.float32)
     masks = np.zeros((2, 2, 96, 96), np.float32)
     masks[:, 0, 10:50, 20:70] = masks[:, 1, 40:90, 30:60] = 1
-    reference = gp_sam.encode_reference(config, params, refs, masks)
+    reference = gp_sam.encode_reference(model_config, params, refs, masks)
     keys = gp_sam.row_keys(jnp.arange(2), 7)
-    got = gp_sam.gp_sam_logits(config, kind, 0.5, params, reference, targets, keys)
-    model = VRPSam(config)
+    got = gp_sam.gp_sam_logits(model_config, kind, 0.5, params, reference, targets, keys)
+    model = VRPSam(model_config)
     prior = model.apply({"params": params}, *reference, targets, method=model.target_prior)
 
     enc, sam = torch_model.encoder, torch_model.sam

@@ -135,12 +135,12 @@ def test_end_to_end_tiny_with_sam_encoder(tiny_models):
     with align_corners=True), batch of 2 episodes with 2 shots each."""
     torch_model, weights, params = tiny_models
     assert weights.backbone == "resnet_tiny" and weights.hidden_dim == 32
-    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
+    model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
     eps = [_episode(96, 2, "mask", seed=s) for s in (11, 12)]
     refs, masks, target = (np.concatenate(parts) for parts in zip(*eps, strict=True))
     with torch.no_grad():
         want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
-    got = jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
+    got = jax.jit(VRPSam(model_config).apply)({"params": params}, refs, masks, target)
     assert np.abs(want).max() > 0.1
     np.testing.assert_allclose(got, want, rtol=0, atol=LOGIT_TOL)
 
@@ -161,8 +161,9 @@ def test_bfloat16_compute_and_fused_attention(tiny_models):
         want = torch_model(nchw(target), nchw(refs), torch.from_numpy(masks)).numpy()
 
     def logits(**compute):
-        config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96, **compute)
-        return jax.jit(VRPSam(config).apply)({"params": params}, refs, masks, target)
+        model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96,
+                                    **compute)
+        return jax.jit(VRPSam(model_config).apply)({"params": params}, refs, masks, target)
 
     fused = logits(attention="xla")
     np.testing.assert_allclose(fused, want, rtol=0, atol=LOGIT_TOL)
@@ -191,13 +192,13 @@ def test_geometric_prompts_combine_with_vrp_prompts():
     tokens, decoded together (the release's `forward_prompt_encoder` with points)."""
     torch_sam = build_torch_sam(sam_port.get_config("tiny"), seed=8)
     sam = convert_sam_state_dict(state_dict_numpy(torch_sam), "tiny", "mem")
-    config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
+    model_config = VRPSamConfig(backbone="resnet_tiny", sam_type="tiny", image_size=96)
     rng = np.random.default_rng(3)
     embeddings = rng.normal(size=(1, 8, 8, 32)).astype(np.float32)
     prompts = rng.normal(size=(1, 50, 32)).astype(np.float32)
     coords = np.array([[[30.0, 40.0], [90.0, 20.0]]], np.float32)
     labels = np.array([[1, 0]], np.int32)
-    model = VRPSam(config)
+    model = VRPSam(model_config)
     got = model.apply({"params": {"sam": sam.params}}, embeddings, prompts,
                       (coords, labels), method=model.decode)
     pe = torch_sam.prompt_encoder
