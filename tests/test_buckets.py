@@ -185,6 +185,44 @@ def test_dataset_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_path):
     assert all(np.array_equal(out["local"][key], again[key]) for key in keys)
 
 
+def test_lvis_and_patnet_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_path):
+    """LVIS-92i (Matcher's files) and Deepglobe (PATNet's folders; also packed onto the
+    bucket) read from `gs://` list and load what the local folders do."""
+    from test_cross_domain import write_patnet_datasets
+    from test_lvis import write_lvis_dataset
+
+    from vrp_sam_jax.data import protocols
+    from vrp_sam_jax.data.roots import make_source
+
+    local = tmp_path / "local"
+    write_patnet_datasets(local, fss=False)
+    write_lvis_dataset(local)
+    bucket.upload_tree(local / "Deepglobe", "cd/Deepglobe")
+    bucket.upload_tree(local / "LVIS", "cd/LVIS")
+    _cli(bucket, ["pack", "--benchmark", "deepglobe", "--data-root", f"gs://{BUCKET}/cd",
+                  "--output", f"gs://{BUCKET}/deepglobe_packed"], tmp_path)
+    script = str(REPO / "tests/scripts/bucket_episodes.py")
+    for benchmark, protocol, roots in (
+            ("deepglobe", "patnet", (f"gs://{BUCKET}/cd", f"gs://{BUCKET}/deepglobe_packed")),
+            ("lvis", "matcher", (f"gs://{BUCKET}/cd",))):
+        source = make_source(benchmark, local)
+        episodes = protocols.episodes(benchmark, 0, 2, protocol, 12,
+                                      classwise=source.classwise())
+        listed = tmp_path / f"{benchmark}.json"
+        listed.write_text(json.dumps([[e.query, list(e.supports), e.class0] for e in episodes]))
+        out = {}
+        for label, root in (("local", local), *enumerate(roots)):
+            _run(bucket, [script, str(root), str(listed), str(tmp_path / f"{label}.npz"),
+                          benchmark], tmp_path)
+            out[label] = dict(np.load(tmp_path / f"{label}.npz"))
+        keys = sorted(k for k in out["local"] if k != "kind")
+        assert len(keys) >= 8 and "classwise" in keys
+        for label in range(len(roots)):
+            assert sorted(k for k in out[label] if k != "kind") == keys
+            for key in keys:
+                assert np.array_equal(out["local"][key], out[label][key]), (benchmark, key)
+
+
 def _trainable(directory: Path) -> list[np.ndarray]:
     import jax
 

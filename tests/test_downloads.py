@@ -111,3 +111,75 @@ def test_checksums_are_checked_before_the_file_appears(url, tmp_path):
     md5 = hashlib.md5(PAYLOAD).hexdigest()
     assert downloads.download(f"{url}/no-length", dest, md5=md5, progress=False).is_file()
     assert len(downloads.VOC2012_MD5) == 32
+
+
+def _zip(path, files: dict) -> None:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+
+
+def test_fetch_data_lays_out_and_prepares_lvis_and_isic(tmp_path, capsys):
+    """`vrp-sam fetch-data` from a mirror of the files (same names, small contents): the
+    archives unpacked where the readers look, Matcher's files and PATNet's class folders
+    made, and a second run finds everything there."""
+    import functools
+    import io
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from test_lvis import _lvis_json
+
+    from vrp_sam_jax.cli import main
+    from vrp_sam_jax.data import isic_classes
+    from vrp_sam_jax.data.fetch import ARCHIVES
+    from vrp_sam_jax.data.roots import make_source
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    rng = np.random.default_rng(0)
+
+    def jpeg() -> bytes:
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(out, "JPEG")
+        return out.getvalue()
+
+    for split, images, categories in (("train", 12, 30), ("val", 16, 34)):
+        data, names = _lvis_json(rng, split, images, categories)
+        _zip(mirror / f"lvis_v1_{split}.json.zip", {f"lvis_v1_{split}.json": json.dumps(data)})
+        _zip(mirror / f"{split}2017.zip", {name: jpeg() for name in names})
+    ids = sorted(isic_classes.class_of_image())[:6]
+    _zip(mirror / "ISIC2018_Task1-2_Training_Input.zip",
+         {f"ISIC2018_Task1-2_Training_Input/{i}.jpg": jpeg() for i in ids})
+    _zip(mirror / "ISIC2018_Task1_Training_GroundTruth.zip",
+         {f"ISIC2018_Task1_Training_GroundTruth/{i}_segmentation.png": b"png" for i in ids})
+    assert {u.rsplit("/", 1)[1] for urls in ARCHIVES.values() for u, _, _ in urls} == {
+        p.name for p in mirror.iterdir()}
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    root = tmp_path / "data"
+    try:
+        for dataset in ("lvis", "isic"):
+            assert main(["fetch-data", "--dataset", dataset, "--data-root", str(root),
+                         "--mirror", url, "--quiet"]) == 0
+            assert len(json.loads(capsys.readouterr().out)["unpacked"]) == len(
+                ARCHIVES[dataset])
+            assert main(["fetch-data", "--dataset", dataset, "--data-root", str(root),
+                         "--mirror", url, "--quiet"]) == 0
+            again = json.loads(capsys.readouterr().out)
+            assert again["unpacked"] == [] and len(again["present"]) == len(ARCHIVES[dataset])
+    finally:
+        server.shutdown()
+    source = make_source("lvis", root)
+    stem, *_ = source.classwise()[0]
+    assert source.masks(stem, 0)[0].any() and source.image(stem).shape == (24, 32, 3)
+    assert not list(root.rglob("*.zip")) and not list(root.rglob("*.part"))
+    placed = sorted(p.relative_to(root / "ISIC" / "ISIC2018_Task1-2_Training_Input").as_posix()
+                    for p in root.glob("ISIC/ISIC2018_Task1-2_Training_Input/?/*.jpg"))
+    assert placed == sorted(f"{isic_classes.class_of_image()[i]}/{i}.jpg" for i in ids)

@@ -1,6 +1,6 @@
-"""docs/REPRODUCE.md cannot rot: every `vrp-sam` command in it parses, names a config that
-loads with all its `--config.*` overrides (checked as `train` checks them), and only flags
-the command has. Nothing is run."""
+"""docs/REPRODUCE.md and docs/BENCHMARKS.md cannot rot: every `vrp-sam` command in them
+parses, names a config that loads with all its `--config.*` overrides (checked as `train`
+checks them), and only flags the command has. Nothing is run."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from vrp_sam_jax.cli.entry import parse
 from vrp_sam_jax.config import load_config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "REPRODUCE.md"
+BENCHMARKS = DOC.with_name("BENCHMARKS.md")
 VALUES = {"DATA": "/data", "W": "/weights", "F": "2"}  # the variables the page names
 
 
@@ -39,7 +40,23 @@ def test_the_page_is_linked_and_has_every_experiment():
                                                            if not c.startswith("vrp-sam ")]
 
 
-@pytest.mark.parametrize("command", commands(DOC.read_text()))
+def test_the_benchmarks_page_names_every_benchmark_and_protocol():
+    from vrp_sam_jax import names
+
+    text = BENCHMARKS.read_text()
+    assert "docs/BENCHMARKS.md" in (DOC.parents[1] / "README.md").read_text()
+    assert "BENCHMARKS.md" in DOC.read_text()
+    for word in (*names.BENCHMARKS, *names.PROTOCOLS):
+        if word != "toy":
+            assert f"`{word}`" in text, word
+    found = commands(text)
+    for benchmark in ("lvis", "deepglobe", "isic", "lung", "fss"):
+        assert any("evaluate" in c and f"--benchmark {benchmark}" in c for c in found)
+    assert any(c.startswith("vrp-sam prepare-lvis") for c in found)
+    assert any(c.startswith("vrp-sam prepare-isic") for c in found)
+
+
+@pytest.mark.parametrize("command", commands(DOC.read_text()) + commands(BENCHMARKS.read_text()))
 def test_every_command_parses_and_its_config_loads(command):
     unknown = set(re.findall(r"\$(\w+)", command)) - set(VALUES)
     assert not unknown, f"undefined variables {unknown}"

@@ -99,4 +99,5 @@ def test_episodes_cli_json(capsys):
         main(["episodes", "--benchmark", "pascal", "--protocol", "pfenet"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and err.count("\n") == 1
-    assert "--protocol: invalid choice: 'pfenet' (choose from 'hsnet', 'vrp')" in err
+    assert ("--protocol: invalid choice: 'pfenet' (choose from 'hsnet', 'vrp', 'patnet', "
+            "'matcher')") in err

@@ -37,7 +37,7 @@ from vrp_sam_jax.storage.files import parse_json
 from vrp_sam_jax.storage.paths import absolute
 
 SHIPPED_PACKAGE = "vrp_sam_jax.configs"
-SHIPPED = ("pascal", "coco", "toy")
+SHIPPED = ("pascal", "coco", "lvis", "toy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +87,9 @@ SCHEMA = {
     "init.random": _boolean(resume=True),
     "init.seed": _integer(0, resume=True),
     "data.benchmark": Field(choices=names.BENCHMARKS, resume=True),
-    "data.fold": Field(lambda v: _number(v, 0, 3, integer=True), "a fold, 0 to 3", resume=True),
+    # 0-3; LVIS-92i has 10 (checked against data.benchmark in check_values)
+    "data.fold": Field(lambda v: _number(v, 0, 9, integer=True), "a fold, 0 to 3 (lvis: 0 to 9)",
+                       resume=True),
     "data.shots": _integer(1, resume=True),
     "data.condition": Field(choices=names.CONDITIONS, resume=True),
     "data.root": _PATH,
@@ -187,6 +189,10 @@ def check_values(config: ml_collections.ConfigDict, label: str) -> ml_collection
             problems.append(f"{name}={value!r} is not one of {', '.join(field.choices)}")
         elif field.check is not None and not field.check(value):
             problems.append(f"{name}={value!r} must be {field.must_be}")
+    fold, benchmark = _get(config, "data.fold"), _get(config, "data.benchmark")
+    if isinstance(fold, int) and fold > 3 and benchmark != "lvis":
+        problems.append(f"data.fold={fold} must be a fold, 0 to 3 ({benchmark} has 4; lvis "
+                        "has 10)")
     if problems:
         raise ConfigError(f"{label}: " + "; ".join(problems))
     return config

@@ -13,10 +13,12 @@ CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation ki
 # as a person gives one or more points).
 REFERENCE_OPTIONS = {kind: f"--reference-{'points' if kind == 'point' else kind}"
                      for kind in CONDITIONS}
-BENCHMARKS = ("pascal", "coco", "fss", "toy")
-PACKABLE_BENCHMARKS = ("pascal", "coco", "fss")  # `vrp-sam pack` (data.packed)
+BENCHMARKS = ("pascal", "coco", "fss", "toy", "deepglobe", "isic", "lung", "lvis")
+# PATNet's cross-domain benchmark (slei109/PATNet): evaluation only, no folds
+PATNET_BENCHMARKS = ("deepglobe", "isic", "lung", "fss")
+PACKABLE_BENCHMARKS = ("pascal", "coco", "fss", "deepglobe", "isic", "lung")  # `vrp-sam pack`
 CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes
-PROTOCOLS = ("hsnet", "vrp")  # evaluation episode samplers
+PROTOCOLS = ("hsnet", "vrp", "patnet", "matcher")  # evaluation episode samplers
 LOSSES = ("bce+dice", "bce", "dice")  # `train.loss` (the paper's Table 5)
 QUERY_INITS = ("random", "foreground", "background", "half")  # `model.query_init` (Table 6)
 METHODS = ("vrp", "gp-sam")  # what `evaluate` / `predict` prompt SAM with
@@ -30,3 +32,5 @@ EXPORT_FORMATS = ("jax", "release")
 # release seeds its training, its episode sampler and its evaluation annotations with 321.
 HSNET_SEED = 0
 VRP_SEED = 321
+PATNET_SEED = 0  # PATNet's test.py: utils.fix_randseed(0) before its episodes are drawn
+MATCHER_SEED = 0  # Matcher's main_oss.py: utils.fix_randseed(0) before LVIS-92i's episodes

@@ -46,6 +46,7 @@ def _evaluation_config(args: argparse.Namespace):
 
 
 def evaluate(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.data import protocols
     from vrp_sam_jax.data.roots import make_source
     from vrp_sam_jax.errors import InputError
     from vrp_sam_jax.evaluation import fold as folds
@@ -60,13 +61,17 @@ def evaluate(args: argparse.Namespace) -> int:
     config = _evaluation_config(args)
     benchmark = names.CROSS_DOMAIN if args.cross_domain else (args.benchmark
                                                                or config.data.benchmark)
+    if args.all_folds and not protocols.folds(benchmark):
+        raise InputError(f"--all-folds: {benchmark} has no folds; leave it out")
     settings = folds.EvalSettings(
-        benchmark=benchmark, shots=args.shots or config.data.shots, protocol=args.protocol,
+        benchmark=benchmark, shots=args.shots or config.data.shots,
+        protocol=args.protocol or protocols.default_protocol(benchmark),
         condition=args.condition or config.data.condition, num_episodes=args.num_episodes,
         original_size=args.original_size, figures=args.figures,
         global_batch=config.train.global_batch, workers=config.data.workers or None,
         method=args.method, gp_prompts=args.gp_prompts, gp_threshold=args.gp_threshold)
-    source = make_source(settings.dataset, config.data.root or None)
+    source = make_source(settings.dataset, args.data_root or config.data.root or None,
+                         settings.shots)
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
 
     def model_for_fold(fold: int):
@@ -144,15 +149,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="checkpoint of a work directory: best (default), latest, or a step")
     p.add_argument("--sam-checkpoint", default=None,
                    help="SAM for a checkpoint without one (default: init.sam_checkpoint)")
-    p.add_argument("--fold", type=int, default=None, help="fold (default: config.data.fold)")
+    p.add_argument("--fold", type=int, default=None,
+                   help="fold (default: config.data.fold; lvis: 0-9)")
     p.add_argument("--shots", type=options.positive_int, default=None,
                    help="default: config.data.shots")
-    p.add_argument("--protocol", default="hsnet", choices=names.PROTOCOLS,
-                   help="episode sampler: hsnet (HSNet's lists) or vrp (the release's)")
+    p.add_argument("--protocol", default=None, choices=names.PROTOCOLS,
+                   help="episode sampler: hsnet (HSNet's lists), vrp (the release's), patnet "
+                        "(PATNet's, for deepglobe, isic, lung, fss) or matcher (Matcher's, for "
+                        "lvis); default: patnet for deepglobe, isic, lung, matcher for lvis, "
+                        "else hsnet")
     p.add_argument("--condition", default=None, choices=names.CONDITIONS,
                    help="reference annotation (default: config.data.condition)")
     p.add_argument("--benchmark", default=None, choices=names.BENCHMARKS,
-                   help="evaluate on another benchmark than the config's")
+                   help="evaluate on another benchmark than the config's (e.g. PATNet's "
+                        "cross-domain deepglobe, isic, lung, fss with a PASCAL-trained run)")
+    p.add_argument("--data-root", default=None,
+                   help="the evaluated benchmark's dataset root (default: config.data.root)")
     p.add_argument("--cross-domain", action="store_true",
                    help="COCO-20i-trained model on PASCAL, COCO-unseen classes (Table 4)")
     p.add_argument("--original-size", action="store_true",

@@ -5,7 +5,9 @@ A bucket or a network filesystem serves a few large files much faster than hundr
 thousands of small ones. `pack` writes one record per image:
 - `name`, as the split lists name it;
 - `image`, the image file's bytes as stored (a JPEG stays that JPEG);
-- `label`, the mask file's bytes (the class-map PNG of PASCAL and COCO, FSS-1000's mask).
+- `label`, the mask file's bytes (the class-map PNG of PASCAL and COCO, FSS-1000's mask,
+  the binary mask of PATNet's Deepglobe, ISIC and chest X-rays, whose records are named
+  `<class>/<listed file>`: a Deepglobe tile in several classes is packed once per class).
 
 `vrp_sam_pack.json` beside the shards names the format, the benchmark and the image names in
 record order. The packed readers (`open_packed`) decode the bytes with the folder readers'
@@ -62,6 +64,16 @@ def layout_files(benchmark: str, root: str | AnyPath) -> Iterator[tuple[str, Any
         raise InputError(f"--benchmark {benchmark!r}: packable benchmarks are "
                          f"{', '.join(PACKABLE_BENCHMARKS)}")
     source = sources.folder_source(benchmark, root)  # finds (and checks) the layout's root
+    if isinstance(source, sources.PatnetFolderSource):
+        # PATNet's episodes draw from every listed file: all of them are packed, or none
+        files = sorted(source.layout_files())
+        for _, image, mask in files:
+            for path, what in ((image, "image"), (mask, "mask")):
+                if not path.is_file():
+                    raise DataError(f"{path}: missing {what} of a listed {benchmark} image "
+                                    "(PATNet would draw it)")
+        yield from files
+        return
     if benchmark == "pascal":
         found = ((p.stem, source.image_path(p.stem), p)
                  for p in (source.root / "SegmentationClassAug").glob("*.png"))
@@ -271,6 +283,34 @@ class PackedFssSource(sources.FssSource):
     def _mask_where(self, name: str) -> str:
         return self.records.where(name, "mask")
 
+    def _category_files(self, category: str) -> list[str]:
+        return sorted(name.partition("/")[2] for name in self.records.row
+                      if name.partition("/")[0] == category)
+
+
+class PackedPatnetSource(sources.PatnetSource):
+    """Deepglobe, ISIC or the chest X-rays from their packed form: one record per listed file
+    of a class, named `<class>/<file>` (`PatnetFolderSource.layout_files`)."""
+
+    def __init__(self, records: _Records, layout: type[sources.PatnetFolderSource]):
+        self.records = records
+        self.root = records.root
+        self.benchmark, self.classes, self.stem = layout.benchmark, layout.classes, layout.stem
+
+    def listed_files(self, class0: int) -> list[str]:
+        prefix = f"{class0 + 1}/"
+        return sorted(n[len(prefix):] for n in self.records.row if n.startswith(prefix))
+
+    def read_image(self, class0: int, file: str) -> np.ndarray:
+        return self.records.decode(f"{class0 + 1}/{file}", "image", "RGB")
+
+    def read_image_size(self, class0: int, file: str) -> tuple[int, int]:
+        return sources.image_size(self.records.get(f"{class0 + 1}/{file}", "image"))
+
+    def read_mask(self, class0: int, file: str) -> tuple[np.ndarray, str]:
+        name = f"{class0 + 1}/{file}"
+        return self.records.decode(name, "mask", "L"), self.records.where(name, "mask")
+
 
 def open_packed(root: str | AnyPath, benchmark: str | None = None) -> sources.EpisodeSource:
     """The reader of a packed dataset; `benchmark`, when given, must be the one packed."""
@@ -280,4 +320,6 @@ def open_packed(root: str | AnyPath, benchmark: str | None = None) -> sources.Ep
                         f"reads {benchmark}")
     if records.benchmark == "fss":
         return PackedFssSource(records)
+    if records.benchmark in sources.PATNET_SOURCES:
+        return PackedPatnetSource(records, sources.PATNET_SOURCES[records.benchmark])
     return PackedLabelMapSource(records)

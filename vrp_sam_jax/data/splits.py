@@ -107,6 +107,10 @@ def coco_classwise(split: str, fold: int) -> dict[int, list[str]]:
     return dict(sorted(out.items()))
 
 
+# FSS-1000's class numbers: each split's categories follow the previous split's
+FSS_SPLIT_OFFSET = {"trn": 0, "val": 520, "test": 760}
+
+
 @lru_cache(maxsize=1)
 def fss_categories() -> dict[str, list[str]]:
     """FSS-1000 category names of HSNet's trn (520) / val (240) / test (240) splits."""
@@ -130,7 +134,20 @@ def pfenet_pascal(split: str, fold: int) -> tuple[list[str], dict[int, list[str]
     return list(lists["images"]), {int(c) - 1: list(v) for c, v in lists["classes"].items()}
 
 
+# PATNet's class folders 1.. in order. Deepglobe: data/preprocess.py's `labelset` read as
+# OpenCV's BGR, i.e. the DeepGlobe colours of agriculture, urban, rangeland, forest, water,
+# barren; ISIC: `isic_classes` numbers class_id.csv's diagnoses alphabetically.
+PATNET_CLASS_NAMES = {
+    "deepglobe": ("agriculture_land", "urban_land", "rangeland", "forest_land", "water",
+                  "barren_land"),
+    "isic": ("melanoma", "nevus", "seborrheic_keratosis"),
+    "lung": ("lung",),
+}
+
+
 def class_name(benchmark: str, class0: int) -> str:
+    if benchmark in PATNET_CLASS_NAMES:
+        return PATNET_CLASS_NAMES[benchmark][class0]
     if benchmark == "pascal":
         return PASCAL_CLASSES[class0]
     if benchmark == "coco":

@@ -33,7 +33,7 @@ class EvalSettings:
     """What is measured: the episodes (benchmark, shots, protocol, count), the reference
     annotation, the resolution, and how the work is spread (batch, workers)."""
 
-    benchmark: str  # pascal, coco, fss, toy, or coco2pascal (cross-domain)
+    benchmark: str  # pascal, coco, fss, toy, coco2pascal (cross-domain), deepglobe, isic, lung
     shots: int = 1
     protocol: str = "hsnet"
     condition: str = "mask"
@@ -52,7 +52,8 @@ class EvalSettings:
         return "pascal" if self.benchmark == CROSS_DOMAIN else self.benchmark
 
     def title(self, fold: int | None = None) -> str:
-        where = self.benchmark if fold is None else f"{self.benchmark} fold {fold}"
+        has_folds = fold is not None and bool(protocols.folds(self.benchmark))
+        where = f"{self.benchmark} fold {fold}" if has_folds else self.benchmark
         method = f", GP-SAM ({self.gp_prompts})" if self.method == "gp-sam" else ""
         return (f"{where}, {self.shots}-shot, {self.condition}, protocol {self.protocol}"
                 f"{method}")
@@ -89,13 +90,15 @@ def evaluate_fold(model: LoadedModel, source: EpisodeSource, fold: int,
     benchmark = settings.benchmark
     present = (source.present_classes
                if benchmark == "pascal" and settings.protocol == "vrp" else None)
+    classwise = protocols.dataset_lists(source, settings.protocol)
     try:
         episodes = protocols.episodes(benchmark, fold, settings.shots, settings.protocol,
-                                      settings.num_episodes, present)
+                                      settings.num_episodes, present, classwise)
     except ValueError as e:
         raise InputError(str(e)) from e
-    classes = protocols.evaluation_classes(benchmark, fold)
-    names = {c: splits.class_name(settings.dataset, c) for c in classes if benchmark != "fss"}
+    classes = protocols.evaluation_classes(benchmark, fold, classwise)
+    names = {c: splits.class_name(settings.dataset, c) for c in classes
+             if benchmark not in ("fss", "lvis")}
 
     def name(c: int) -> str:
         return names.get(c, f"class {c}")
@@ -145,11 +148,11 @@ def fold_markdown(result: dict, settings: EvalSettings) -> str:
 def evaluate_all_folds(model_for_fold: Callable[[int], LoadedModel], source: EpisodeSource,
                        settings: EvalSettings, mesh, output_dir: str | AnyPath,
                        progress: bool = True) -> dict:
-    """The four folds, each with its own model (`model_for_fold(fold)`), and the table in the
-    paper's layout (F-0 F-1 F-2 F-3 Mean), written as `all_folds.{json,md}`."""
+    """Every fold (four; LVIS-92i's ten), each with its own model (`model_for_fold(fold)`),
+    and the table in the paper's layout (F-0 F-1 ... Mean), written as `all_folds.{json,md}`."""
     results = {fold: evaluate_fold(model_for_fold(fold), source, fold, settings, mesh,
                                    output_dir, progress)
-               for fold in range(splits.NUM_FOLDS)}
+               for fold in protocols.folds(settings.benchmark)}
     table = fold_table(results)
     markdown = table_markdown(table, settings.title())
     write_results(output_dir, "all_folds", {"table": table, "folds": results,

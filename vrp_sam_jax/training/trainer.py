@@ -88,11 +88,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
     mesh = sharding.make_mesh(config.mesh.data, config.mesh.model)
     sharding.check_batch(config.train.global_batch, mesh)
     data = config.data
-    source = make_source(data.benchmark, data.root or None)
+    source = make_source(data.benchmark, data.root or None, data.shots)
+    training_lists = protocols.training_lists(source, data.benchmark, data.fold)
 
     def epoch_episodes(epoch: int) -> list[protocols.Episode]:
         return protocols.training_episodes(data.benchmark, data.fold, data.shots, epoch,
-                                           config.train.seed)
+                                           config.train.seed, classwise=training_lists)
 
     steps_per_epoch = _steps_per_epoch(config, len(epoch_episodes(0)))
     _check_trainable(config, model_config)
@@ -116,7 +117,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
             state, _ = checkpoints.restore(abstract)
         run = Run(config, model_config, mesh, state, frozen, steps_per_epoch, total_steps, deadline,
                   on_step)
-        cache = _embedding_cache(run, params, source, workdir, progress)
+        cache = _embedding_cache(run, params, source, training_lists, workdir, progress)
         logger = MetricLogger(workdir)
         try:
             return _loop(run, optimizer, source, epoch_episodes, checkpoints, logger, cache,
@@ -127,9 +128,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | AnyPath, *,
             logger.close()
 
 
-def validation_episodes(config: ml_collections.ConfigDict) -> list[protocols.Episode]:
+def validation_episodes(config: ml_collections.ConfigDict, source) -> list[protocols.Episode]:
     d = config.data
-    return protocols.episodes(d.benchmark, d.fold, d.shots, d.val_protocol, d.val_episodes)
+    return protocols.episodes(d.benchmark, d.fold, d.shots, d.val_protocol, d.val_episodes,
+                              classwise=protocols.dataset_lists(source, d.val_protocol))
 
 
 def trains_sam_image_encoder(trainable: tuple[str, ...]) -> bool:
@@ -152,12 +154,14 @@ def _check_trainable(config: ml_collections.ConfigDict, model_config: VRPSamConf
                           "cache.embeddings=False or freeze it")
 
 
-def _embedding_cache(run: Run, params: dict, source, workdir: AnyPath, progress: bool):
+def _embedding_cache(run: Run, params: dict, source, training_lists, workdir: AnyPath,
+                     progress: bool):
     config = run.config
     if not config.cache.embeddings:
         return None
-    names = (set(protocols.training_images(config.data.benchmark, config.data.fold))
-             | {e.query for e in validation_episodes(config)})
+    names = (set(protocols.training_images(config.data.benchmark, config.data.fold,
+                                           training_lists))
+             | {e.query for e in validation_episodes(config, source)})
     root = as_path(config.cache.dir) if config.cache.dir else (
         as_path(config.data.root) / "vrp_sam_embedding_cache" if config.data.root
         else workdir / "embedding_cache")
@@ -258,8 +262,9 @@ def _validate(run: Run, eval_step, params: dict, source, embeddings, workers, pr
     config = run.config
     rows: list[np.ndarray] = []
     meter = run_episodes(
-        eval_step, params, source, validation_episodes(config),
-        splits.test_classes(config.data.benchmark, config.data.fold),
+        eval_step, params, source, validation_episodes(config, source),
+        protocols.evaluation_classes(config.data.benchmark, config.data.fold,
+                                     protocols.dataset_lists(source, config.data.val_protocol)),
         evaluation_options(config.model.image_size, config.data.condition), run.mesh,
         config.train.global_batch, embeddings=embeddings, workers=workers, progress=progress,
         desc=desc,
