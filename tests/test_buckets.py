@@ -186,8 +186,8 @@ def test_dataset_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_path):
 
 
 def test_lvis_and_patnet_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_path):
-    """LVIS-92i (Matcher's files) and Deepglobe (PATNet's folders; also packed onto the
-    bucket) read from `gs://` list and load what the local folders do."""
+    """LVIS-92i (Matcher's files) and Deepglobe (PATNet's folders), as folders on the bucket
+    and packed onto it from there, list and load what the local folders do."""
     from test_cross_domain import write_patnet_datasets
     from test_lvis import write_lvis_dataset
 
@@ -199,12 +199,12 @@ def test_lvis_and_patnet_roots_on_a_bucket_give_the_local_episodes(bucket, tmp_p
     write_lvis_dataset(local)
     bucket.upload_tree(local / "Deepglobe", "cd/Deepglobe")
     bucket.upload_tree(local / "LVIS", "cd/LVIS")
-    _cli(bucket, ["pack", "--benchmark", "deepglobe", "--data-root", f"gs://{BUCKET}/cd",
-                  "--output", f"gs://{BUCKET}/deepglobe_packed"], tmp_path)
+    _cli_in_one_process(bucket, [
+        ["pack", "--benchmark", benchmark, "--data-root", f"gs://{BUCKET}/cd", "--output",
+         f"gs://{BUCKET}/{benchmark}_packed"] for benchmark in ("deepglobe", "lvis")], tmp_path)
     script = str(REPO / "tests/scripts/bucket_episodes.py")
-    for benchmark, protocol, roots in (
-            ("deepglobe", "patnet", (f"gs://{BUCKET}/cd", f"gs://{BUCKET}/deepglobe_packed")),
-            ("lvis", "matcher", (f"gs://{BUCKET}/cd",))):
+    for benchmark, protocol in (("deepglobe", "patnet"), ("lvis", "matcher")):
+        roots = (f"gs://{BUCKET}/cd", f"gs://{BUCKET}/{benchmark}_packed")
         source = make_source(benchmark, local)
         episodes = protocols.episodes(benchmark, 0, 2, protocol, 12,
                                       classwise=source.classwise())

@@ -261,6 +261,10 @@ def test_bad_layouts_are_one_line(tmp_path, capsys):
     assert "--protocol patnet" in capsys.readouterr().err
     assert main(["episodes", "--benchmark", "deepglobe", "--data-root", str(tmp_path)]) == 2
     assert "no Deepglobe (PATNet" in capsys.readouterr().err
+    assert main(["episodes", "--benchmark", "toy", "--protocol", "patnet",
+                 "--data-root", str(tmp_path)]) == 2
+    assert "PATNet's protocol covers deepglobe, isic, lung, fss, not 'toy'" in (
+        capsys.readouterr().err)
 
 
 def test_evaluate_a_trained_run_on_each(toy_run, datasets, tmp_path, capsys):

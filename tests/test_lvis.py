@@ -154,6 +154,25 @@ def test_prepare_lvis_writes_matchers_layout_and_masks_are_unions(dataset):
     assert checked > 40
 
 
+def test_packed_form_reads_as_the_files(dataset, tmp_path):
+    """`vrp-sam pack --benchmark lvis`: the images as records, Matcher's files beside; the
+    same lists, images and masks (training's too)."""
+    out = tmp_path / "packed"
+    assert main(["pack", "--benchmark", "lvis", "--data-root", str(dataset), "--output",
+                 str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*.pkl")) == ["lvis_train.pkl", "lvis_val.pkl"]
+    for shots in (1, 2):
+        folder, packed = make_source("lvis", dataset, shots), make_source("lvis", out, shots)
+        assert type(packed).__name__ == "PackedLvisSource"
+        assert packed.classwise() == folder.classwise()
+        assert packed.training_classwise(4) == folder.training_classwise(4)
+    for class0, stems in [*folder.classwise().items(), *folder.training_classwise(4).items()]:
+        for name in stems:
+            np.testing.assert_array_equal(packed.masks(name, class0)[0],
+                                          folder.masks(name, class0)[0])
+            np.testing.assert_array_equal(packed.image(name), folder.image(name))
+
+
 def test_annotation_files_are_checked(tmp_path, dataset):
     root = tmp_path / "LVIS"
     root.mkdir()
@@ -198,7 +217,7 @@ def test_evaluate_a_trained_run_on_a_fold(toy_run, dataset, tmp_path, capsys):
 
 
 def test_configs_lvis_trains_on_a_fold(dataset, tmp_path, capsys):
-    """`configs/lvis.py` for a few steps, tiny and random: Matcher's training categories
+    """`configs/lvis.py` for two epochs of a step, tiny and random: Matcher's training categories
     (the fold's test categories held out), the embedding cache over their images, validation
     with Matcher's sampler."""
     workdir = tmp_path / "run"
@@ -206,7 +225,7 @@ def test_configs_lvis_trains_on_a_fold(dataset, tmp_path, capsys):
                  "--quiet", "--config.model.sam_type=tiny", "--config.init.random=True",
                  "--config.model.image_size=64", "--config.model.num_queries=16",
                  f"--config.data.root={dataset}", "--config.data.fold=7",
-                 "--config.train.epochs=1", "--config.train.steps_per_epoch=1",
+                 "--config.train.epochs=2", "--config.train.steps_per_epoch=1",
                  "--config.data.val_episodes=4"]) == 0
     source = make_source("lvis", dataset)
     lists = protocols.training_lists(source, "lvis", 7)
@@ -223,4 +242,4 @@ def test_configs_lvis_trains_on_a_fold(dataset, tmp_path, capsys):
     (part,) = (dataset / "vrp_sam_embedding_cache").rglob("part-*.json")
     assert set(json.loads(part.read_text())["names"]) == set(
         protocols.training_images("lvis", 7, lists)) | {e.query for e in validation}
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 1
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["steps"] == 2

@@ -16,7 +16,7 @@ REFERENCE_OPTIONS = {kind: f"--reference-{'points' if kind == 'point' else kind}
 BENCHMARKS = ("pascal", "coco", "fss", "toy", "deepglobe", "isic", "lung", "lvis")
 # PATNet's cross-domain benchmark (slei109/PATNet): evaluation only, no folds
 PATNET_BENCHMARKS = ("deepglobe", "isic", "lung", "fss")
-PACKABLE_BENCHMARKS = ("pascal", "coco", "fss", "deepglobe", "isic", "lung")  # `vrp-sam pack`
+PACKABLE_BENCHMARKS = ("pascal", "coco", "fss", "deepglobe", "isic", "lung", "lvis")  # pack
 CROSS_DOMAIN = "coco2pascal"  # COCO-20i-trained models on PASCAL's COCO-unseen classes
 PROTOCOLS = ("hsnet", "vrp", "patnet", "matcher")  # evaluation episode samplers
 LOSSES = ("bce+dice", "bce", "dice")  # `train.loss` (the paper's Table 5)

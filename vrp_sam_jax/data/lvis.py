@@ -27,7 +27,7 @@ import json
 import pickle
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -191,14 +191,27 @@ class LvisSource:
         raise DataError(f"{self.root}: no LVIS-92i image {name!r} in "
                         f"{', '.join(SPLIT_FILES[s] for s in self._files)}")
 
-    def image_path(self, name: str) -> AnyPath:
-        return self.root / "coco" / self._locate(name)[1]
+    def image_file(self, image_name: str) -> AnyPath | BinaryIO:
+        """The image file of an annotated image (`val2017/<file>`): under `coco/` here; its
+        bytes in the packed form (`packed.PackedLvisSource`)."""
+        path = self.root / "coco" / image_name
+        if not path.is_file():
+            raise DataError(f"{path}: missing image for {stem(image_name)!r}")
+        return path
+
+    def image_where(self, image_name: str) -> str:
+        return str(self.root / "coco" / image_name)
 
     def image(self, name: str) -> np.ndarray:
-        path = self.image_path(name)
-        if not path.is_file():
-            raise DataError(f"{path}: missing image for {name!r}")
-        return sources.decode(path, str(path), "image", "RGB")
+        full = self._locate(name)[1]
+        return sources.decode(self.image_file(full), self.image_where(full), "image", "RGB")
+
+    def image_names(self) -> list[str]:
+        """Every annotated image (both files, the training file where there is one), sorted."""
+        splits = [s for s in ("val", "trn") if s == "val" or (self.root / SPLIT_FILES[s]
+                                                              ).is_file()]
+        return sorted({n for s in splits for images in self.annotations(s).values()
+                       for n in images})
 
     def masks(self, name: str, class0: int) -> tuple[np.ndarray, np.ndarray]:
         split, full = self._locate(name)
@@ -212,8 +225,7 @@ class LvisSource:
         if entry is None:
             raise DataError(f"{file}: category {category} (class {class0}) has no instance "
                             f"in {full!r}")
-        path = self.root / "coco" / full
-        width, height = sources.image_size(path)
+        width, height = sources.image_size(self.image_file(full))
         where = f"{file} ({full}, category {category})"
         mask = np.zeros((height, width), bool)
         for instance in entry["annotations"]:

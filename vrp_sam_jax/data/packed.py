@@ -7,7 +7,9 @@ thousands of small ones. `pack` writes one record per image:
 - `image`, the image file's bytes as stored (a JPEG stays that JPEG);
 - `label`, the mask file's bytes (the class-map PNG of PASCAL and COCO, FSS-1000's mask,
   the binary mask of PATNet's Deepglobe, ISIC and chest X-rays, whose records are named
-  `<class>/<listed file>`: a Deepglobe tile in several classes is packed once per class).
+  `<class>/<listed file>`: a Deepglobe tile in several classes is packed once per class;
+  LVIS-92i's records hold the images only, named as Matcher's files name them, and the files
+  themselves are copied beside the records).
 
 `vrp_sam_pack.json` beside the shards names the format, the benchmark and the image names in
 record order. The packed readers (`open_packed`) decode the bytes with the folder readers'
@@ -38,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from vrp_sam_jax.data import sources
+from vrp_sam_jax.data import lvis, sources
 from vrp_sam_jax.errors import DataError, InputError
 from vrp_sam_jax.names import PACKABLE_BENCHMARKS
 from vrp_sam_jax.storage.files import parse_json, write_atomic, write_text_atomic
@@ -63,6 +65,11 @@ def layout_files(benchmark: str, root: str | AnyPath) -> Iterator[tuple[str, Any
     if benchmark not in PACKABLE_BENCHMARKS:
         raise InputError(f"--benchmark {benchmark!r}: packable benchmarks are "
                          f"{', '.join(PACKABLE_BENCHMARKS)}")
+    if benchmark == "lvis":  # the images; Matcher's files are copied beside (`annotations`)
+        source = lvis.LvisSource(root)
+        files = [(name, source.image_file(name), None) for name in source.image_names()]
+        yield from files
+        return
     source = sources.folder_source(benchmark, root)  # finds (and checks) the layout's root
     if isinstance(source, sources.PatnetFolderSource):
         # PATNet's episodes draw from every listed file: all of them are packed, or none
@@ -113,9 +120,10 @@ def _builder_class():
 
         def _generate_examples(self):
             for name, image, mask in self._files:
+                label = b"" if mask is None else mask.read_bytes()  # LVIS: in Matcher's files
                 yield name, {"name": name,
                              "image": np.frombuffer(image.read_bytes(), np.uint8),
-                             "label": np.frombuffer(mask.read_bytes(), np.uint8)}
+                             "label": np.frombuffer(label, np.uint8)}
 
     return VrpSamPacked
 
@@ -131,10 +139,11 @@ def pack(benchmark: str, data_root: str | AnyPath, output: str | AnyPath) -> dic
     files = list(layout_files(benchmark, data_root))
     if not files:
         raise DataError(f"{data_root}: no image with its mask found to pack for {benchmark}")
+    extra = annotations(benchmark, data_root)
     if isinstance(output, Path):
-        return _pack_local(benchmark, files, output)
+        return _pack_local(benchmark, files, output, extra)
     with tempfile.TemporaryDirectory(prefix="vrp_sam_pack_") as staging:
-        index = _pack_local(benchmark, files, Path(staging))
+        index = _pack_local(benchmark, files, Path(staging), extra)
         shards = sorted(p for p in Path(staging).rglob("*") if p.is_file() and p.name != INDEX)
         for file in tqdm(shards, desc=f"uploading to {output}", unit="file"):
             copy(file, output / file.relative_to(staging).as_posix())
@@ -142,11 +151,22 @@ def pack(benchmark: str, data_root: str | AnyPath, output: str | AnyPath) -> dic
     return index
 
 
-def _pack_local(benchmark: str, files: list[tuple[str, AnyPath, AnyPath]], output: Path
-                ) -> dict:
+def annotations(benchmark: str, data_root: str | AnyPath) -> list[AnyPath]:
+    """Files a packed dataset keeps as they are, beside its records: LVIS-92i's annotation
+    files (the masks are drawn from them)."""
+    if benchmark != "lvis":
+        return []
+    root = lvis.LvisSource(data_root).root
+    return [root / name for name in lvis.SPLIT_FILES.values() if (root / name).is_file()]
+
+
+def _pack_local(benchmark: str, files: list[tuple[str, AnyPath, AnyPath | None]],
+                output: Path, extra: list[AnyPath]) -> dict:
     builder = _builder_class()(files=files, data_dir=str(output / "records"),
                                file_format="array_record")
     builder.download_and_prepare()
+    for file in extra:
+        copy(file, output / file.name)
     index = {"format": FORMAT, "benchmark": benchmark, "builder": BUILDER,
              "records": str(Path(builder.data_dir).relative_to(output)),
              "names": [name for name, _, _ in files]}
@@ -312,12 +332,30 @@ class PackedPatnetSource(sources.PatnetSource):
         return self.records.decode(name, "mask", "L"), self.records.where(name, "mask")
 
 
-def open_packed(root: str | AnyPath, benchmark: str | None = None) -> sources.EpisodeSource:
-    """The reader of a packed dataset; `benchmark`, when given, must be the one packed."""
+class PackedLvisSource(lvis.LvisSource):
+    """LVIS-92i from its packed form: the images from the records, Matcher's files beside."""
+
+    def __init__(self, records: _Records, shots: int = 1):
+        super().__init__(records.root, shots)
+        self.records = records
+
+    def image_file(self, image_name: str) -> io.BytesIO:
+        return self.records.get(image_name, "image")
+
+    def image_where(self, image_name: str) -> str:
+        return self.records.where(image_name, "image")
+
+
+def open_packed(root: str | AnyPath, benchmark: str | None = None, shots: int = 1
+                ) -> sources.EpisodeSource:
+    """The reader of a packed dataset; `benchmark`, when given, must be the one packed
+    (`shots`: LVIS-92i's classes depend on it)."""
     records = _Records(root)
     if benchmark is not None and benchmark != records.benchmark:
         raise DataError(f"{records.root}: a packed {records.benchmark} dataset, but the run "
                         f"reads {benchmark}")
+    if records.benchmark == "lvis":
+        return PackedLvisSource(records, shots)
     if records.benchmark == "fss":
         return PackedFssSource(records)
     if records.benchmark in sources.PATNET_SOURCES:

@@ -397,8 +397,11 @@ LISTING_PROTOCOLS = ("patnet", "matcher")  # they draw from the dataset's own li
 def dataset_lists(source, protocol: str) -> Classwise | None:
     """What a protocol's sampler draws from when it is the dataset's own listing (PATNet's
     folders, Matcher's annotation file: `source.classwise()`); None for the protocols that
-    draw from the shipped split lists."""
-    return source.classwise() if protocol in LISTING_PROTOCOLS else None
+    draw from the shipped split lists, and for readers that list nothing (`episodes` then
+    says which benchmarks the protocol covers)."""
+    if protocol not in LISTING_PROTOCOLS or not hasattr(source, "classwise"):
+        return None
+    return source.classwise()
 
 
 def training_lists(source, benchmark: str, fold: int) -> Classwise | None:
