@@ -61,6 +61,8 @@ def write_patnet_datasets(root: Path, fss: bool = True) -> dict:
                 root / "Deepglobe" / str(c) / "test" / "groundtruth" / f"{stem}.png", rng,
                 channels=3)
         (root / "Deepglobe" / str(c) / "test" / "origin" / "notes.txt").write_text("x")
+        # glob skips names starting with a dot (a zip's `.jpg.jpg` or `._x.jpg` leftovers)
+        (root / "Deepglobe" / str(c) / "test" / "origin" / ".jpg.jpg").write_text("x")
     classes = isic_classes.class_of_image()
     chosen = [i for c in (1, 2, 3) for i in sorted(k for k, v in classes.items() if v == c)[:4]]
     for image_id in chosen:  # ISIC: flat as unpacked; prepare-isic sorts them

@@ -60,12 +60,13 @@ class EpisodeSource(Protocol):
 
 
 def patnet_files(folder: AnyPath, extension: str) -> list[str]:
-    """The file names PATNet lists in `folder`: `sorted(glob(folder/*))` kept where
-    `basename.split('.')[1] == extension` (its `build_img_metadata_classwise`; a name with no
-    dot is skipped, where PATNet would stop). Sorted by whole file name, as PATNet sorts."""
+    """The file names PATNet lists in `folder`: `sorted(glob(folder/*))` (which skips names
+    starting with a dot) kept where `basename.split('.')[1] == extension` (its
+    `build_img_metadata_classwise`; a name with no dot is skipped, where PATNet would stop).
+    Sorted by whole file name, as PATNet sorts."""
     if not folder.is_dir():
         raise DataError(f"{folder}: missing folder")
-    names = sorted(p.name for p in folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
     return [n for n in names if len(n.split(".")) > 1 and n.split(".")[1] == extension]
 
 
