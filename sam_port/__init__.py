@@ -1,4 +1,5 @@
-"""A faithful Flax port of Segment Anything (Kirillov et al., 2023).
+"""A faithful Flax port of Segment Anything (Kirillov et al., 2023) and of SAM 2's image model
+(Ravi et al., 2024).
 
 The names below load on first use, so importing a light submodule (`sam_port.torch_pickle`,
 `sam_port.config`) does not import JAX.
@@ -9,6 +10,11 @@ import importlib
 _EXPORTS = {
     "SAM_CONFIGS": "sam_port.config",
     "SamConfig": "sam_port.config",
+    "SAM2_CONFIGS": "sam_port.config",
+    "Sam2Config": "sam_port.config",
+    "get_sam2_config": "sam_port.config",
+    "LoadedSam2": "sam_port.loaded",
+    "SAM2ImagePredictor": "sam_port.sam2_predictor",
     "get_config": "sam_port.config",
     "CheckpointError": "sam_port.torch_pickle",
     "LoadedSam": "sam_port.loaded",

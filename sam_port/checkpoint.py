@@ -1,4 +1,4 @@
-"""Loading SAM: official `.pth` files and our converted orbax directories."""
+"""Loading SAM and SAM 2: official `.pth` / `.pt` files and our converted orbax directories."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_port.config import SAM_CONFIGS, SamConfig, get_config
+from sam_port.config import SAM2_CONFIGS, SAM_CONFIGS, SamConfig, get_config
 from sam_port.convert import state_dict_to_params
-from sam_port.loaded import LoadedSam
+from sam_port.files import parse_json
+from sam_port.loaded import LoadedSam, LoadedSam2
 from sam_port.modeling.sam import abstract_params
 from sam_port.params_dir import check_finite, read_meta, restore_params_dir, save_params_dir
+from sam_port.sam2_checkpoint import FORMAT as SAM2_FORMAT
+from sam_port.sam2_checkpoint import (
+    convert_sam2_state_dict,
+    is_sam2_state_dict,
+    load_sam2_directory,
+    save_sam2,
+)
 from sam_port.torch_pickle import CheckpointError, load_state_dict
 
 FORMAT = "sam_port.sam/1"
@@ -48,6 +56,9 @@ def convert_sam_state_dict(
     """Official SAM state dict -> LoadedSam, checking the model type and every key."""
     found = infer_model_type(state_dict, source)
     if model_type is not None:
+        if model_type in SAM2_CONFIGS:
+            raise CheckpointError(f"{source}: this is a {_describe(found)} checkpoint, but "
+                                  f"model type {model_type} (SAM 2) was asked for")
         get_config(model_type)  # validates the name
         if model_type == "default":
             model_type = "vit_h"
@@ -62,8 +73,10 @@ def convert_sam_state_dict(
     return LoadedSam(found, config, params)
 
 
-def save_sam(sam: LoadedSam, directory: str | Path) -> Path:
+def save_sam(sam: LoadedSam | LoadedSam2, directory: str | Path) -> Path:
     """Write `directory/sam.json` (format, model type, architecture) and the orbax params."""
+    if isinstance(sam, LoadedSam2):
+        return save_sam2(sam, directory)
     meta = {"format": FORMAT, "model_type": sam.model_type, "config": sam.config.to_dict()}
     return save_params_dir(directory, sam.params, _META, meta)
 
@@ -87,13 +100,28 @@ def _load_directory(directory: Path, model_type: str | None) -> LoadedSam:
     return LoadedSam(stored, config, restore_params_dir(directory, abstract_params(config), "SAM"))
 
 
-def load_sam(path: str | Path, model_type: str | None = None) -> LoadedSam:
-    """Load SAM from an official checkpoint (`sam_vit_*.pth`) or a directory written by
-    `save_sam` / `vrp-sam convert-sam`. `model_type` (vit_b, vit_l, vit_h) is checked against
-    the file when given and inferred when not."""
+def load_sam(path: str | Path, model_type: str | None = None) -> LoadedSam | LoadedSam2:
+    """Load SAM or SAM 2 from an official checkpoint (`sam_vit_*.pth`, `sam2.1_hiera_*.pt`,
+    `sam2_hiera_*.pt`) or a directory written by `save_sam` / `vrp-sam convert-sam`.
+    `model_type` (vit_b, vit_l, vit_h; sam2.1_hiera_tiny|small|base_plus|large, the short
+    names sam2.1_hiera_t|s|b+|l, and sam2_hiera_* for SAM 2.0) is checked against the file
+    when given and found from it when not."""
     path = Path(path)
     if path.is_dir():
+        if _is_sam2_directory(path):
+            return load_sam2_directory(path, model_type)
         return _load_directory(path, model_type)
     if not path.exists():
         raise CheckpointError(f"{path}: no such file or directory")
-    return convert_sam_state_dict(load_state_dict(path), model_type, path)
+    state_dict = load_state_dict(path)
+    if is_sam2_state_dict(state_dict):
+        return convert_sam2_state_dict(state_dict, model_type, path)
+    return convert_sam_state_dict(state_dict, model_type, path)
+
+
+def _is_sam2_directory(directory: Path) -> bool:
+    meta_path = directory / _META
+    if not meta_path.is_file():
+        return False
+    meta = parse_json(meta_path.read_bytes(), str(meta_path), "SAM metadata", CheckpointError)
+    return isinstance(meta, dict) and meta.get("format") == SAM2_FORMAT

@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sam_port.config import SamConfig
+from sam_port.config import Sam2Config, SamConfig
 from sam_port.modeling.sam import Sam
-from sam_port.transforms import postprocess_masks
+from sam_port.modeling.sam2 import Sam2
+from sam_port.transforms import postprocess_masks, sam2_postprocess_masks
 
 
 @partial(jax.jit, static_argnums=(0, 3, 4))
@@ -44,6 +45,36 @@ def predict_masks(
     )
     masks = postprocess_masks(low_res, input_size, original_size, config.img_size)
     return masks, iou, low_res
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4))
+def sam2_embed_images(config: Sam2Config, params: dict, images: jax.Array,
+                      compute_dtype: str = "float32", attention: str = "auto"
+                      ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(B, S, S, 3) normalised images -> SAM 2's image embedding (B, S/16, S/16, C) and
+    high-res features ((B, S/4, S/4, C/8), (B, S/8, S/8, C/4)), float32."""
+    model = Sam2(config, jnp.dtype(compute_dtype), attention)
+    return model.apply({"params": params}, images, method=Sam2.embed_images)
+
+
+@partial(jax.jit, static_argnames=("config", "multimask_output", "original_size"))
+def sam2_predict_masks(
+    config: Sam2Config,
+    params: dict,
+    image_embeddings: jax.Array,
+    high_res_features: tuple[jax.Array, jax.Array],
+    points: tuple[jax.Array, jax.Array] | None,
+    mask_input: jax.Array | None,
+    *,
+    multimask_output: bool,
+    original_size: tuple[int, int],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Points (box corners first, labelled 2 and 3) and mask prompts in the input frame ->
+    (logits at the original size, IoU, low-res logits (B, M, 4h, 4w)): the decoder and the
+    resize of `SAM2ImagePredictor._predict` (which then clamps the low-res logits to +-32)."""
+    out = Sam2(config).apply({"params": params}, image_embeddings, high_res_features, points,
+                             mask_input, multimask_output, method=Sam2.predict_from_embeddings)
+    return sam2_postprocess_masks(out.masks, original_size), out.iou, out.masks
 
 
 

@@ -1,4 +1,5 @@
-"""Architecture configurations of Segment Anything (the official ones and a tiny test one)."""
+"""Architecture configurations of Segment Anything and SAM 2 (the official ones and tiny test
+ones)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,11 @@ class MaskDecoderConfig:
     num_multimask_outputs: int = 3
     iou_head_depth: int = 3
     iou_head_hidden_dim: int = 256
+    # SAM 2's additions (`sam2/modeling/sam/mask_decoder.py`); SAM keeps the defaults
+    use_high_res_features: bool = False  # stride-4 and stride-8 features added when upscaling
+    iou_prediction_use_sigmoid: bool = False
+    pred_obj_scores: bool = False  # an object-score token and head
+    pred_obj_scores_mlp: bool = False  # that head a 3-layer MLP (else one Linear)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,3 +114,142 @@ def get_config(model_type: str) -> SamConfig:
             f"unknown SAM model type {model_type!r}; choose one of {sorted(SAM_CONFIGS)}"
         )
     return SAM_CONFIGS[model_type]
+
+
+# ---------------------------------------------------------------------------------------------
+# SAM 2 (Ravi et al., 2024): the image model of `sam2/configs/sam2.1/sam2.1_hiera_*.yaml`.
+
+
+@dataclasses.dataclass(frozen=True)
+class HieraConfig:
+    """`sam2.modeling.backbones.hieradet.Hiera`'s arguments (its defaults here too)."""
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (2, 3, 16, 3)  # blocks per stage
+    global_att_blocks: tuple[int, ...] = (12, 16, 20)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)  # window per stage (0: global)
+    window_pos_embed_bkg_spatial_size: tuple[int, int] = (14, 14)
+    q_pool: int = 3  # stages whose first block pools the queries
+    q_stride: tuple[int, int] = (2, 2)
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    mlp_ratio: float = 4.0
+    patch_stride: int = 4  # PatchEmbed: a 7x7 convolution, stride 4, padding 3
+
+    @property
+    def stage_ends(self) -> tuple[int, ...]:
+        return tuple(sum(self.stages[: i + 1]) - 1 for i in range(len(self.stages)))
+
+    @property
+    def channel_list(self) -> tuple[int, ...]:
+        """Each stage's width, the last stage first (`Hiera.channel_list`)."""
+        return tuple(int(self.embed_dim * self.dim_mul**i)
+                     for i in reversed(range(len(self.stages))))
+
+
+_SAM2_DECODER = MaskDecoderConfig(use_high_res_features=True, iou_prediction_use_sigmoid=True,
+                                  pred_obj_scores=True, pred_obj_scores_mlp=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sam2Config:
+    """SAM 2's image model: Hiera trunk, FPN neck, SAM heads (`SAM2Base._build_sam_heads`
+    fixes the decoder at depth 2, MLP 2048, 8 heads and the mask encoder at 16 channels)."""
+
+    trunk: HieraConfig
+    version: str = "2.1"  # "2" or "2.1": the releases differ in their video settings only
+    image_size: int = 1024
+    d_model: int = 256  # the neck's width, also the prompt embeddings' (`hidden_dim`)
+    fpn_top_down_levels: tuple[int, ...] = (2, 3)
+    scalp: int = 1  # the coarsest FPN level is dropped
+    backbone_stride: int = 16
+    mask_decoder: MaskDecoderConfig = _SAM2_DECODER
+    mask_in_chans: int = 16
+    directly_add_no_mem_embed: bool = True  # image mode: `no_mem_embed` added to the embedding
+    # with multimask output, the decoder's `sam_tokens` (object pointers' source) are the
+    # three multimask tokens' outputs, else the single-mask token's
+    use_multimask_token_for_obj_ptr: bool = True
+    # `SAM2Transforms`: pixels scaled to [0, 1] then normalised
+    pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+    @property
+    def prompt_embed_dim(self) -> int:
+        return self.d_model
+
+    @property
+    def img_size(self) -> int:
+        return self.image_size
+
+    @property
+    def embedding_size(self) -> int:
+        return self.image_size // self.backbone_stride
+
+    @property
+    def low_res_size(self) -> int:
+        return 4 * self.embedding_size
+
+    @property
+    def high_res_sizes(self) -> tuple[int, int]:
+        """The sides of the stride-4 and stride-8 feature maps the decoder adds."""
+        return 4 * self.embedding_size, 2 * self.embedding_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Sam2Config:
+        trunk = {k: tuple(v) if isinstance(v, list) else v for k, v in d["trunk"].items()}
+        rest = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()
+                if k not in ("trunk", "mask_decoder")}
+        return cls(trunk=HieraConfig(**trunk), mask_decoder=MaskDecoderConfig(**d["mask_decoder"]),
+                   **rest)
+
+
+_HIERA = {
+    "tiny": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2),
+                        global_att_blocks=(5, 7, 9), window_pos_embed_bkg_spatial_size=(7, 7)),
+    "small": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 11, 2),
+                         global_att_blocks=(7, 10, 13), window_pos_embed_bkg_spatial_size=(7, 7)),
+    "base_plus": HieraConfig(embed_dim=112, num_heads=2),
+    "large": HieraConfig(embed_dim=144, num_heads=2, stages=(2, 6, 36, 4),
+                         global_att_blocks=(23, 33, 43), window_pos_embed_bkg_spatial_size=(7, 7),
+                         window_spec=(8, 4, 16, 8)),
+}
+
+# Named as the official checkpoints are (`sam2.1_hiera_base_plus.pt`, ...).
+SAM2_CONFIGS: dict[str, Sam2Config] = {
+    f"{release}_hiera_{size}": Sam2Config(trunk, version=version)
+    for release, version in (("sam2", "2"), ("sam2.1", "2.1"))
+    for size, trunk in _HIERA.items()
+}
+# The same architecture at toy scale, for tests and CPU demos: a 128px input, the official
+# decoder (its sizes are fixed in SAM2Base), windows that pad as the official ones do at 1024
+# (stage 3: 8x8 in windows of 6; the pooling block into stage 4 then pads 4x4 to 6x6).
+SAM2_CONFIGS["sam2.1_toy"] = Sam2Config(
+    HieraConfig(embed_dim=16, num_heads=1, stages=(1, 2, 3, 1), global_att_blocks=(5,),
+                window_spec=(8, 4, 6, 2), window_pos_embed_bkg_spatial_size=(7, 7)),
+    image_size=128, d_model=32,
+)
+
+# The official config files' short names (`sam2.1_hiera_b+.yaml`) name the same models.
+_SAM2_ALIASES = {f"{release}_hiera_{short}": f"{release}_hiera_{size}"
+                 for release in ("sam2", "sam2.1")
+                 for short, size in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"),
+                                     ("l", "large"))}
+
+
+def sam2_model_type(name: str) -> str:
+    """The model type `name` stands for (`sam2.1_hiera_b+` -> `sam2.1_hiera_base_plus`)."""
+    name = _SAM2_ALIASES.get(name, name)
+    if name not in SAM2_CONFIGS:
+        raise ValueError(f"unknown SAM 2 model type {name!r}; choose one of "
+                         f"{', '.join(sorted(SAM2_CONFIGS))} (or a config's short name, "
+                         "e.g. sam2.1_hiera_b+)")
+    return name
+
+
+def get_sam2_config(model_type: str) -> Sam2Config:
+    """The configuration of a SAM 2 `model_type` (an official name, short name or toy)."""
+    return SAM2_CONFIGS[sam2_model_type(model_type)]

@@ -1,4 +1,5 @@
-"""`LoadedSam`: a SAM ready to run, with the official model object's interface.
+"""`LoadedSam` and `LoadedSam2`: a SAM or SAM 2 ready to run, with the official model
+object's interface.
 
 Besides our fields (model type, config, parameters) it answers what user code asks of the
 official `Sam`: `sam.to(device)` and `sam.eval()` (no-ops returning the model: JAX places
@@ -16,10 +17,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from sam_port.compute import batched_prompts, embed_images, predict_masks
-from sam_port.config import ImageEncoderConfig, SamConfig
+from sam_port.config import ImageEncoderConfig, Sam2Config, SamConfig
 from sam_port.host_array import host
 from sam_port.modeling.sam import Sam
+from sam_port.modeling.sam2 import Sam2
 from sam_port.transforms import preprocess_nchw
+
+
+def _device(params: dict) -> jax.Device:
+    """The device holding `params` (JAX's default device before first use)."""
+    leaf = jax.tree.leaves(params)[0]
+    devices = getattr(leaf, "devices", None)
+    return next(iter(devices())) if devices is not None else jax.devices()[0]
 
 
 @dataclasses.dataclass
@@ -49,9 +58,7 @@ class LoadedSam:
     @property
     def device(self) -> jax.Device:
         """The device holding the parameters (JAX's default device before first use)."""
-        leaf = jax.tree.leaves(self.params)[0]
-        devices = getattr(leaf, "devices", None)
-        return next(iter(devices())) if devices is not None else jax.devices()[0]
+        return _device(self.params)
 
     def to(self, *args: Any, **kwargs: Any) -> LoadedSam:
         """A no-op returning the model, for `sam.to(device=...)`: JAX puts arrays on its
@@ -92,3 +99,39 @@ class LoadedSam:
             outputs.append({"masks": host(masks > self.mask_threshold),
                             "iou_predictions": host(iou), "low_res_logits": host(low_res)})
         return outputs
+
+
+@dataclasses.dataclass
+class LoadedSam2:
+    """A SAM 2 image model ready to run (`SAM2ImagePredictor(loaded)`); answers what user code
+    asks of the official `SAM2Base`: `image_size`, `device`, `to(...)`, `eval()`."""
+
+    model_type: str
+    config: Sam2Config
+    params: dict
+
+    mask_threshold: ClassVar[float] = Sam2.mask_threshold
+
+    @property
+    def module(self) -> Sam2:
+        return Sam2(self.config)
+
+    @property
+    def variables(self) -> dict:
+        return {"params": self.params}
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def device(self) -> jax.Device:
+        return _device(self.params)
+
+    def to(self, *args: Any, **kwargs: Any) -> LoadedSam2:
+        """A no-op returning the model (JAX places arrays itself)."""
+        return self
+
+    def eval(self) -> LoadedSam2:
+        """A no-op returning the model."""
+        return self

@@ -1,5 +1,5 @@
 """SAM's image and prompt transforms (`segment_anything.utils.transforms` and the pre/post
-processing of `Sam`), with the same numbers."""
+processing of `Sam`) and SAM 2's (`sam2/utils/transforms.py`), with the same numbers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from sam_port.config import SamConfig
-from sam_port.interpolate import apply_separable, linear_weights, resize_bilinear
+from sam_port.config import Sam2Config, SamConfig
+from sam_port.interpolate import (
+    antialiased_linear_weights,
+    apply_separable,
+    linear_weights,
+    resize_bilinear,
+)
 
 ArrayLike = Any  # numpy or jax arrays, or anything np.asarray takes (a CPU torch tensor)
 
@@ -117,3 +122,38 @@ def postprocess_masks(
     wx = postprocess_weights(w, img_size, input_size[1], original_size[1])
     return apply_separable(masks, jnp.asarray(wy, masks.dtype), jnp.asarray(wx, masks.dtype),
                            axes=(-2, -1))
+
+
+def sam2_preprocess(image: np.ndarray, config: Sam2Config) -> np.ndarray:
+    """`SAM2Transforms` on one HxWx3 image: `ToTensor` (uint8 scaled to [0, 1], other dtypes
+    as they are), `Resize((S, S))` (the aspect ratio is not kept; bilinear, antialiased, as
+    torchvision resizes tensors) and `Normalize(mean, std)`. Returns (S, S, 3) float32, NHWC."""
+    image = np.asarray(image)
+    x = image.astype(np.float32) / np.float32(255) if image.dtype == np.uint8 else \
+        image.astype(np.float32)
+    size = config.image_size
+    wy = antialiased_linear_weights(x.shape[0], size)
+    wx = antialiased_linear_weights(x.shape[1], size)
+    x = np.einsum("yh,hwc->ywc", wy, x, optimize=True)
+    x = np.einsum("xw,ywc->yxc", wx, x, optimize=True)
+    mean = np.asarray(config.pixel_mean, np.float32)
+    std = np.asarray(config.pixel_std, np.float32)
+    return ((x - mean) / std).astype(np.float32)
+
+
+def sam2_coords(coords: np.ndarray, original_size: tuple[int, int], image_size: int,
+                normalize: bool = True) -> np.ndarray:
+    """`SAM2Transforms.transform_coords`: (..., 2) xy in original pixels (or in [0, 1] with
+    `normalize=False`) -> the model's S x S input frame."""
+    coords = np.array(coords, np.float32)
+    if normalize:
+        h, w = original_size
+        coords[..., 0] = coords[..., 0] / np.float32(w)
+        coords[..., 1] = coords[..., 1] / np.float32(h)
+    return coords * np.float32(image_size)
+
+
+def sam2_postprocess_masks(masks: jax.Array, original_size: tuple[int, int]) -> jax.Array:
+    """`SAM2Transforms.postprocess_masks` without hole filling: low-res logits (B, M, h, w)
+    resized straight to (B, M, H, W) (bilinear, align_corners=False; no padding to crop)."""
+    return resize_bilinear(masks, original_size, align_corners=False, axes=(-2, -1))

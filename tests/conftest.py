@@ -7,7 +7,8 @@ resize is `image.resize((w, h), PIL.Image.BILINEAR)` (torchvision's `_functional
 PyPI's torchvision does not import beside the CPU torch wheel the test extra pins, so when
 torchvision is missing we register a stand-in with exactly that PIL call, and `batched_nms` /
 `box_area` written in plain torch with torchvision's rules (for the official automatic mask
-generator). With a real torchvision installed, the real one is used.
+generator), and the three tensor transforms SAM 2's predictor scripts
+(tests/torchvision_transforms.py). With a real torchvision installed, the real one is used.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def pytest_unconfigure(config) -> None:
 # instead of one of them finishing a long file alone.
 LONGEST_FIRST = ("test_training.py", "test_multiprocess.py", "test_sam_parity.py",
                  "test_buckets.py", "test_app.py", "test_vrp_parity.py", "test_model_io.py",
-                 "test_evaluation.py", "test_amg.py", "test_ablations.py", "test_plan.py",
-                 "test_notebook.py")
+                 "test_evaluation.py", "test_sam2_parity.py", "test_amg.py", "test_ablations.py",
+                 "test_plan.py", "test_notebook.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -151,6 +152,13 @@ def _install_torchvision_stand_in() -> None:
     functional = types.ModuleType("torchvision.transforms.functional")
     boxes.batched_nms, boxes.box_area = batched_nms, box_area
     functional.resize, functional.to_pil_image = resize, to_pil_image
+
+    def transform_class(name: str):  # SAM 2's transforms, loaded when asked for (torch)
+        if name not in ("ToTensor", "Resize", "Normalize"):
+            raise AttributeError(name)
+        return getattr(importlib.import_module("torchvision_transforms"), name)
+
+    transforms.__getattr__ = transform_class
     tv.ops, ops.boxes, tv.transforms, transforms.functional = ops, boxes, transforms, functional
     sys.modules.update({
         "torchvision": tv, "torchvision.ops": ops, "torchvision.ops.boxes": boxes,
@@ -226,6 +234,19 @@ def tiny_sam(tmp_path_factory):
     (tests/torch_sam.py), `torch.save`d once for the session in the official checkpoint's
     layout. Shared: a test that writes beside it, or changes the model, takes a copy."""
     return _official_sam(tmp_path_factory, "tiny")
+
+
+@pytest.fixture(scope="session")
+def toy_sam2(tmp_path_factory):
+    """(path, model): the official SAM 2 (`sam2` 1.1.0) at our toy config with random weights
+    (tests/torch_sam2.py), saved once for the session as the official `.pt` files are."""
+    from torch_sam2 import build_torch_sam2, save_official_checkpoint
+
+    import sam_port
+
+    model = build_torch_sam2(sam_port.get_sam2_config("sam2.1_toy"), seed=5)
+    path = tmp_path_factory.mktemp("toy_sam2") / "sam2.1_toy.pt"
+    return save_official_checkpoint(model, path), model
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 from PIL import Image
 
+import sam_port
 from vrp_sam_jax.cli import main
 
 
@@ -28,6 +29,40 @@ def test_convert_and_predict(tiny_sam, tmp_path, capsys):
     assert mask.shape == (60, 90) and set(np.unique(mask)) <= {0, 255}
     assert report["mask_pixels"] == int((mask == 255).sum())
     assert (tmp_path / "out" / "mask_overlay.png").is_file()
+
+
+def test_sam2_convert_and_predict(toy_sam2, tmp_path, capsys):
+    """`convert-sam` and `sam-predict` take SAM 2's official files unchanged; the mask is the
+    Python predictor's; `sam-everything` says in one line that it runs SAM only."""
+    ckpt, _ = toy_sam2
+    out = tmp_path / "sam2_dir"
+    assert main(["convert-sam", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["model_type"] == "sam2.1_toy"
+    image = np.random.default_rng(1).integers(0, 255, (60, 90, 3), np.uint8)
+    Image.fromarray(image).save(tmp_path / "img.png")
+    for source in (ckpt, out):
+        mask_path = tmp_path / f"{source.name}.png"
+        assert main(["sam-predict", "--checkpoint", str(source), "--image",
+                     str(tmp_path / "img.png"), "--point", "40,30", "--box", "10,10,80,50",
+                     "--output", str(mask_path)]) == 0
+        report = json.loads(capsys.readouterr().out)
+        mask = np.asarray(Image.open(mask_path)) == 255
+        assert report["mask_pixels"] == int(mask.sum())
+    predictor = sam_port.SAM2ImagePredictor(sam_port.load_sam(ckpt))
+    predictor.set_image(image)
+    masks, _, _ = predictor.predict(point_coords=np.array([[40.0, 30.0]]),
+                                    point_labels=np.array([1]),
+                                    box=np.array([10.0, 10.0, 80.0, 50.0]),
+                                    multimask_output=False)
+    np.testing.assert_array_equal(mask, masks[0])
+    assert main(["convert-sam", "--checkpoint", str(ckpt), "--model-type", "vit_b",
+                 "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a sam2.1_toy SAM 2, but model type vit_b" in err and "\n" not in err
+    assert main(["sam-everything", "--checkpoint", str(out), "--image",
+                 str(tmp_path / "img.png"), "--output-dir", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "a SAM 2 model; sam-everything runs SAM only" in err and "\n" not in err
 
 
 def test_errors_are_one_line(tiny_sam, tmp_path, capsys):

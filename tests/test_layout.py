@@ -185,7 +185,7 @@ def test_names_and_the_parser_import_no_jax():
 
 
 def test_shared_names_are_the_librarys():
-    from sam_port.config import SAM_CONFIGS
+    from sam_port.config import SAM2_CONFIGS, SAM_CONFIGS
     from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
     from vrp_sam_jax import names
     from vrp_sam_jax.models import BACKBONES
@@ -193,6 +193,7 @@ def test_shared_names_are_the_librarys():
 
     assert set(names.BACKBONES) == set(BACKBONES)
     assert set(names.SAM_TYPES) == set(SAM_CONFIGS) - {"default"}
+    assert set(names.SAM2_TYPES) == set(SAM2_CONFIGS)
     assert names.ATTENTION == ATTENTION_IMPLEMENTATIONS
     assert set(names.PAPER_BACKBONES) <= set(names.BACKBONES)
     assert conditions.EVAL_SCRIBBLE_SEED == names.VRP_SEED

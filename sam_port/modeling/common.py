@@ -56,20 +56,23 @@ class MLPBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """`num_layers` Dense layers with ReLU between them (hypernetworks and IoU head)."""
+    """`num_layers` Dense layers with `act` (ReLU) between them: SAM's hypernetworks and IoU
+    head, and every MLP of SAM 2 (`sam2.modeling.sam2_utils.MLP`, GELU in Hiera)."""
 
     hidden_dim: int
     output_dim: int
     num_layers: int
     sigmoid_output: bool = False
+    act: Callable[[jax.Array], jax.Array] = nn.relu
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dims = [self.hidden_dim] * (self.num_layers - 1) + [self.output_dim]
         for i, dim in enumerate(dims):
-            x = nn.Dense(dim, name=f"layers_{i}")(x)
+            x = nn.Dense(dim, dtype=self.dtype, name=f"layers_{i}")(x)
             if i < self.num_layers - 1:
-                x = nn.relu(x)
+                x = self.act(x)
         return nn.sigmoid(x) if self.sigmoid_output else x
 
 

@@ -222,16 +222,19 @@ class Block(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping patch projection (a stride-`patch_size` convolution)."""
+    """Patch projection: a stride-`patch_size` convolution, by default non-overlapping (SAM);
+    Hiera's overlaps (kernel 7, padding 3, stride 4)."""
 
     embed_dim: int
     patch_size: int
     dtype: Any = None
+    kernel_size: int | None = None  # default: patch_size
+    padding: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        p = self.patch_size
-        return nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID",
+        p, k, pad = self.patch_size, self.kernel_size or self.patch_size, self.padding
+        return nn.Conv(self.embed_dim, (k, k), strides=(p, p), padding=((pad, pad), (pad, pad)),
                        dtype=self.dtype, name="proj")(x)
 
 

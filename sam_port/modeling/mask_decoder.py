@@ -1,6 +1,10 @@
-"""SAM's mask decoder: output tokens through the two-way transformer, hypernetwork masks, IoU."""
+"""SAM's mask decoder: output tokens through the two-way transformer, hypernetwork masks, IoU;
+with SAM 2's additions when its config asks (`sam2/modeling/sam/mask_decoder.py`): high-res
+features added while upscaling, an object-score token and head, sigmoid IoU."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -11,9 +15,36 @@ from sam_port.modeling.common import MLP, ConvTranspose2x2, Embed, gelu, layer_n
 from sam_port.modeling.transformer import TwoWayTransformer
 
 
+class DecoderOutput(NamedTuple):
+    """masks: low-res logits (B, M, 4h, 4w); iou: (B, M); sam_tokens: the mask tokens' outputs
+    (B, M', C), SAM 2's object pointers are made from them; object_score_logits: (B, 1), > 0
+    where an object is seen (10 without the head, as the original)."""
+
+    masks: jax.Array
+    iou: jax.Array
+    sam_tokens: jax.Array
+    object_score_logits: jax.Array
+
+
 class MaskDecoder(nn.Module):
     transformer_dim: int
     config: MaskDecoderConfig
+    # SAM 2: which mask tokens' outputs are returned as `sam_tokens` with multimask output
+    use_multimask_token_for_obj_ptr: bool = False
+
+    def setup(self) -> None:
+        # SAM 2 projects the stride-4 and stride-8 features once per image (`forward_image`),
+        # not once per prompt, so these convolutions have a method of their own
+        if self.config.use_high_res_features:
+            c = self.transformer_dim
+            self.conv_s0 = nn.Conv(c // 8, (1, 1))
+            self.conv_s1 = nn.Conv(c // 4, (1, 1))
+
+    def project_high_res(self, feat_s0: jax.Array, feat_s1: jax.Array
+                         ) -> tuple[jax.Array, jax.Array]:
+        """SAM 2's FPN levels 0 and 1, (B, 4h, 4w, C) and (B, 2h, 2w, C) -> (B, 4h, 4w, C/8)
+        and (B, 2h, 2w, C/4), the high-res features `__call__` takes."""
+        return self.conv_s0(feat_s0), self.conv_s1(feat_s1)
 
     @nn.compact
     def __call__(
@@ -23,17 +54,21 @@ class MaskDecoder(nn.Module):
         sparse_prompt_embeddings: jax.Array,
         dense_prompt_embeddings: jax.Array,
         multimask_output: bool,
-    ) -> tuple[jax.Array, jax.Array]:
+        high_res_features: tuple[jax.Array, jax.Array] | None = None,
+    ) -> DecoderOutput:
         """image_embeddings: (1 or B, h, w, C); image_pe: (1, h, w, C); sparse: (B, N, C);
-        dense: (B, h, w, C). Returns low-res mask logits (B, M, 4h, 4w) and IoU scores (B, M),
-        M = 1 or num_multimask_outputs."""
+        dense: (B, h, w, C); high_res_features (SAM 2): (1 or B, 4h, 4w, C/8) and
+        (1 or B, 2h, 2w, C/4). Masks and IoU are those of tokens 1-3 with `multimask_output`,
+        else of token 0."""
         cfg, c = self.config, self.transformer_dim
         num_mask_tokens = cfg.num_multimask_outputs + 1
         bs = sparse_prompt_embeddings.shape[0]
 
-        output_tokens = jnp.concatenate(
-            [Embed(1, c, name="iou_token")(), Embed(num_mask_tokens, c, name="mask_tokens")()], 0
-        )
+        tokens = [Embed(1, c, name="iou_token")(), Embed(num_mask_tokens, c, name="mask_tokens")()]
+        if cfg.pred_obj_scores:
+            tokens.insert(0, Embed(1, c, name="obj_score_token")())
+        s = int(cfg.pred_obj_scores)  # where the IoU token sits
+        output_tokens = jnp.concatenate(tokens, 0)
         output_tokens = jnp.broadcast_to(output_tokens, (bs, *output_tokens.shape))
         tokens = jnp.concatenate([output_tokens.astype(sparse_prompt_embeddings.dtype),
                                   sparse_prompt_embeddings], axis=1)
@@ -49,13 +84,21 @@ class MaskDecoder(nn.Module):
             cfg.attention_downsample_rate, name="transformer",
         )
         hs, src = transformer(src, pos_src, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + num_mask_tokens, :]
+        iou_token_out = hs[:, s, :]
+        mask_tokens_out = hs[:, s + 1: s + 1 + num_mask_tokens, :]
 
         x = src.reshape(bs, h, w, c)
-        x = gelu(layer_norm_2d(name="output_upscaling_1")(
-            ConvTranspose2x2(c // 4, name="output_upscaling_0")(x)))
-        upscaled = gelu(ConvTranspose2x2(c // 8, name="output_upscaling_3")(x))
+        x = ConvTranspose2x2(c // 4, name="output_upscaling_0")(x)
+        upscale_2 = ConvTranspose2x2(c // 8, name="output_upscaling_3")
+        if cfg.use_high_res_features:
+            if high_res_features is None:
+                raise ValueError("this decoder needs the high-res features (SAM 2)")
+            feat_s0, feat_s1 = high_res_features
+            x = gelu(layer_norm_2d(name="output_upscaling_1")(x + feat_s1))
+            upscaled = gelu(upscale_2(x) + feat_s0)
+        else:
+            x = gelu(layer_norm_2d(name="output_upscaling_1")(x))
+            upscaled = gelu(upscale_2(x))
         hyper_in = jnp.stack(
             [MLP(c, c // 8, 3, name=f"output_hypernetworks_mlps_{i}")(mask_tokens_out[:, i])
              for i in range(num_mask_tokens)],
@@ -63,7 +106,16 @@ class MaskDecoder(nn.Module):
         )
         masks = jnp.einsum("bmc,bhwc->bmhw", hyper_in, upscaled)
         iou_pred = MLP(cfg.iou_head_hidden_dim, num_mask_tokens, cfg.iou_head_depth,
+                       sigmoid_output=cfg.iou_prediction_use_sigmoid,
                        name="iou_prediction_head")(iou_token_out)
+        if cfg.pred_obj_scores:
+            head = (MLP(c, 1, 3, name="pred_obj_score_head") if cfg.pred_obj_scores_mlp
+                    else nn.Dense(1, name="pred_obj_score_head"))
+            object_score_logits = head(hs[:, 0, :])
+        else:
+            object_score_logits = jnp.full((bs, 1), 10.0, iou_pred.dtype)
 
         sl = slice(1, None) if multimask_output else slice(0, 1)
-        return masks[:, sl], iou_pred[:, sl]
+        multimask_tokens = multimask_output and self.use_multimask_token_for_obj_ptr
+        sam_tokens = mask_tokens_out[:, 1:] if multimask_tokens else mask_tokens_out[:, 0:1]
+        return DecoderOutput(masks[:, sl], iou_pred[:, sl], sam_tokens, object_score_logits)

@@ -52,6 +52,9 @@ class PromptEncoder(nn.Module):
     image_embedding_size: tuple[int, int]
     input_image_size: tuple[int, int]
     mask_in_chans: int
+    # SAM 2 takes box corners as points labelled 2 and 3 (`sam2/modeling/sam/prompt_encoder.py`);
+    # SAM gives those labels no embedding
+    corner_labels: bool = False
 
     num_point_embeddings = 4  # positive/negative point + 2 box corners
 
@@ -87,6 +90,9 @@ class PromptEncoder(nn.Module):
         emb = jnp.where(labels == -1, self.not_a_point_embed()[0], emb)
         emb = emb + jnp.where(labels == 0, self.point_embeddings[0]()[0], 0.0)
         emb = emb + jnp.where(labels == 1, self.point_embeddings[1]()[0], 0.0)
+        if self.corner_labels:
+            emb = emb + jnp.where(labels == 2, self.point_embeddings[2]()[0], 0.0)
+            emb = emb + jnp.where(labels == 3, self.point_embeddings[3]()[0], 0.0)
         return emb
 
     def _embed_boxes(self, boxes: jax.Array) -> jax.Array:
@@ -106,7 +112,8 @@ class PromptEncoder(nn.Module):
         boxes: jax.Array | None,
         masks: jax.Array | None,
     ) -> tuple[jax.Array, jax.Array]:
-        """points: ((B, N, 2) xy in the input frame, (B, N) labels 1/0/-1); boxes: (B, 4) xyxy;
+        """points: ((B, N, 2) xy in the input frame, (B, N) labels 1/0/-1, and 2/3 for box
+        corners with `corner_labels`); boxes: (B, 4) xyxy;
         masks: (B, 4h, 4w, 1) low-res logits. Returns sparse (B, N', C) and dense (B, h, w, C)."""
         if points is not None:
             bs = points[0].shape[0]

@@ -58,10 +58,11 @@ class Sam(nn.Module):
         dense_embeddings: jax.Array,
         multimask_output: bool,
     ) -> tuple[jax.Array, jax.Array]:
-        return self.mask_decoder(
+        out = self.mask_decoder(
             image_embeddings, self.dense_pe(), sparse_embeddings, dense_embeddings,
             multimask_output,
         )
+        return out.masks, out.iou
 
     def predict_from_embeddings(
         self,

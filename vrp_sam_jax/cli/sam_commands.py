@@ -1,4 +1,4 @@
-"""SAM alone: `convert-sam`, `sam-predict`, `sam-everything`, `sam-demo`."""
+"""SAM alone: `convert-sam`, `sam-predict` (SAM and SAM 2), `sam-everything`, `sam-demo`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 from vrp_sam_jax import names
 from vrp_sam_jax.cli import options
+
+SAM_AND_SAM2_TYPES = names.SAM_TYPES + names.SAM2_TYPES
 
 
 def convert_sam(args: argparse.Namespace) -> int:
@@ -38,7 +40,9 @@ def sam_predict(args: argparse.Namespace) -> int:
             clip_box(args.box, image.shape[:2])  # SAM itself takes the box as given
     except ValueError as e:
         raise InputError(f"{args.image}: {e}") from e
-    predictor = sam_port.SamPredictor(sam_port.load_sam(args.checkpoint, args.model_type))
+    sam = sam_port.load_sam(args.checkpoint, args.model_type)
+    is_sam2 = isinstance(sam, sam_port.LoadedSam2)
+    predictor = sam_port.SAM2ImagePredictor(sam) if is_sam2 else sam_port.SamPredictor(sam)
     predictor.set_image(image)
     points = labels = None
     if args.point or args.negative_point:
@@ -82,6 +86,9 @@ def sam_everything(args: argparse.Namespace) -> int:
     from vrp_sam_jax.sam.segment_everything import segment_files
 
     sam = sam_port.load_sam(args.checkpoint, args.model_type)
+    if isinstance(sam, sam_port.LoadedSam2):
+        raise InputError(f"{args.checkpoint}: a SAM 2 model; sam-everything runs SAM only "
+                         "(SAM 2's automatic mask generator is not ported yet)")
     try:
         generator = sam_port.SamAutomaticMaskGenerator(
             sam, output_mode="uncompressed_rle", progress=not args.quiet,
@@ -101,16 +108,20 @@ def sam_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert-sam", help="official SAM .pth -> our orbax directory")
-    p.add_argument("--model-type", choices=names.SAM_TYPES, default=None,
+    p = sub.add_parser("convert-sam", help="official SAM .pth or SAM 2 .pt -> our orbax "
+                                           "directory")
+    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None,
                    help="checked against the file; inferred when omitted")
-    p.add_argument("--checkpoint", required=True, help="sam_vit_{b,l,h}_*.pth")
+    p.add_argument("--checkpoint", required=True,
+                   help="sam_vit_{b,l,h}_*.pth, sam2.1_hiera_*.pt or sam2_hiera_*.pt")
     p.add_argument("--output", required=True, help="directory to write")
     p.set_defaults(func=convert_sam)
 
-    p = sub.add_parser("sam-predict", help="segment one image with SAM from points and/or a box")
-    p.add_argument("--checkpoint", required=True, help="official .pth or converted directory")
-    p.add_argument("--model-type", choices=names.SAM_TYPES, default=None)
+    p = sub.add_parser("sam-predict", help="segment one image with SAM or SAM 2 from points "
+                                           "and/or a box")
+    p.add_argument("--checkpoint", required=True,
+                   help="official SAM .pth or SAM 2 .pt, or a converted directory")
+    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None)
     p.add_argument("--image", required=True)
     p.add_argument("--point", type=options.point, action="append", default=[],
                    help="foreground point x,y in pixels (repeatable)")

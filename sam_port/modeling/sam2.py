@@ -1,0 +1,122 @@
+"""SAM 2's image model (`sam2.modeling.sam2_base.SAM2Base` as the image predictor uses it):
+the Hiera image encoder, SAM's prompt encoder and mask decoder with SAM 2's additions, and the
+no-memory embedding that marks a frame without memories (all an image has). The video parts
+(memory attention, memory encoder, object pointers) are not ported yet."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sam_port.config import Sam2Config
+from sam_port.modeling.hiera import Sam2ImageEncoder
+from sam_port.modeling.mask_decoder import DecoderOutput, MaskDecoder
+from sam_port.modeling.prompt_encoder import PromptEncoder
+from sam_port.modeling.sam import INIT_COMPILER_OPTIONS
+
+
+class Sam2(nn.Module):
+    """One method per stage, as `Sam`: `embed_images` once per image, `predict_from_embeddings`
+    per prompt. Submodules carry the official attribute names (`sam_prompt_encoder`, ...), so
+    the converter maps keys mechanically."""
+
+    config: Sam2Config
+    image_dtype: Any = jnp.float32  # the image encoder's compute dtype
+    attention: str = "auto"
+
+    mask_threshold = 0.0
+
+    def setup(self) -> None:
+        cfg = self.config
+        grid = (cfg.embedding_size, cfg.embedding_size)
+        self.image_encoder = Sam2ImageEncoder(cfg, self.image_dtype, self.attention)
+        self.sam_prompt_encoder = PromptEncoder(
+            cfg.d_model, grid, (cfg.image_size, cfg.image_size), cfg.mask_in_chans,
+            corner_labels=True,
+        )
+        self.sam_mask_decoder = MaskDecoder(cfg.d_model, cfg.mask_decoder,
+                                            cfg.use_multimask_token_for_obj_ptr)
+        self.no_mem_embed = self.param("no_mem_embed", nn.initializers.truncated_normal(0.02),
+                                       (1, 1, cfg.d_model))
+
+    def embed_images(self, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """(B, S, S, 3) normalised images -> the image embedding (B, S/16, S/16, C) (with the
+        no-memory embedding added, as `SAM2ImagePredictor.set_image` does) and the projected
+        high-res features (B, S/4, S/4, C/8), (B, S/8, S/8, C/4), all float32."""
+        levels = self.image_encoder(images)
+        high_res = self.sam_mask_decoder.project_high_res(levels[0], levels[1])
+        embedding = levels[-1]
+        if self.config.directly_add_no_mem_embed:
+            embedding = embedding + self.no_mem_embed[0, 0]
+        return embedding, high_res
+
+    def encode_prompts(
+        self,
+        points: tuple[jax.Array, jax.Array] | None = None,
+        masks: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """Points (B, N, 2) in the input frame with labels (B, N) (a box is two points
+        labelled 2 and 3), masks (B, 4h, 4w, 1) -> sparse (B, N', C), dense (B, h, w, C)."""
+        return self.sam_prompt_encoder(points, None, masks)
+
+    def dense_pe(self) -> jax.Array:
+        return self.sam_prompt_encoder.get_dense_pe()
+
+    def decode_masks(
+        self,
+        image_embeddings: jax.Array,
+        high_res_features: tuple[jax.Array, jax.Array],
+        sparse_embeddings: jax.Array,
+        dense_embeddings: jax.Array,
+        multimask_output: bool,
+    ) -> DecoderOutput:
+        return self.sam_mask_decoder(image_embeddings, self.dense_pe(), sparse_embeddings,
+                                     dense_embeddings, multimask_output, high_res_features)
+
+    def predict_from_embeddings(
+        self,
+        image_embeddings: jax.Array,
+        high_res_features: tuple[jax.Array, jax.Array],
+        points: tuple[jax.Array, jax.Array] | None = None,
+        masks: jax.Array | None = None,
+        multimask_output: bool = True,
+    ) -> DecoderOutput:
+        """Prompts in the model's input frame -> the decoder's output (`DecoderOutput`)."""
+        sparse, dense = self.encode_prompts(points, masks)
+        return self.decode_masks(image_embeddings, high_res_features, sparse, dense,
+                                 multimask_output)
+
+    def __call__(self, images: jax.Array, multimask_output: bool = True) -> DecoderOutput:
+        """End to end on one point and a mask prompt per image (used by `init`; the no-mask
+        path runs too, so that every parameter is created)."""
+        cfg = self.config
+        embedding, high_res = self.embed_images(images)
+        b = images.shape[0]
+        points = (jnp.zeros((b, 1, 2)), jnp.ones((b, 1), jnp.int32))
+        masks = jnp.zeros((b, cfg.low_res_size, cfg.low_res_size, 1))
+        self.encode_prompts(points, None)
+        return self.predict_from_embeddings(embedding, high_res, points, masks, multimask_output)
+
+
+def abstract_sam2_params(config: Sam2Config) -> dict:
+    """The parameter tree's shapes and dtypes (no memory, no compute); a fresh tree per call."""
+    return jax.tree.map(lambda leaf: leaf, _abstract_params(config))
+
+
+@lru_cache(maxsize=16)
+def _abstract_params(config: Sam2Config) -> dict:
+    shape = (1, config.image_size, config.image_size, 3)
+    variables = jax.eval_shape(
+        lambda: Sam2(config).init(jax.random.key(0), jnp.zeros(shape, jnp.float32)))
+    return variables["params"]
+
+
+def init_sam2_params(config: Sam2Config, seed: int = 0) -> dict:
+    """Randomly initialised parameters (for tests and demos; real use loads a checkpoint)."""
+    shape = (1, config.image_size, config.image_size, 3)
+    return jax.jit(lambda k: Sam2(config).init(k, jnp.zeros(shape, jnp.float32)),
+                   compiler_options=INIT_COMPILER_OPTIONS)(jax.random.key(seed))["params"]
