@@ -15,6 +15,7 @@ _EXPORTS = {
     "get_sam2_config": "sam_port.config",
     "LoadedSam2": "sam_port.loaded",
     "SAM2ImagePredictor": "sam_port.sam2_predictor",
+    "SAM2AutomaticMaskGenerator": "sam_port.automatic_mask_generator",
     "get_config": "sam_port.config",
     "CheckpointError": "sam_port.torch_pickle",
     "LoadedSam": "sam_port.loaded",

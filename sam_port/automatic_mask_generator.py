@@ -1,4 +1,5 @@
-"""`SamAutomaticMaskGenerator`: SAM's "segment everything" mode, as `segment_anything`'s.
+"""`SamAutomaticMaskGenerator`: SAM's "segment everything" mode, as `segment_anything`'s;
+`SAM2AutomaticMaskGenerator`: SAM 2's, as `sam2.automatic_mask_generator`'s.
 
 A grid of single-point prompts over the image (and over crops of it) goes through SAM in
 batches; masks are kept by predicted IoU, stability and distance from crop edges, duplicates
@@ -40,9 +41,12 @@ from sam_port.amg import (
     uncrop_points,
 )
 from sam_port.compute import predict_masks
-from sam_port.config import SamConfig
-from sam_port.loaded import LoadedSam
+from sam_port.config import Sam2Config, SamConfig
+from sam_port.loaded import LoadedSam, LoadedSam2
+from sam_port.modeling.sam2 import Sam2
 from sam_port.predictor import SamPredictor
+from sam_port.sam2_predictor import SAM2ImagePredictor, fill_small_regions
+from sam_port.transforms import sam2_coords, sam2_postprocess_masks
 
 OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 
@@ -103,6 +107,7 @@ class SamAutomaticMaskGenerator:
         output_mode: str = "binary_mask",
         *,
         progress: bool = False,
+        predictor: Any = None,
     ) -> None:
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("Exactly one of points_per_side or point_grids must be provided.")
@@ -129,7 +134,7 @@ class SamAutomaticMaskGenerator:
                              "crop layers; give one grid per layer")
         if output_mode not in OUTPUT_MODES:
             raise ValueError(f"Unknown output_mode {output_mode!r}; choose one of {OUTPUT_MODES}")
-        self.predictor = SamPredictor(model)
+        self.predictor = predictor if predictor is not None else SamPredictor(model)
         self.points_per_batch = points_per_batch
         self.pred_iou_thresh = pred_iou_thresh
         self.stability_score_thresh = stability_score_thresh
@@ -151,11 +156,7 @@ class SamAutomaticMaskGenerator:
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"generate expects an HxWx3 uint8 RGB image, got shape "
                              f"{image.shape} {image.dtype}")
-        data = self._generate_masks(image)
-        if self.min_mask_region_area > 0:
-            data = self.postprocess_small_regions(
-                data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh)
-            )
+        data = self._clean_small_regions(self._generate_masks(image))
         if self.output_mode == "coco_rle":
             segmentations = [coco_encode_rle(rle) for rle in data["rles"]]
         elif self.output_mode == "binary_mask":
@@ -174,6 +175,12 @@ class SamAutomaticMaskGenerator:
             }
             for i in range(len(segmentations))
         ]
+
+    def _clean_small_regions(self, data: MaskData) -> MaskData:
+        if self.min_mask_region_area <= 0:
+            return data
+        return self.postprocess_small_regions(
+            data, self.min_mask_region_area, max(self.box_nms_thresh, self.crop_nms_thresh))
 
     def _generate_masks(self, image: np.ndarray) -> MaskData:
         orig_size = image.shape[:2]
@@ -213,7 +220,7 @@ class SamAutomaticMaskGenerator:
         if pending is not None:
             data.cat(self._collect_batch(*pending, crop_box, orig_size))
             bar.update()
-        self.predictor.reset_image()
+        self._forget_image()
 
         keep = batched_nms(data["boxes"].astype(np.float32), data["iou_preds"],
                            np.zeros(len(data["boxes"])), self.box_nms_thresh)
@@ -222,6 +229,9 @@ class SamAutomaticMaskGenerator:
         data["points"] = uncrop_points(data["points"], crop_box)
         data["crop_boxes"] = np.tile(np.asarray(crop_box, np.int64), (len(data["rles"]), 1))
         return data
+
+    def _forget_image(self) -> None:
+        self.predictor.reset_image()
 
     def _launch_batch(self, points: np.ndarray, im_size: tuple[int, int]) -> tuple:
         """Start one batch on the device (padded to `points_per_batch`); returns its arrays."""
@@ -295,3 +305,110 @@ class SamAutomaticMaskGenerator:
 def _empty_mask_data() -> MaskData:
     return MaskData(rles=[], boxes=np.zeros((0, 4), np.int64), iou_preds=np.zeros(0, np.float32),
                     points=np.zeros((0, 2)), stability_score=np.zeros(0, np.float32))
+
+
+@partial(jax.jit, static_argnames=("config", "multimask_output", "use_m2m"))
+def sam2_decode_point_batch(
+    config: Sam2Config, params: dict, embedding: jax.Array,
+    high_res: tuple[jax.Array, jax.Array], coords: jax.Array, *, multimask_output: bool,
+    use_m2m: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """(B, 1, 2) foreground points in the input frame -> low-res logits (B*M, h, w) and IoU
+    (B*M,), point-major; with `use_m2m`, each mask refined once more by its point and its own
+    low-res logits (clamped to +-32 as the predictor returns them) as the mask prompt, single
+    mask out (`SAM2AutomaticMaskGenerator.refine_with_m2m`)."""
+    labels = jnp.ones(coords.shape[:2], jnp.int32)
+    model, variables = Sam2(config), {"params": params}
+    out = model.apply(variables, embedding, high_res, (coords, labels), None, multimask_output,
+                      method=Sam2.predict_from_embeddings)
+    per_point = out.masks.shape[1]
+    low_res = out.masks.reshape((-1,) + out.masks.shape[2:])
+    iou = out.iou.reshape(-1)
+    if use_m2m:
+        points = jnp.repeat(coords, per_point, axis=0)
+        mask_input = jnp.clip(low_res, -32.0, 32.0)[..., None]
+        out = model.apply(variables, embedding, high_res, (points, jnp.ones_like(labels)
+                                                           .repeat(per_point, axis=0)),
+                          mask_input, False, method=Sam2.predict_from_embeddings)
+        low_res, iou = out.masks[:, 0], out.iou[:, 0]
+    return low_res, iou
+
+
+@partial(jax.jit, static_argnames=("original_size",))
+def score_sam2_masks(low_res: jax.Array, mask_threshold: float, stability_offset: float, *,
+                     original_size: tuple[int, int]
+                     ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Low-res logits (N, h, w) -> binary masks at `original_size`, stability scores and
+    XYXY boxes."""
+    logits = sam2_postprocess_masks(low_res[:, None], original_size)[:, 0]
+    stability = calculate_stability_score(logits, mask_threshold, stability_offset)
+    binary = logits > mask_threshold
+    return binary, stability, batched_mask_to_box(binary)
+
+
+class SAM2AutomaticMaskGenerator(SamAutomaticMaskGenerator):
+    """Generate masks for a whole image with SAM 2 (`sam2.automatic_mask_generator`'s class
+    and defaults): SAM's steps with SAM 2's predictor, its `mask_threshold`, an optional
+    multimask-free grid (`multimask_output=False`) and one mask-to-mask refinement step
+    (`use_m2m`). `min_mask_region_area` is SAM 2's: holes and sprinkles of up to that many
+    pixels are filled in the low-res logits before upscaling, as its predictor does (the
+    official runs that through its CUDA extension and skips it, with a warning, without)."""
+
+    def __init__(
+        self,
+        model: LoadedSam2,
+        points_per_side: int | None = 32,
+        points_per_batch: int = 64,
+        pred_iou_thresh: float = 0.8,
+        stability_score_thresh: float = 0.95,
+        stability_score_offset: float = 1.0,
+        mask_threshold: float = 0.0,
+        box_nms_thresh: float = 0.7,
+        crop_n_layers: int = 0,
+        crop_nms_thresh: float = 0.7,
+        crop_overlap_ratio: float = 512 / 1500,
+        crop_n_points_downscale_factor: int = 1,
+        point_grids: list[np.ndarray] | None = None,
+        min_mask_region_area: int = 0,
+        output_mode: str = "binary_mask",
+        use_m2m: bool = False,
+        multimask_output: bool = True,
+        *,
+        progress: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            model, points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
+            stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
+            crop_overlap_ratio, crop_n_points_downscale_factor, point_grids,
+            min_mask_region_area, output_mode, progress=progress,
+            predictor=SAM2ImagePredictor(model, max_hole_area=min_mask_region_area,
+                                         max_sprinkle_area=min_mask_region_area))
+        self.mask_threshold = mask_threshold
+        self.use_m2m = use_m2m
+        self.multimask_output = multimask_output
+
+    def _clean_small_regions(self, data: MaskData) -> MaskData:
+        return data  # done in the low-res logits of each batch (see the class docstring)
+
+    def _forget_image(self) -> None:
+        self.predictor.reset_predictor()
+
+    def _launch_batch(self, points: np.ndarray, im_size: tuple[int, int]) -> tuple:
+        n = len(points)
+        coords = np.empty((self.points_per_batch, 1, 2), np.float32)
+        coords[:n, 0] = sam2_coords(points, im_size, self.predictor.model.image_size)
+        coords[n:] = coords[n - 1]  # padded as SAM's: one compiled program per crop size
+        model, features = self.predictor.model, self.predictor._features
+        low_res, iou = sam2_decode_point_batch(
+            model.config, model.params, features["image_embed"],
+            tuple(features["high_res_feats"]), jnp.asarray(coords),
+            multimask_output=self.multimask_output, use_m2m=self.use_m2m)
+        if self.predictor.max_hole_area > 0 or self.predictor.max_sprinkle_area > 0:
+            low_res = jnp.asarray(fill_small_regions(
+                np.asarray(low_res)[:, None], self.mask_threshold, self.predictor.max_hole_area,
+                self.predictor.max_sprinkle_area)[:, 0])
+        binary, stability, boxes = score_sam2_masks(
+            low_res, self.mask_threshold, self.stability_score_offset,
+            original_size=tuple(im_size))
+        return binary, iou.reshape(self.points_per_batch, -1), stability, boxes

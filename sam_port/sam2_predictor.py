@@ -35,7 +35,7 @@ def _image_array(image: Any, what: str) -> np.ndarray:
     return image
 
 
-def _fill_small_regions(logits: np.ndarray, threshold: float, max_hole_area: float,
+def fill_small_regions(logits: np.ndarray, threshold: float, max_hole_area: float,
                         max_sprinkle_area: float) -> np.ndarray:
     """`SAM2Transforms.postprocess_masks`' clean-up of low-res logits (B, M, h, w): background
     components (8-connected) of at most `max_hole_area` pixels get `threshold + 10`, then
@@ -189,7 +189,7 @@ class SAM2ImagePredictor:
             self.model.config, self.model.params, embedding, high_res, points, mask,
             multimask_output=multimask_output, original_size=original_size)
         if self.max_hole_area > 0 or self.max_sprinkle_area > 0:
-            filled = _fill_small_regions(np.asarray(low_res), self.mask_threshold,
+            filled = fill_small_regions(np.asarray(low_res), self.mask_threshold,
                                          self.max_hole_area, self.max_sprinkle_area)
             masks = sam2_postprocess_masks(jnp.asarray(filled), original_size)
         masks = np.asarray(masks, np.float32)

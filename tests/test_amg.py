@@ -371,3 +371,73 @@ def test_sam_everything_command(blocky, tmp_path, capsys):
     assert main(["sam-everything", *common, "--image", str(tmp_path / "broken.png"),
                  "--output-dir", str(fresh)]) == 2
     assert "broken.png" in capsys.readouterr().err and not fresh.exists()
+
+
+def _sam2_models(directory):
+    """The toy SAM 2 drawn as `_torch_model` draws SAM (blocky upscaling, scaled
+    hypernetworks; the high-res features, which would smooth the blocks, scaled down), official
+    and ours (through its `.pt` file)."""
+    from torch_sam2 import build_torch_sam2, save_official_checkpoint
+
+    model = build_torch_sam2(sam_port.get_sam2_config("sam2.1_toy"), seed=6)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("sam_mask_decoder.output_upscaling") and p.ndim == 4:
+                p.copy_(p.mean((2, 3), keepdim=True).expand_as(p))
+            if name.startswith("sam_mask_decoder.conv_s"):
+                p.mul_(0.05)
+            if name.startswith("sam_mask_decoder.output_hypernetworks_mlps") and \
+                    name.endswith("layers.2.weight"):
+                p.mul_(300.0)
+    path = save_official_checkpoint(model, directory / "sam2.1_toy.pt")
+    return model, sam_port.load_sam(path)
+
+
+def _connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`sam2.utils.misc.get_connected_components` (its CUDA extension's 8-connected labels
+    and each pixel's component area) with scipy, so the official hole filling runs here."""
+    from scipy import ndimage
+
+    labels = np.zeros(mask.shape, np.int32)
+    areas = np.zeros(mask.shape, np.int32)
+    for i in range(mask.shape[0]):
+        found, _ = ndimage.label(mask[i, 0].numpy(), structure=np.ones((3, 3), bool))
+        labels[i, 0] = found
+        areas[i, 0] = np.where(found > 0, np.bincount(found.ravel())[found], 0)
+    return torch.from_numpy(labels), torch.from_numpy(areas)
+
+
+@pytest.mark.parametrize("settings", ["whole", "m2m", "single mask", "small regions"])
+def test_sam2_generator_parity(tmp_path, settings, monkeypatch):
+    """`SAM2AutomaticMaskGenerator` against `sam2`'s: as it comes; with the mask-to-mask
+    refinement; one mask per point; holes and sprinkles filled (`min_mask_region_area`, the
+    official's connected components served by scipy). The crop layers' code is SAM's."""
+    import sam2.utils.misc
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as Official
+
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+
+    torch_model, ours = _sam2_models(tmp_path)
+    kwargs = dict(points_per_side=6, points_per_batch=16, pred_iou_thresh=0.0,
+                  stability_score_thresh=0.0)
+    # (this draw's refined and single-token masks nearly all span the image: NMS off keeps
+    # them apart)
+    kwargs.update({"whole": {}, "single mask": dict(multimask_output=False, box_nms_thresh=1.0),
+                   "m2m": dict(use_m2m=True, box_nms_thresh=1.0),
+                   "small regions": dict(min_mask_region_area=40)}[settings])
+    image = _scene()
+    official = Official(torch_model, **kwargs)
+    s = torch_model.image_size // 16  # the official predictor assumes 1024 inputs
+    official.predictor._bb_feat_sizes = [(4 * s, 4 * s), (2 * s, 2 * s), (s, s)]
+    with torch.no_grad():
+        reference = official.generate(image)
+    got = sam_port.SAM2AutomaticMaskGenerator(ours, **kwargs).generate(image)
+    _match(reference, got)
+    if settings == "small regions":  # the filling changed masks
+        plain = sam_port.SAM2AutomaticMaskGenerator(
+            ours, **{**kwargs, "min_mask_region_area": 0}).generate(image)
+        assert sorted(r["area"] for r in plain) != sorted(r["area"] for r in got)
+    nonempty = [r for r in reference if r["area"]]
+    assert len(nonempty) >= 5
+    if settings in ("whole", "small regions"):
+        assert len({tuple(r["bbox"]) for r in nonempty}) >= 3

@@ -32,8 +32,8 @@ def test_convert_and_predict(tiny_sam, tmp_path, capsys):
 
 
 def test_sam2_convert_and_predict(toy_sam2, tmp_path, capsys):
-    """`convert-sam` and `sam-predict` take SAM 2's official files unchanged; the mask is the
-    Python predictor's; `sam-everything` says in one line that it runs SAM only."""
+    """`convert-sam`, `sam-predict` and `sam-everything` take SAM 2's official files
+    unchanged; the mask is the Python predictor's."""
     ckpt, _ = toy_sam2
     out = tmp_path / "sam2_dir"
     assert main(["convert-sam", "--checkpoint", str(ckpt), "--output", str(out)]) == 0
@@ -60,9 +60,10 @@ def test_sam2_convert_and_predict(toy_sam2, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "holds a sam2.1_toy SAM 2, but model type vit_b" in err and "\n" not in err
     assert main(["sam-everything", "--checkpoint", str(out), "--image",
-                 str(tmp_path / "img.png"), "--output-dir", str(tmp_path / "e")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "a SAM 2 model; sam-everything runs SAM only" in err and "\n" not in err
+                 str(tmp_path / "img.png"), "--output-dir", str(tmp_path / "e"),
+                 "--points-per-side", "4", "--use-m2m", "--quiet"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["image"]
+    assert (tmp_path / "e" / "img" / "metadata.csv").is_file()
 
 
 def test_errors_are_one_line(tiny_sam, tmp_path, capsys):

@@ -68,7 +68,8 @@ def sam_predict(args: argparse.Namespace) -> int:
 GENERATOR_OPTIONS = [
     ("points_per_side", int, 32, "points sampled along each side of the image"),
     ("points_per_batch", int, 64, "points run through the decoder at once"),
-    ("pred_iou_thresh", float, 0.88, "keep masks whose predicted IoU is above this"),
+    ("pred_iou_thresh", float, None, "keep masks whose predicted IoU is above this "
+     "(default 0.88 with SAM, 0.8 with SAM 2, as officially)"),
     ("stability_score_thresh", float, 0.95, "keep masks at least this stable"),
     ("stability_score_offset", float, 1.0, "logit offset of the stability score"),
     ("box_nms_thresh", float, 0.7, "box IoU above which duplicate masks are removed"),
@@ -86,14 +87,18 @@ def sam_everything(args: argparse.Namespace) -> int:
     from vrp_sam_jax.sam.segment_everything import segment_files
 
     sam = sam_port.load_sam(args.checkpoint, args.model_type)
+    options = {name: getattr(args, name) for name, *_ in GENERATOR_OPTIONS
+               if getattr(args, name) is not None}
     if isinstance(sam, sam_port.LoadedSam2):
-        raise InputError(f"{args.checkpoint}: a SAM 2 model; sam-everything runs SAM only "
-                         "(SAM 2's automatic mask generator is not ported yet)")
+        generator_class = sam_port.SAM2AutomaticMaskGenerator
+        options["use_m2m"] = args.use_m2m
+    elif args.use_m2m:
+        raise InputError(f"{args.checkpoint}: --use-m2m is SAM 2's refinement; this is a SAM")
+    else:
+        generator_class = sam_port.SamAutomaticMaskGenerator
     try:
-        generator = sam_port.SamAutomaticMaskGenerator(
-            sam, output_mode="uncompressed_rle", progress=not args.quiet,
-            **{name: getattr(args, name) for name, *_ in GENERATOR_OPTIONS},
-        )
+        generator = generator_class(sam, output_mode="uncompressed_rle",
+                                    progress=not args.quiet, **options)
     except ValueError as e:
         raise InputError(f"sam-everything: {e}") from e
     for line in segment_files(generator, args.image, args.output_dir, args.format):
@@ -133,10 +138,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", required=True, help="mask PNG to write")
     p.set_defaults(func=sam_predict)
 
-    p = sub.add_parser("sam-everything", help="segment everything in images with SAM's "
-                                              "automatic mask generator")
-    p.add_argument("--checkpoint", required=True, help="official .pth or converted directory")
-    p.add_argument("--model-type", choices=names.SAM_TYPES, default=None)
+    p = sub.add_parser("sam-everything", help="segment everything in images with SAM's or "
+                                              "SAM 2's automatic mask generator")
+    p.add_argument("--checkpoint", required=True,
+                   help="official SAM .pth or SAM 2 .pt, or a converted directory")
+    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None)
     p.add_argument("--image", required=True, action="append",
                    help="image file (repeatable)")
     p.add_argument("--output-dir", required=True)
@@ -145,7 +151,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "NAME.json + NAME_overlay.png")
     for name, kind, default, text in GENERATOR_OPTIONS:
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=default,
-                       help=f"{text} (default {default:.4g})")
+                       help=text if default is None else f"{text} (default {default:.4g})")
+    p.add_argument("--use-m2m", action="store_true",
+                   help="SAM 2: refine each mask once with itself as the mask prompt")
     options.add_quiet(p)
     p.set_defaults(func=sam_everything)
 
