@@ -1,0 +1,99 @@
+"""SAM 2 image encodings per second: ours vs the official `sam2`, same device, same run.
+
+    python benchmarks/sam2_image_encoder.py --model-type sam2.1_hiera_tiny --repeats 5
+
+Both carry the same random weights (the official modules, converted through the `.pt`
+layout). Timed: what `SAM2ImagePredictor.set_image` computes from a normalised image, the
+image embedding (with the no-memory embedding) and the two projected high-res feature maps
+(the official `forward_image` + `_prepare_backbone_features`). Prints one JSON line: images
+per second for each, our compile time, the ratio ours / official (above 1: ours is faster),
+the largest difference of the embeddings, and where XLA reports it, the FLOPs and our
+achieved TFLOP/s. `--compute-dtype bfloat16` runs ours in bf16 and the official under
+`torch.autocast(bfloat16)` (on a GPU). Needs the test extra and `sam2` (README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import conftest  # noqa: E402,F401  (torchvision stand-in for sam2's imports)
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from timing import flop_count, interleaved_medians, torch_device, torch_synced  # noqa: E402
+from torch_sam2 import build_torch_sam2, state_dict_numpy  # noqa: E402
+
+import sam_port  # noqa: E402
+from sam_port.compute import sam2_embed_images  # noqa: E402
+from sam_port.sam2_checkpoint import convert_sam2_state_dict  # noqa: E402
+
+
+def measure(model_type: str, repeats: int = 3, batch: int = 1,
+            compute_dtype: str = "float32") -> dict:
+    """Images per second of SAM 2's image encoder (trunk, neck, high-res projections), ours
+    and the official's, at the model's input size."""
+    config = sam_port.get_sam2_config(model_type)
+    device = torch_device()
+    torch_model = build_torch_sam2(config, seed=0)
+    ours = convert_sam2_state_dict(state_dict_numpy(torch_model), model_type, "benchmark")
+    torch_model = torch_model.to(device).eval()
+    size, grid = config.image_size, config.embedding_size
+    image = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
+    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous().to(device)
+    image_jax, params = jax.device_put(image), jax.device_put(ours.params)
+    autocast = (torch.autocast(device, torch.bfloat16) if compute_dtype != "float32"
+                else contextlib.nullcontext())
+
+    @torch_synced
+    def run_torch():  # `SAM2ImagePredictor.set_image` after its transforms
+        with torch.no_grad(), autocast:
+            backbone_out = torch_model.forward_image(image_torch)
+            _, feats, _, _ = torch_model._prepare_backbone_features(backbone_out)
+            embedding = feats[-1] + torch_model.no_mem_embed
+            return embedding.permute(1, 2, 0).reshape(batch, -1, grid, grid), feats[:-1]
+
+    def run_ours():
+        return jax.block_until_ready(
+            sam2_embed_images(config, params, image_jax, compute_dtype))
+
+    start = time.perf_counter()
+    got, _ = run_ours()
+    compile_s = time.perf_counter() - start
+    want = run_torch()[0].float().cpu().numpy()  # also the warm-up
+    torch_s, ours_s = interleaved_medians(run_torch, run_ours, repeats=repeats)
+    flops = flop_count(sam2_embed_images, config, params, image_jax, compute_dtype, "auto")
+    return {
+        "benchmark": "sam2_image_embedding", "model_type": model_type,
+        "image": f"{batch}x{size}x{size}", "compute_dtype": compute_dtype,
+        "torch_device": device,
+        "max_abs_embedding_diff": float(np.abs(np.moveaxis(want, 1, -1) - np.asarray(got)).max()),
+        "torch_images_per_second": round(batch / torch_s, 3),
+        "ours_images_per_second": round(batch / ours_s, 3),
+        "ours_compile_seconds": round(compile_s, 1),
+        "ratio": round(torch_s / ours_s, 3),
+        "gflops_per_image": None if flops is None else round(flops / batch / 1e9, 3),
+        "ours_tflops": None if flops is None else round(flops / ours_s / 1e12, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model-type", default="sam2.1_hiera_tiny",
+                        choices=sorted(sam_port.SAM2_CONFIGS))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    print(json.dumps(measure(args.model_type, args.repeats, args.batch, args.compute_dtype)))
+
+
+if __name__ == "__main__":
+    main()
