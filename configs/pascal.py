@@ -22,7 +22,7 @@ def get_config(arg: str = "resnet50,mask") -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict({
         "model": {
             "backbone": backbone or "resnet50",  # PSPNet ResNet-50/101, VGG-16-BN or DINOv2
-            "sam_type": "vit_h",  # vit_b | vit_l | vit_h: must match init.sam_checkpoint
+            "sam_type": "vit_h",  # vit_b | vit_l | vit_h | sam2.1_hiera_t|s|b+|l: the checkpoint's
             "image_size": 512,  # the grid of images, prompt masks and logits
             "num_queries": 50,  # learnable queries per reference (prompt embeddings)
             "num_heads": 4,  # attention heads of the VRP encoder

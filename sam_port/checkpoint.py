@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sam_port.config import SAM2_CONFIGS, SAM_CONFIGS, SamConfig, get_config
+from sam_port.config import SAM_CONFIGS, Sam2Config, SamConfig, get_config
 from sam_port.convert import state_dict_to_params
 from sam_port.files import parse_json
 from sam_port.loaded import LoadedSam, LoadedSam2
@@ -46,7 +46,10 @@ def infer_model_type(state_dict: dict[str, np.ndarray], source: str | Path) -> s
 
 
 def _describe(model_type: str) -> str:
-    enc = get_config(model_type).image_encoder
+    config = get_config(model_type)
+    if isinstance(config, Sam2Config):
+        return f"{model_type} (a SAM 2)"
+    enc = config.image_encoder
     return f"{model_type} (width {enc.embed_dim}, {enc.depth} blocks)"
 
 
@@ -56,9 +59,6 @@ def convert_sam_state_dict(
     """Official SAM state dict -> LoadedSam, checking the model type and every key."""
     found = infer_model_type(state_dict, source)
     if model_type is not None:
-        if model_type in SAM2_CONFIGS:
-            raise CheckpointError(f"{source}: this is a {_describe(found)} checkpoint, but "
-                                  f"model type {model_type} (SAM 2) was asked for")
         get_config(model_type)  # validates the name
         if model_type == "default":
             model_type = "vit_h"

@@ -107,13 +107,15 @@ SAM_CONFIGS: dict[str, SamConfig] = {
 SAM_CONFIGS["default"] = SAM_CONFIGS["vit_h"]
 
 
-def get_config(model_type: str) -> SamConfig:
-    """The configuration for `model_type` (vit_b, vit_l, vit_h, default = vit_h, tiny)."""
-    if model_type not in SAM_CONFIGS:
-        raise ValueError(
-            f"unknown SAM model type {model_type!r}; choose one of {sorted(SAM_CONFIGS)}"
-        )
-    return SAM_CONFIGS[model_type]
+def get_config(model_type: str) -> SamConfig | Sam2Config:
+    """The configuration for `model_type`: a SAM (vit_b, vit_l, vit_h, default = vit_h, tiny)
+    or a SAM 2 (`SAM2_CONFIGS`' names and the config files' short names)."""
+    if model_type in SAM_CONFIGS:
+        return SAM_CONFIGS[model_type]
+    if is_sam2_type(model_type):
+        return get_sam2_config(model_type)
+    raise ValueError(f"unknown SAM model type {model_type!r}; choose one of "
+                     f"{sorted(SAM_CONFIGS)} or SAM 2's {sorted(SAM2_CONFIGS)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,6 +240,10 @@ _SAM2_ALIASES = {f"{release}_hiera_{short}": f"{release}_hiera_{size}"
                  for release in ("sam2", "sam2.1")
                  for short, size in (("t", "tiny"), ("s", "small"), ("b+", "base_plus"),
                                      ("l", "large"))}
+
+
+def is_sam2_type(name: str) -> bool:
+    return name in SAM2_CONFIGS or name in _SAM2_ALIASES
 
 
 def sam2_model_type(name: str) -> str:

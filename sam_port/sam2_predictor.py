@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from sam_port.compute import sam2_embed_images, sam2_predict_masks
 from sam_port.loaded import LoadedSam2
+from sam_port.modeling.sam2 import box_corner_points
 from sam_port.transforms import sam2_coords, sam2_postprocess_masks, sam2_preprocess
 
 # The low-res logits `predict` returns are clamped as the original clamps them.
@@ -164,15 +165,10 @@ class SAM2ImagePredictor:
                 raise ValueError(f"point_coords must be (N, 2) or (B, N, 2) with point_labels "
                                  f"(N,) or (B, N), got {np.shape(point_coords)} and "
                                  f"{np.shape(point_labels)}")
+        boxes = None
         if box is not None:
-            corners = sam2_coords(np.reshape(np.asarray(box, np.float32), (-1, 2, 2)),
-                                  original_size, size, normalize_coords)
-            corner_labels = np.tile(np.asarray([[2, 3]], np.int32), (len(corners), 1))
-            if coords is None:
-                coords, labels = corners, corner_labels
-            else:  # the box's corners come first, as officially
-                coords = np.concatenate([corners, coords], axis=1)
-                labels = np.concatenate([corner_labels, labels], axis=1)
+            boxes = sam2_coords(np.reshape(np.asarray(box, np.float32), (-1, 2, 2)),
+                                original_size, size, normalize_coords).reshape(-1, 4)
         mask = None
         if mask_input is not None:
             mask = np.asarray(mask_input, np.float32)
@@ -182,7 +178,7 @@ class SAM2ImagePredictor:
                 raise ValueError(f"mask_input must be (1, {low}, {low}) or (B, 1, {low}, {low})"
                                  f", got shape {np.shape(mask_input)}")
             mask = mask.transpose(0, 2, 3, 1)
-        points = None if coords is None else (coords, labels)
+        points = box_corner_points(None if coords is None else (coords, labels), boxes)
         embedding = self._features["image_embed"][index: index + 1]
         high_res = tuple(level[index: index + 1] for level in self._features["high_res_feats"])
         masks, iou, low_res = sam2_predict_masks(

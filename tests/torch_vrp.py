@@ -328,6 +328,38 @@ class TorchVRPSam(nn.Module):
         return F.interpolate(low, (s, s), mode="bilinear", align_corners=True)[:, 0]
 
 
+class TorchVRPSam2(TorchVRPSam):
+    """The same with the official SAM 2 (`SAM2Base`) as the segmenter, as
+    docs/COMPUTATION.md §12 states it: the target resized to SAM 2's input (bilinear,
+    align_corners=True), `set_image`'s features (embedding + no-memory embedding, projected
+    high-res maps), the VRP prompts as the only sparse prompts with the no-mask dense prompt,
+    the mask decoder with `multimask_output=False`, its 256 grid resized to the image."""
+
+    def embed(self, query_img):
+        size = self.sam.image_size
+        x = F.interpolate(query_img, (size, size), mode="bilinear", align_corners=True)
+        backbone_out = self.sam.forward_image(x)
+        _, feats, _, sizes = self.sam._prepare_backbone_features(backbone_out)
+        feats[-1] = feats[-1] + self.sam.no_mem_embed
+        b = x.shape[0]
+        return [f.permute(1, 2, 0).reshape(b, -1, *hw)
+                for f, hw in zip(feats, sizes, strict=True)]
+
+    def forward(self, query_img, support_imgs, prompt_masks, embeddings=None):
+        protos = torch.cat([self.encoder(prompt_masks[:, k], query_img, support_imgs[:, k])
+                            for k in range(support_imgs.shape[1])], dim=1)
+        s0, s1, embedding = self.embed(query_img)
+        sparse, dense = self.sam.sam_prompt_encoder(points=None, boxes=None, masks=None)
+        sparse = torch.cat([sparse.expand(protos.shape[0], -1, -1), protos], dim=1)
+        low, _, _, _ = self.sam.sam_mask_decoder(
+            image_embeddings=embedding, image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense.expand(
+                protos.shape[0], -1, -1, -1),
+            multimask_output=False, repeat_image=False, high_res_features=[s0, s1])
+        s = self.image_size
+        return F.interpolate(low, (s, s), mode="bilinear", align_corners=True)[:, 0]
+
+
 def nchw(x: np.ndarray) -> torch.Tensor:
     """An NHWC array as an NCHW tensor."""
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, -3)))

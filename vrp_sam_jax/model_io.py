@@ -20,6 +20,7 @@ import dataclasses
 from pathlib import Path
 
 import sam_port
+from sam_port.config import is_sam2_type
 from vrp_sam_jax.errors import CheckpointError, InputError
 from vrp_sam_jax.models import LoadedModel, VRPSamConfig, init_params
 from vrp_sam_jax.names import EXPORT_FORMATS
@@ -165,12 +166,23 @@ def release_weights(source: str | Path, *, which: str | int = "best",
     path = absolute(source)
     if (isinstance(path, Path) and path.exists() and not run_dir.is_run_dir(path)
             and sam is None and which == "best"):
-        if path.is_dir():
-            return directory.read_directory(path, backbone).weights
-        return release.read_release(path, backbone)
+        if not path.is_dir():
+            return release.read_release(path, backbone)
+        converted = directory.read_directory(path, backbone)
+        _refuse_sam2((converted.sam or {}).get("model_type") or "", path)
+        return converted.weights
     model = load(source, which=which, sam=sam, sam_type=sam_type, backbone=backbone)
     _refuse_trained_sam(model)
+    _refuse_sam2(model.config.sam_type, source)
     return vrp_weights(model)
+
+
+def _refuse_sam2(sam_type: str, source: str | Path) -> None:
+    """The release's best_model.pt drives SAM (its encoder's prompts were made for SAM's
+    decoder); a model made for SAM 2's cannot go there unnoticed."""
+    if is_sam2_type(sam_type):
+        raise InputError(f"{source}: the model's segmenter is SAM 2 ({sam_type}); the "
+                         "release's best_model.pt drives SAM only: export with --format jax")
 
 
 def export_release(weights: VRPWeights, output: str | Path) -> Path:
@@ -217,6 +229,7 @@ def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
     weights = vrp_weights(model)
     if format == "release":
         _refuse_trained_sam(model)
+        _refuse_sam2(model.config.sam_type, model.origin.get("encoder", "the model"))
         return export_release(weights, output)
     if keep_sam_separate:
         if model.sam_file is None:
@@ -226,6 +239,7 @@ def export(model: LoadedModel, output: str | Path, *, format: str = "jax",
         return directory.write_directory(output, weights, model.config.image_size,
                                          model.origin, sam_file=model.sam_file,
                                          sam_type=model.config.sam_type)
-    sam = sam_port.LoadedSam(model.config.sam_type, model.config.sam, model.params["sam"])
+    loaded = sam_port.LoadedSam2 if model.config.sam2 else sam_port.LoadedSam
+    sam = loaded(model.config.sam_type, model.config.sam, model.params["sam"])
     return directory.write_directory(output, weights, model.config.image_size, model.origin,
                                      sam=sam)

@@ -11,6 +11,7 @@ SAM_TYPES = ("vit_b", "vit_l", "vit_h", "tiny")  # tiny: tests, toy
 # SAM 2's image models, named as the official checkpoints are (sam2.1_toy: tests)
 SAM2_TYPES = tuple(f"{release}_hiera_{size}" for release in ("sam2.1", "sam2")
                    for size in ("tiny", "small", "base_plus", "large")) + ("sam2.1_toy",)
+SAM_MODEL_TYPES = SAM_TYPES + SAM2_TYPES  # what `model.sam_type` and --sam-type take
 CONDITIONS = ("mask", "box", "point", "scribble")  # the reference annotation kinds
 # The command line's option for each kind (`vrp-sam predict --reference-points`: plural there,
 # as a person gives one or more points).

@@ -102,6 +102,50 @@ class Sam2(nn.Module):
         return self.predict_from_embeddings(embedding, high_res, points, masks, multimask_output)
 
 
+def box_corner_points(points: tuple[jax.Array, jax.Array] | None, boxes: jax.Array | None
+                      ) -> tuple[jax.Array, jax.Array] | None:
+    """SAM 2's prompt layout (`SAM2ImagePredictor._predict`): boxes (B, 4) become two points
+    labelled 2 and 3, placed before the points ((B, N, 2) with labels (B, N))."""
+    if boxes is None:
+        return points
+    corners = jnp.reshape(boxes, (-1, 2, 2))
+    labels = jnp.broadcast_to(jnp.asarray([[2, 3]], jnp.int32), corners.shape[:2])
+    if points is None:
+        return corners, labels
+    return (jnp.concatenate([corners.astype(points[0].dtype), points[0]], axis=1),
+            jnp.concatenate([labels.astype(points[1].dtype), points[1]], axis=1))
+
+
+def pack_image_features(embedding: jax.Array, high_res: tuple[jax.Array, jax.Array]
+                        ) -> jax.Array:
+    """SAM 2's per-image features as one array on the embedding's grid: the embedding
+    (B, s, s, C), the stride-8 map (B, 2s, 2s, C/4) and the stride-4 map (B, 4s, 4s, C/8),
+    each 2x or 4x cell block folded into channels -> (B, s, s, 4C). One array per image, so
+    code that stores or passes SAM's embeddings (caches, steps) carries SAM 2's unchanged."""
+    s0, s1 = high_res
+
+    def fold(x: jax.Array, factor: int) -> jax.Array:
+        b, h, w, c = x.shape
+        x = x.reshape(b, h // factor, factor, w // factor, factor, c)
+        return x.transpose(0, 1, 3, 2, 4, 5).reshape(b, h // factor, w // factor, -1)
+
+    return jnp.concatenate([embedding, fold(s1, 2), fold(s0, 4)], axis=-1)
+
+
+def unpack_image_features(packed: jax.Array, d_model: int
+                          ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Inverse of `pack_image_features`: (B, s, s, 4C) -> (embedding, (s0, s1))."""
+    def unfold(x: jax.Array, factor: int) -> jax.Array:
+        b, h, w, _ = x.shape
+        x = x.reshape(b, h, w, factor, factor, -1).transpose(0, 1, 3, 2, 4, 5)
+        return x.reshape(b, h * factor, w * factor, -1)
+
+    embedding = packed[..., :d_model]
+    s1 = unfold(packed[..., d_model: 2 * d_model], 2)
+    s0 = unfold(packed[..., 2 * d_model:], 4)
+    return embedding, (s0, s1)
+
+
 def abstract_sam2_params(config: Sam2Config) -> dict:
     """The parameter tree's shapes and dtypes (no memory, no compute); a fresh tree per call."""
     return jax.tree.map(lambda leaf: leaf, _abstract_params(config))

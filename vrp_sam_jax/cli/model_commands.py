@@ -174,5 +174,5 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("summary", help="parameter counts of a VRP-SAM architecture")
     p.add_argument("--backbone", choices=names.BACKBONES, default="resnet50")
-    p.add_argument("--sam-type", choices=names.SAM_TYPES, default="vit_h")
+    p.add_argument("--sam-type", choices=names.SAM_MODEL_TYPES, default="vit_h")
     p.set_defaults(func=summary)

@@ -94,7 +94,7 @@ def add_model_source(p: argparse.ArgumentParser, flag: str = "--checkpoint",
     p.add_argument("--sam-checkpoint", required=sam_required, default=None,
                    help="SAM (official .pth or converted directory); default: the model's own "
                         "(a work directory's config, or the exported directory)")
-    p.add_argument("--sam-type", choices=names.SAM_TYPES, default=None,
+    p.add_argument("--sam-type", choices=names.SAM_MODEL_TYPES, default=None,
                    help="checked against the SAM read")
     p.add_argument("--backbone", choices=names.BACKBONES, default=None,
                    help="checked against the checkpoint; inferred when omitted")

@@ -9,8 +9,6 @@ from pathlib import Path
 from vrp_sam_jax import names
 from vrp_sam_jax.cli import options
 
-SAM_AND_SAM2_TYPES = names.SAM_TYPES + names.SAM2_TYPES
-
 
 def convert_sam(args: argparse.Namespace) -> int:
     import sam_port
@@ -115,7 +113,7 @@ def sam_demo(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert-sam", help="official SAM .pth or SAM 2 .pt -> our orbax "
                                            "directory")
-    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None,
+    p.add_argument("--model-type", choices=names.SAM_MODEL_TYPES, default=None,
                    help="checked against the file; inferred when omitted")
     p.add_argument("--checkpoint", required=True,
                    help="sam_vit_{b,l,h}_*.pth, sam2.1_hiera_*.pt or sam2_hiera_*.pt")
@@ -126,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                            "and/or a box")
     p.add_argument("--checkpoint", required=True,
                    help="official SAM .pth or SAM 2 .pt, or a converted directory")
-    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None)
+    p.add_argument("--model-type", choices=names.SAM_MODEL_TYPES, default=None)
     p.add_argument("--image", required=True)
     p.add_argument("--point", type=options.point, action="append", default=[],
                    help="foreground point x,y in pixels (repeatable)")
@@ -142,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "SAM 2's automatic mask generator")
     p.add_argument("--checkpoint", required=True,
                    help="official SAM .pth or SAM 2 .pt, or a converted directory")
-    p.add_argument("--model-type", choices=SAM_AND_SAM2_TYPES, default=None)
+    p.add_argument("--model-type", choices=names.SAM_MODEL_TYPES, default=None)
     p.add_argument("--image", required=True, action="append",
                    help="image file (repeatable)")
     p.add_argument("--output-dir", required=True)

@@ -18,10 +18,16 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sam_port.config import SamConfig, get_config
+from sam_port.config import Sam2Config, SamConfig, get_config, is_sam2_type, sam2_model_type
 from sam_port.interpolate import resize_bilinear, resize_nearest
 from sam_port.modeling.image_encoder import ATTENTION_IMPLEMENTATIONS
 from sam_port.modeling.sam import INIT_COMPILER_OPTIONS, Sam
+from sam_port.modeling.sam2 import (
+    Sam2,
+    box_corner_points,
+    pack_image_features,
+    unpack_image_features,
+)
 from vrp_sam_jax.models.backbones import get_backbone_spec, make_backbone
 from vrp_sam_jax.models.vrp_encoder import VRPEncoder, pseudo_mask
 from vrp_sam_jax.names import COMPUTE_DTYPES, QUERY_INITS
@@ -65,6 +71,8 @@ class VRPSamConfig:
             raise ValueError(f"unknown query_init {self.query_init!r}; choose from "
                              f"{', '.join(QUERY_INITS)}")
         get_config(self.sam_type)
+        if is_sam2_type(self.sam_type):  # one name per model (`sam2.1_hiera_b+` -> base_plus)
+            object.__setattr__(self, "sam_type", sam2_model_type(self.sam_type))
         problem = architecture_problem(self.hidden_dim, self.num_queries, self.num_heads,
                                        self.image_size)
         if problem:
@@ -81,8 +89,13 @@ class VRPSamConfig:
         return jnp.dtype(self.compute_dtype)
 
     @property
-    def sam(self) -> SamConfig:
+    def sam(self) -> SamConfig | Sam2Config:
         return get_config(self.sam_type)
+
+    @property
+    def sam2(self) -> bool:
+        """Whether the segmenter is a SAM 2 (docs/COMPUTATION.md §12)."""
+        return isinstance(self.sam, Sam2Config)
 
     @property
     def hidden_dim(self) -> int:
@@ -145,7 +158,7 @@ class VRPSam(nn.Module):
         self.backbone = make_backbone(cfg.backbone, cfg.dtype)
         self.encoder = VRPEncoder(cfg.hidden_dim, cfg.num_queries, cfg.num_heads,
                                   query_init=cfg.query_init)
-        self.sam = Sam(cfg.sam, cfg.dtype, cfg.attention)
+        self.sam = (Sam2 if cfg.sam2 else Sam)(cfg.sam, cfg.dtype, cfg.attention)
 
     def _backbone_features(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         """(float32 concat(layer2, layer3), layer3 in the compute dtype)."""
@@ -218,21 +231,34 @@ class VRPSam(nn.Module):
     # --- SAM -----------------------------------------------------------------------------
     def embed_targets(self, images: jax.Array) -> jax.Array:
         """SAM image embeddings of normalised targets (B, S, S, 3): the image is resized to
-        SAM's input size (bilinear, align_corners=True), not SAM's own resize-and-pad."""
+        SAM's input size (bilinear, align_corners=True), not SAM's own resize-and-pad.
+        (B, h, w, C); for a SAM 2, its embedding and high-res features packed into one
+        (B, h, w, 4C) array (`sam_port.modeling.sam2.pack_image_features`)."""
         size = self.config.sam.img_size
-        return self.sam.embed_images(resize_bilinear(images, (size, size), align_corners=True))
+        images = resize_bilinear(images, (size, size), align_corners=True)
+        if self.config.sam2:
+            return pack_image_features(*self.sam.embed_images(images))
+        return self.sam.embed_images(images)
 
     def decode(self, embeddings: jax.Array, prompt_embeddings: jax.Array,
                points: tuple[jax.Array, jax.Array] | None = None,
                boxes: jax.Array | None = None) -> jax.Array:
-        """SAM embeddings (B, h, w, C) + VRP prompts (B, N, C) [+ optional points/boxes in
-        SAM's input frame] -> mask logits (B, S, S) at `config.image_size`."""
+        """SAM embeddings (`embed_targets`) + VRP prompts (B, N, C) [+ optional points/boxes
+        in SAM's input frame, before the VRP prompts] -> mask logits (B, S, S) at
+        `config.image_size`."""
         b = prompt_embeddings.shape[0]
-        sparse, dense = self.sam.encode_prompts(points, boxes, None)
+        if self.config.sam2:  # boxes enter as corner points (docs/COMPUTATION.md §11)
+            sparse, dense = self.sam.encode_prompts(box_corner_points(points, boxes), None)
+        else:
+            sparse, dense = self.sam.encode_prompts(points, boxes, None)
         sparse = jnp.broadcast_to(sparse, (b, *sparse.shape[1:]))
         dense = jnp.broadcast_to(dense, (b, *dense.shape[1:]))
         sparse = jnp.concatenate([sparse.astype(prompt_embeddings.dtype), prompt_embeddings], 1)
-        low_res, _ = self.sam.decode_masks(embeddings, sparse, dense, multimask_output=False)
+        if self.config.sam2:
+            embeddings, high_res = unpack_image_features(embeddings, self.config.hidden_dim)
+            low_res = self.sam.decode_masks(embeddings, high_res, sparse, dense, False).masks
+        else:
+            low_res, _ = self.sam.decode_masks(embeddings, sparse, dense, multimask_output=False)
         size = self.config.image_size
         return resize_bilinear(low_res[:, 0], (size, size), align_corners=True, axes=(-2, -1))
 
@@ -258,7 +284,7 @@ def _init(model_config: VRPSamConfig, key: jax.Array) -> dict:
     params = model.init(key, *_example_inputs(model_config))["params"]
     # SAM's prompt-encoder paths unused by VRP prompts (points, boxes, masks) still exist in
     # every official checkpoint: create them so the tree matches `sam_port`'s.
-    sam = Sam(model_config.sam)
+    sam = (Sam2 if model_config.sam2 else Sam)(model_config.sam)
     img = jnp.zeros((1, model_config.sam.img_size, model_config.sam.img_size, 3))
     params["sam"] = sam.init(key, img)["params"]
     return params

@@ -4,7 +4,8 @@ SAM's image encoder is frozen and the images are not augmented, so a target's em
 changes during training or evaluation (docs/COMPUTATION.md §1). The cache key names everything the
 embedding depends on: SAM type, a fingerprint of SAM's image-encoder weights, the input
 resolution and the storage dtype. Under the key, each process writes the images of its share
-(`part-<n>-p<process>.npy`, an (N, h, w, C) array, and `.json`, the image names); readers
+(`part-<n>-p<process>.npy`, an (N, h, w, C) array, for a SAM 2 the embedding and its high-res
+features packed as (N, h, w, 4C); and `.json`, the image names); readers
 memory-map every part. On a directory all processes see (`shared`), each embeds 1/N of the
 images; on a host's local disk, each embeds all of them. A part is only valid once its
 `.json` exists (written last), so an interrupted pre-pass is redone for that part on the next
@@ -59,7 +60,18 @@ def cache_key(model_config: VRPSamConfig, sam_params: dict, dtype: str) -> str:
     dtype_of_compute = model_config.compute_dtype
     compute = "" if dtype_of_compute == "float32" else f"_{dtype_of_compute}-compute"
     return (f"{model_config.sam_type}_{model_config.image_size}px_{dtype}{compute}_"
-            f"{fingerprint(sam_params['image_encoder'])}")
+            f"{fingerprint(image_feature_params(model_config, sam_params))}")
+
+
+def image_feature_params(model_config: VRPSamConfig, sam_params: dict) -> dict:
+    """The SAM parameters a cached embedding depends on: the image encoder's; for a SAM 2
+    also the no-memory embedding and the high-res projections it packs with it."""
+    if not model_config.sam2:
+        return sam_params["image_encoder"]
+    decoder = sam_params["sam_mask_decoder"]
+    return {"image_encoder": sam_params["image_encoder"],
+            "no_mem_embed": {"value": sam_params["no_mem_embed"]},
+            "conv_s0": decoder["conv_s0"], "conv_s1": decoder["conv_s1"]}
 
 
 class EmbeddingCache:
