@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -28,7 +27,8 @@ import conftest  # noqa: E402,F401  (torchvision stand-in for sam2's imports)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from timing import flop_count, interleaved_medians, torch_device, torch_synced  # noqa: E402
+from sam_image_encoder import compare  # noqa: E402
+from timing import flop_count, torch_device, torch_synced  # noqa: E402
 from torch_sam2 import build_torch_sam2, state_dict_numpy  # noqa: E402
 
 import sam_port  # noqa: E402
@@ -58,30 +58,15 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
             backbone_out = torch_model.forward_image(image_torch)
             _, feats, _, _ = torch_model._prepare_backbone_features(backbone_out)
             embedding = feats[-1] + torch_model.no_mem_embed
-            return embedding.permute(1, 2, 0).reshape(batch, -1, grid, grid), feats[:-1]
+            return embedding.permute(1, 2, 0).reshape(batch, -1, grid, grid)
 
-    def run_ours():
+    def run_ours():  # the embedding of the whole output, all of it computed
         return jax.block_until_ready(
-            sam2_embed_images(config, params, image_jax, compute_dtype))
+            sam2_embed_images(config, params, image_jax, compute_dtype))[0]
 
-    start = time.perf_counter()
-    got, _ = run_ours()
-    compile_s = time.perf_counter() - start
-    want = run_torch()[0].float().cpu().numpy()  # also the warm-up
-    torch_s, ours_s = interleaved_medians(run_torch, run_ours, repeats=repeats)
     flops = flop_count(sam2_embed_images, config, params, image_jax, compute_dtype, "auto")
-    return {
-        "benchmark": "sam2_image_embedding", "model_type": model_type,
-        "image": f"{batch}x{size}x{size}", "compute_dtype": compute_dtype,
-        "torch_device": device,
-        "max_abs_embedding_diff": float(np.abs(np.moveaxis(want, 1, -1) - np.asarray(got)).max()),
-        "torch_images_per_second": round(batch / torch_s, 3),
-        "ours_images_per_second": round(batch / ours_s, 3),
-        "ours_compile_seconds": round(compile_s, 1),
-        "ratio": round(torch_s / ours_s, 3),
-        "gflops_per_image": None if flops is None else round(flops / batch / 1e9, 3),
-        "ours_tflops": None if flops is None else round(flops / ours_s / 1e12, 3),
-    }
+    return compare("sam2_image_embedding", model_type, compute_dtype, device, image,
+                   run_torch, run_ours, flops, repeats)
 
 
 def main() -> None:

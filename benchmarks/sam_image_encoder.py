@@ -62,14 +62,24 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
     def run_ours():
         return jax.block_until_ready(embed_images(config, params, image_jax, compute_dtype))
 
+    flops = flop_count(embed_images, config, params, image_jax, compute_dtype, "auto")
+    return compare("sam_image_embedding", model_type, compute_dtype, device, image, run_torch,
+                   run_ours, flops, repeats)
+
+
+def compare(benchmark: str, model_type: str, compute_dtype: str, device: str,
+            image: np.ndarray, run_torch, run_ours, flops: float | None, repeats: int) -> dict:
+    """Time `run_torch` (-> the NCHW reference embedding) against `run_ours` (-> ours,
+    NHWC) on `image` (B, S, S, 3): the first call of ours is its compilation; the record
+    `suite.py` prints."""
+    batch, size = image.shape[:2]
     start = time.perf_counter()
     got = run_ours()
     compile_s = time.perf_counter() - start
     want = run_torch().float().cpu().numpy()  # also the warm-up
     torch_s, ours_s = interleaved_medians(run_torch, run_ours, repeats=repeats)
-    flops = flop_count(embed_images, config, params, image_jax, compute_dtype, "auto")
     return {
-        "benchmark": "sam_image_embedding", "model_type": model_type,
+        "benchmark": benchmark, "model_type": model_type,
         "image": f"{batch}x{size}x{size}", "compute_dtype": compute_dtype,
         "torch_device": device,
         "max_abs_embedding_diff": float(np.abs(np.moveaxis(want, 1, -1) - np.asarray(got)).max()),

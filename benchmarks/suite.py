@@ -134,6 +134,10 @@ def run(preset: dict, only: set[str], emit) -> list[dict]:
     return results
 
 
+ENCODER_ROWS = {"sam_image_embedding": "(a) SAM image embeddings",
+                "sam2_image_embedding": "SAM 2 image encodings (embedding + high-res features)"}
+
+
 def markdown(results: list[dict]) -> str:
     """The table rows of docs/PERFORMANCE.md's summary."""
     device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
@@ -142,23 +146,14 @@ def markdown(results: list[dict]) -> str:
             "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in results:
         kind = r["benchmark"]
-        if kind == "sam_image_embedding":
+        if kind in ENCODER_ROWS:
             note = f"max abs diff {r['max_abs_embedding_diff']:.1e}"
             if peak and r["ours_tflops"]:
                 note += (f"; {r['ours_tflops']:.1f} TFLOP/s = "
                          f"{r['ours_tflops'] / peak:.0%} of the bf16 matmul peak")
-            rows.append(f"| (a) SAM image embeddings | {r['model_type']}, {r['image']}, "
+            rows.append(f"| {ENCODER_ROWS[kind]} | {r['model_type']}, {r['image']}, "
                         f"{r['compute_dtype']} | images/s | {r['torch_images_per_second']} | "
                         f"{r['ours_images_per_second']} | {r['ratio']} | {note} |")
-        elif kind == "sam2_image_embedding":
-            note = f"max abs diff {r['max_abs_embedding_diff']:.1e}"
-            if peak and r["ours_tflops"]:
-                note += (f"; {r['ours_tflops']:.1f} TFLOP/s = "
-                         f"{r['ours_tflops'] / peak:.0%} of the bf16 matmul peak")
-            rows.append(f"| SAM 2 image encodings (embedding + high-res features) | "
-                        f"{r['model_type']}, {r['image']}, {r['compute_dtype']} | images/s | "
-                        f"{r['torch_images_per_second']} | {r['ours_images_per_second']} | "
-                        f"{r['ratio']} | {note} |")
         elif kind == "train_step":
             rows.append(f"| (b) train steps, cached embeddings | {r['backbone']} + "
                         f"{r['sam_type']} SAM, {r['image']}, batch {r['batch']} | steps/s | "
