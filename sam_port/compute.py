@@ -77,7 +77,6 @@ def sam2_predict_masks(
     return sam2_postprocess_masks(out.masks, original_size), out.iou, out.masks
 
 
-
 def batched_prompts(
     point_coords: Any, point_labels: Any, boxes: Any, mask_input: Any, low_res_size: int
 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, np.ndarray | None, np.ndarray | None]:

@@ -161,6 +161,8 @@ class Sam2Config:
 
     trunk: HieraConfig
     version: str = "2.1"  # "2" or "2.1": the releases differ in their video settings only
+    # (2.1 adds `no_obj_embed_spatial` and a projection of the object pointers' temporal
+    # encodings, `obj_ptr_tpos_proj`)
     image_size: int = 1024
     d_model: int = 256  # the neck's width, also the prompt embeddings' (`hidden_dim`)
     fpn_top_down_levels: tuple[int, ...] = (2, 3)
@@ -172,6 +174,11 @@ class Sam2Config:
     # with multimask output, the decoder's `sam_tokens` (object pointers' source) are the
     # three multimask tokens' outputs, else the single-mask token's
     use_multimask_token_for_obj_ptr: bool = True
+    # the video model (`memory_attention` / `memory_encoder` of the configs)
+    num_maskmem: int = 7  # memory frames: the prompted one and 6 before
+    mem_dim: int = 64  # the memory encoder's output width
+    memory_attention_layers: int = 4
+    memory_attention_feedforward: int = 2048
     # `SAM2Transforms`: pixels scaled to [0, 1] then normalised
     pixel_mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     pixel_std: tuple[float, float, float] = (0.229, 0.224, 0.225)

@@ -1,11 +1,10 @@
 """SAM 2 checkpoints: the official `sam2.1_hiera_*.pt` / `sam2_hiera_*.pt` files (read by the
 project's reader: no pickled code runs) and our converted directories.
 
-The official file is `{"model": SAM2Base.state_dict()}`. Keys map to our parameters by the
-mechanical rule of `sam_port.convert`, except the two-way transformer's MLPs, which SAM 2
-builds from its own `MLP` (`mlp.layers.0/1`) where SAM has `MLPBlock` (`mlp.lin1/2`). The video
-model's tensors (memory attention, memory encoder, object pointers) are recognised and not
-read: only the image model is ported so far, and a directory we write says so (`parts`).
+The official file is `{"model": SAM2Base.state_dict()}`, the image and the video model.
+Keys map to our parameters by the mechanical rule of `sam_port.convert`, except the two-way
+transformer's MLPs, which SAM 2 builds from its own `MLP` (`mlp.layers.0/1`) where SAM has
+`MLPBlock` (`mlp.lin1/2`). Every tensor is read.
 """
 
 from __future__ import annotations
@@ -25,12 +24,7 @@ from sam_port.torch_pickle import CheckpointError
 FORMAT = "sam_port.sam2/1"
 META = "sam.json"  # the same file name as SAM's directories: its `format` tells them apart
 PATCH_KEY = "image_encoder.trunk.patch_embed.proj.weight"  # present in every SAM 2 file
-_IMAGE_PARTS = ["image"]
 
-# The video model's tensors (`SAM2Base` outside the image path), left unread for now.
-VIDEO_KEYS = (r"^memory_attention\.", r"^memory_encoder\.", r"^maskmem_tpos_enc$",
-              r"^no_mem_pos_enc$", r"^obj_ptr_proj\.", r"^obj_ptr_tpos_proj\.",
-              r"^mask_downsample\.", r"^no_obj_ptr$", r"^no_obj_embed_spatial$")
 # SAM 2.1's additions to SAM 2.0 (`no_obj_embed_spatial`, `proj_tpos_enc_in_obj_ptrs`)
 _VERSION_2_1_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight")
 
@@ -55,12 +49,11 @@ def to_official_state_dict(params: dict) -> dict[str, np.ndarray]:
 
 def infer_sam2_model_type(state_dict: dict[str, np.ndarray], source: str | Path) -> str:
     """The model type of an official SAM 2 state dict, from its trunk's width and depth and
-    its release (2.1's keys; a file without the video tensors counts as 2.1)."""
+    its release (2.1's keys)."""
     width = state_dict[PATCH_KEY].shape[0]
     blocks = "image_encoder.trunk.blocks."
     depth = len({k.split(".")[3] for k in state_dict if k.startswith(blocks)})
-    has_video = any(k.startswith("memory_encoder.") for k in state_dict)
-    version = "2" if has_video and not any(k in state_dict for k in _VERSION_2_1_KEYS) else "2.1"
+    version = "2.1" if any(k in state_dict for k in _VERSION_2_1_KEYS) else "2"
     for name, cfg in SAM2_CONFIGS.items():
         if (cfg.trunk.embed_dim, sum(cfg.trunk.stages), cfg.version) == (width, depth, version):
             return name
@@ -88,15 +81,14 @@ def convert_sam2_state_dict(state_dict: dict[str, np.ndarray], model_type: str |
     _check_asked(found, model_type, source)
     config = get_sam2_config(found)
     params = state_dict_to_params(_from_official_keys(state_dict), abstract_sam2_params(config),
-                                  source=source, ignore=VIDEO_KEYS)
+                                  source=source)
     check_finite(params, str(source))
     return LoadedSam2(found, config, params)
 
 
 def save_sam2(sam: LoadedSam2, directory: str | Path) -> Path:
-    """Write `directory/sam.json` (format, model type, architecture, parts) and the params."""
-    meta = {"format": FORMAT, "model_type": sam.model_type, "config": sam.config.to_dict(),
-            "parts": _IMAGE_PARTS}
+    """Write `directory/sam.json` (format, model type, architecture) and the params."""
+    meta = {"format": FORMAT, "model_type": sam.model_type, "config": sam.config.to_dict()}
     return save_params_dir(directory, sam.params, META, meta)
 
 

@@ -11,7 +11,6 @@ one decoding, marked `full_size`.
 
 from __future__ import annotations
 
-import re
 from functools import partial
 
 import jax
@@ -199,16 +198,15 @@ def test_converter_round_trip_and_model_types(models, tmp_path):
     found from the file, checked when given."""
     from torch_sam2 import save_official_checkpoint, state_dict_numpy
 
-    from sam_port.sam2_checkpoint import VIDEO_KEYS, infer_sam2_model_type, to_official_state_dict
+    from sam_port.sam2_checkpoint import infer_sam2_model_type, to_official_state_dict
 
     torch_model, ours = models
     if ours.config.image_size > 128:
         pytest.skip("the toy covers the round trip")
     official = state_dict_numpy(torch_model)
     exported = to_official_state_dict(ours.params)
-    image_keys = {k for k in official if not any(re.search(p, k) for p in VIDEO_KEYS)}
-    assert set(exported) == image_keys
-    for key in image_keys:
+    assert set(exported) == set(official)  # the image and the video model, every tensor
+    for key in official:
         np.testing.assert_array_equal(exported[key], official[key])
 
     directory = sam_port.save_sam(ours, tmp_path / "converted")
@@ -227,23 +225,21 @@ def test_converter_round_trip_and_model_types(models, tmp_path):
         sam_port.load_sam(path, "vit_b")
 
     # the releases and sizes, from the trunk's width and depth and 2.1's keys
-    def keys(width, depth, video, v21):
+    def keys(width, depth, v21):
         d = {"image_encoder.trunk.patch_embed.proj.weight": np.zeros((width, 3, 7, 7))}
         d.update({f"image_encoder.trunk.blocks.{i}.norm1.weight": np.zeros(1)
                   for i in range(depth)})
-        if video:
-            d["memory_encoder.pix_feat_proj.weight"] = np.zeros(1)
         if v21:
             d["no_obj_embed_spatial"] = np.zeros(1)
         return d
 
-    assert infer_sam2_model_type(keys(96, 12, True, True), "f") == "sam2.1_hiera_tiny"
-    assert infer_sam2_model_type(keys(96, 12, True, False), "f") == "sam2_hiera_tiny"
-    assert infer_sam2_model_type(keys(96, 16, False, False), "f") == "sam2.1_hiera_small"
-    assert infer_sam2_model_type(keys(112, 24, True, True), "f") == "sam2.1_hiera_base_plus"
-    assert infer_sam2_model_type(keys(144, 48, True, False), "f") == "sam2_hiera_large"
+    assert infer_sam2_model_type(keys(96, 12, True), "f") == "sam2.1_hiera_tiny"
+    assert infer_sam2_model_type(keys(96, 12, False), "f") == "sam2_hiera_tiny"
+    assert infer_sam2_model_type(keys(96, 16, False), "f") == "sam2_hiera_small"
+    assert infer_sam2_model_type(keys(112, 24, True), "f") == "sam2.1_hiera_base_plus"
+    assert infer_sam2_model_type(keys(144, 48, False), "f") == "sam2_hiera_large"
     with pytest.raises(CheckpointError, match="width 100 and depth 12 matches no known"):
-        infer_sam2_model_type(keys(100, 12, True, True), "f")
+        infer_sam2_model_type(keys(100, 12, True), "f")
 
 
 def test_embed_images_in_bfloat16_stays_close(models):
@@ -256,3 +252,38 @@ def test_embed_images_in_bfloat16_stays_close(models):
     bf16, _ = sam2_embed_images(ours.config, ours.params, x, "bfloat16")
     assert bf16.dtype == jnp.float32
     assert np.abs(np.asarray(bf16) - np.asarray(f32)).max() < 0.1 * np.abs(np.asarray(f32)).max()
+
+
+def test_memory_encoder_and_attention_match_official(models):
+    """The video model's modules on random inputs: the memory encoder (a frame's features and
+    its scaled mask) and the memory attention over two memory frames and four object-pointer
+    tokens (rotary encodings on the frames' keys only)."""
+    torch_model, ours = models
+    if ours.config.image_size > 128:
+        pytest.skip("the toy covers the memory modules")
+    cfg, rng = ours.config, np.random.default_rng(8)
+    s, c, mem = cfg.embedding_size, cfg.d_model, cfg.mem_dim
+    pix = rng.normal(size=(2, s, s, c)).astype(np.float32)
+    mask = (20 * rng.uniform(size=(2, 16 * s, 16 * s, 1)) - 10).astype(np.float32)
+    with torch.no_grad():
+        want = torch_model.memory_encoder(torch.from_numpy(pix).permute(0, 3, 1, 2),
+                                          torch.from_numpy(mask).permute(0, 3, 1, 2),
+                                          skip_mask_sigmoid=True)
+    model = Sam2(cfg)
+    features, pos = jax.jit(partial(model.apply, method=Sam2.encode_memory))(
+        ours.variables, pix, mask)
+    assert_close(features, want["vision_features"].numpy().transpose(0, 2, 3, 1))
+    assert_close(pos, want["vision_pos_enc"][0][0].numpy().transpose(1, 2, 0))
+
+    curr = rng.normal(size=(2, s * s, c)).astype(np.float32)
+    curr_pos = rng.normal(size=(2, s * s, c)).astype(np.float32)
+    memory = rng.normal(size=(2, 2 * s * s + 4, mem)).astype(np.float32)
+    memory_pos = rng.normal(size=(2, 2 * s * s + 4, mem)).astype(np.float32)
+    with torch.no_grad():
+        want = torch_model.memory_attention(
+            curr=torch.from_numpy(curr).transpose(0, 1), memory=torch.from_numpy(memory)
+            .transpose(0, 1), curr_pos=torch.from_numpy(curr_pos).transpose(0, 1),
+            memory_pos=torch.from_numpy(memory_pos).transpose(0, 1), num_obj_ptr_tokens=4)
+    got = jax.jit(partial(model.apply, method=Sam2.attend_memory), static_argnums=5)(
+        ours.variables, curr, memory, curr_pos, memory_pos, 4)
+    assert_close(got, want.transpose(0, 1).numpy())

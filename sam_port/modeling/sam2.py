@@ -1,7 +1,8 @@
-"""SAM 2's image model (`sam2.modeling.sam2_base.SAM2Base` as the image predictor uses it):
-the Hiera image encoder, SAM's prompt encoder and mask decoder with SAM 2's additions, and the
-no-memory embedding that marks a frame without memories (all an image has). The video parts
-(memory attention, memory encoder, object pointers) are not ported yet."""
+"""SAM 2 (`sam2.modeling.sam2_base.SAM2Base`): the Hiera image encoder, SAM's prompt encoder
+and mask decoder with SAM 2's additions, the no-memory embedding that marks a frame without
+memories (all an image has), and the video model's modules and parameters (memory encoder,
+memory attention, object-pointer projections, temporal encodings). The video predictor's
+frame-by-frame logic that uses them is not ported yet."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from sam_port.config import Sam2Config
+from sam_port.modeling.common import MLP
 from sam_port.modeling.hiera import Sam2ImageEncoder
 from sam_port.modeling.mask_decoder import DecoderOutput, MaskDecoder
+from sam_port.modeling.memory import MemoryAttention, MemoryEncoder
 from sam_port.modeling.prompt_encoder import PromptEncoder
 from sam_port.modeling.sam import INIT_COMPILER_OPTIONS
 
@@ -40,8 +43,20 @@ class Sam2(nn.Module):
         )
         self.sam_mask_decoder = MaskDecoder(cfg.d_model, cfg.mask_decoder,
                                             cfg.use_multimask_token_for_obj_ptr)
-        self.no_mem_embed = self.param("no_mem_embed", nn.initializers.truncated_normal(0.02),
-                                       (1, 1, cfg.d_model))
+        init, c, mem = nn.initializers.truncated_normal(0.02), cfg.d_model, cfg.mem_dim
+        self.no_mem_embed = self.param("no_mem_embed", init, (1, 1, c))
+        # the video model
+        self.memory_encoder = MemoryEncoder(mem)
+        self.memory_attention = MemoryAttention(c, cfg.memory_attention_layers,
+                                                cfg.memory_attention_feedforward, mem)
+        self.maskmem_tpos_enc = self.param("maskmem_tpos_enc", init, (cfg.num_maskmem, 1, 1, mem))
+        self.no_mem_pos_enc = self.param("no_mem_pos_enc", init, (1, 1, c))
+        self.no_obj_ptr = self.param("no_obj_ptr", init, (1, c))
+        self.obj_ptr_proj = MLP(c, c, 3)
+        self.mask_downsample = nn.Conv(1, (4, 4), strides=(4, 4), padding="VALID")
+        if cfg.version == "2.1":
+            self.no_obj_embed_spatial = self.param("no_obj_embed_spatial", init, (1, mem))
+            self.obj_ptr_tpos_proj = nn.Dense(mem)
 
     def embed_images(self, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """(B, S, S, 3) normalised images -> the image embedding (B, S/16, S/16, C) (with the
@@ -90,15 +105,46 @@ class Sam2(nn.Module):
         return self.decode_masks(image_embeddings, high_res_features, sparse, dense,
                                  multimask_output)
 
+    def encode_memory(self, pix_feat: jax.Array, masks: jax.Array
+                      ) -> tuple[jax.Array, jax.Array]:
+        """`MemoryEncoder` on a frame's features (B, h, w, C) and its memory mask
+        (B, 16h, 16w, 1), already through the sigmoid and scaled: features (B, h, w, mem) and
+        their position encodings (h, w, mem)."""
+        return self.memory_encoder(pix_feat, masks)
+
+    def attend_memory(self, curr: jax.Array, memory: jax.Array, curr_pos: jax.Array,
+                      memory_pos: jax.Array, num_obj_ptr_tokens: int = 0) -> jax.Array:
+        """`MemoryAttention`: the frame's tokens (B, hw, C) conditioned on memory tokens
+        (B, M, mem), the last `num_obj_ptr_tokens` of them object pointers."""
+        return self.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+
+    def video_parameters(self) -> dict:
+        """The video model's loose parameters and projections, for the tracking logic."""
+        c = self.config.d_model
+        out = {"maskmem_tpos_enc": self.maskmem_tpos_enc, "no_mem_pos_enc": self.no_mem_pos_enc,
+               "no_obj_ptr": self.no_obj_ptr,
+               "obj_ptr": self.obj_ptr_proj(jnp.zeros((1, c))),
+               "mask_downsample": self.mask_downsample(jnp.zeros((1, 4, 4, 1)))}
+        if self.config.version == "2.1":
+            out["no_obj_embed_spatial"] = self.no_obj_embed_spatial
+            out["obj_ptr_tpos"] = self.obj_ptr_tpos_proj(jnp.zeros((1, c)))
+        return out
+
     def __call__(self, images: jax.Array, multimask_output: bool = True) -> DecoderOutput:
         """End to end on one point and a mask prompt per image (used by `init`; the no-mask
-        path runs too, so that every parameter is created)."""
+        path and the video modules run too, so that every parameter is created)."""
         cfg = self.config
         embedding, high_res = self.embed_images(images)
-        b = images.shape[0]
+        b, s = images.shape[0], cfg.embedding_size
         points = (jnp.zeros((b, 1, 2)), jnp.ones((b, 1), jnp.int32))
         masks = jnp.zeros((b, cfg.low_res_size, cfg.low_res_size, 1))
         self.encode_prompts(points, None)
+        memory, memory_pos = self.encode_memory(embedding, jnp.zeros((b, 16 * s, 16 * s, 1)))
+        tokens = embedding.reshape(b, s * s, -1)
+        self.attend_memory(tokens, memory.reshape(b, s * s, -1), tokens,
+                           jnp.broadcast_to(memory_pos.reshape(1, s * s, -1), (b, s * s,
+                                                                             cfg.mem_dim)))
+        self.video_parameters()
         return self.predict_from_embeddings(embedding, high_res, points, masks, multimask_output)
 
 
