@@ -14,9 +14,7 @@ achieved TFLOP/s. `--compute-dtype bfloat16` runs ours in bf16 and the official 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import sys
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import conftest  # noqa: E402,F401  (torchvision stand-in for sam2's imports)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sam_image_encoder import compare  # noqa: E402
+from sam_image_encoder import command_line, compare  # noqa: E402
 from timing import flop_count, torch_device, torch_synced  # noqa: E402
 from torch_sam2 import build_torch_sam2, state_dict_numpy  # noqa: E402
 
@@ -69,16 +67,5 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
                    run_torch, run_ours, flops, repeats)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-type", default="sam2.1_hiera_tiny",
-                        choices=sorted(sam_port.SAM2_CONFIGS))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
-    args = parser.parse_args()
-    print(json.dumps(measure(args.model_type, args.repeats, args.batch, args.compute_dtype)))
-
-
 if __name__ == "__main__":
-    main()
+    command_line(__doc__, measure, "sam2.1_hiera_tiny", sorted(sam_port.SAM2_CONFIGS))

@@ -92,16 +92,16 @@ def compare(benchmark: str, model_type: str, compute_dtype: str, device: str,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model-type", default="vit_b",
-                        choices=["vit_b", "vit_l", "vit_h", "tiny"])
+def command_line(doc: str, measure_fn, default: str, choices: list[str]) -> None:
+    """An encoder benchmark's command line: its options, one JSON line printed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--model-type", default=default, choices=choices)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--compute-dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args()
-    print(json.dumps(measure(args.model_type, args.repeats, args.batch, args.compute_dtype)))
+    print(json.dumps(measure_fn(args.model_type, args.repeats, args.batch, args.compute_dtype)))
 
 
 if __name__ == "__main__":
-    main()
+    command_line(__doc__, measure, "vit_b", ["vit_b", "vit_l", "vit_h", "tiny"])
