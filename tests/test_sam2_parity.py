@@ -54,6 +54,13 @@ def models(request, tmp_path_factory):
     return torch_model, ours
 
 
+@pytest.fixture(scope="module")
+def toy(toy_sam2):
+    """(official SAM2Base, ours) at the toy config alone: what the paths checked once use."""
+    path, torch_model = toy_sam2
+    return torch_model, sam_port.load_sam(path)
+
+
 def _picture(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -164,10 +171,8 @@ def test_object_scores_and_tokens_match_official(predictors, models):
     assert_close(out.sam_tokens, tokens.numpy())  # the three multimask tokens' outputs
 
 
-def test_set_image_batch_and_predict_batch(models):
-    torch_model, ours = models
-    if ours.config.image_size > 128:
-        pytest.skip("the toy covers the batch path")
+def test_set_image_batch_and_predict_batch(toy):
+    torch_model, ours = toy
     ref, pred = _official_predictor(torch_model), sam_port.SAM2ImagePredictor(ours)
     images = [_picture(90, 70, seed=2), _picture(160, 240, seed=3)]
     with torch.no_grad():
@@ -193,16 +198,14 @@ def test_sine_position_encoding_matches_official():
                                    want[0].numpy().transpose(1, 2, 0), rtol=0, atol=1e-6)
 
 
-def test_converter_round_trip_and_model_types(models, tmp_path):
+def test_converter_round_trip_and_model_types(toy, tmp_path):
     """Official file -> ours -> directory -> ours, and back to the official keys; model types
     found from the file, checked when given."""
     from torch_sam2 import save_official_checkpoint, state_dict_numpy
 
     from sam_port.sam2_checkpoint import infer_sam2_model_type, to_official_state_dict
 
-    torch_model, ours = models
-    if ours.config.image_size > 128:
-        pytest.skip("the toy covers the round trip")
+    torch_model, ours = toy
     official = state_dict_numpy(torch_model)
     exported = to_official_state_dict(ours.params)
     assert set(exported) == set(official)  # the image and the video model, every tensor
@@ -242,11 +245,9 @@ def test_converter_round_trip_and_model_types(models, tmp_path):
         infer_sam2_model_type(keys(100, 12, True), "f")
 
 
-def test_embed_images_in_bfloat16_stays_close(models):
+def test_embed_images_in_bfloat16_stays_close(toy):
     """The encoder in bfloat16 (float32 parameters, float32 statistics) stays near float32."""
-    _, ours = models
-    if ours.config.image_size > 128:
-        pytest.skip("the toy covers bfloat16")
+    _, ours = toy
     x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 128, 128, 3)), jnp.float32)
     f32, _ = sam2_embed_images(ours.config, ours.params, x)
     bf16, _ = sam2_embed_images(ours.config, ours.params, x, "bfloat16")
@@ -254,13 +255,11 @@ def test_embed_images_in_bfloat16_stays_close(models):
     assert np.abs(np.asarray(bf16) - np.asarray(f32)).max() < 0.1 * np.abs(np.asarray(f32)).max()
 
 
-def test_memory_encoder_and_attention_match_official(models):
+def test_memory_encoder_and_attention_match_official(toy):
     """The video model's modules on random inputs: the memory encoder (a frame's features and
     its scaled mask) and the memory attention over two memory frames and four object-pointer
     tokens (rotary encodings on the frames' keys only)."""
-    torch_model, ours = models
-    if ours.config.image_size > 128:
-        pytest.skip("the toy covers the memory modules")
+    torch_model, ours = toy
     cfg, rng = ours.config, np.random.default_rng(8)
     s, c, mem = cfg.embedding_size, cfg.d_model, cfg.mem_dim
     pix = rng.normal(size=(2, s, s, c)).astype(np.float32)
