@@ -14,7 +14,6 @@ achieved TFLOP/s. `--compute-dtype bfloat16` runs ours in bf16 and the official 
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
@@ -23,9 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import conftest  # noqa: E402,F401  (torchvision stand-in for sam2's imports)
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sam_image_encoder import command_line, compare  # noqa: E402
+from sam_image_encoder import command_line, compare, inputs  # noqa: E402
 from timing import flop_count, torch_device, torch_synced  # noqa: E402
 from torch_sam2 import build_torch_sam2, state_dict_numpy  # noqa: E402
 
@@ -43,12 +41,9 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
     torch_model = build_torch_sam2(config, seed=0)
     ours = convert_sam2_state_dict(state_dict_numpy(torch_model), model_type, "benchmark")
     torch_model = torch_model.to(device).eval()
-    size, grid = config.image_size, config.embedding_size
-    image = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
-    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous().to(device)
-    image_jax, params = jax.device_put(image), jax.device_put(ours.params)
-    autocast = (torch.autocast(device, torch.bfloat16) if compute_dtype != "float32"
-                else contextlib.nullcontext())
+    grid = config.embedding_size
+    image, image_torch, image_jax, params, autocast = inputs(
+        config.image_size, batch, device, ours.params, compute_dtype)
 
     @torch_synced
     def run_torch():  # `SAM2ImagePredictor.set_image` after its transforms

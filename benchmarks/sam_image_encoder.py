@@ -47,12 +47,8 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
     torch_model = build_torch_sam(config, seed=0)
     ours = convert_sam_state_dict(state_dict_numpy(torch_model), model_type, "benchmark")
     encoder = torch_model.image_encoder.to(device).eval()
-    size = config.img_size
-    image = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
-    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous().to(device)
-    image_jax, params = jax.device_put(image), jax.device_put(ours.params)
-    autocast = (torch.autocast(device, torch.bfloat16) if compute_dtype != "float32"
-                else contextlib.nullcontext())
+    image, image_torch, image_jax, params, autocast = inputs(
+        config.img_size, batch, device, ours.params, compute_dtype)
 
     @torch_synced
     def run_torch():
@@ -65,6 +61,16 @@ def measure(model_type: str, repeats: int = 3, batch: int = 1,
     flops = flop_count(embed_images, config, params, image_jax, compute_dtype, "auto")
     return compare("sam_image_embedding", model_type, compute_dtype, device, image, run_torch,
                    run_ours, flops, repeats)
+
+
+def inputs(size: int, batch: int, device: str, params: dict, compute_dtype: str) -> tuple:
+    """A random (batch, size, size, 3) image as numpy, as an NCHW torch tensor and as a jax
+    array on the devices; ours's parameters there; PyTorch's autocast for `compute_dtype`."""
+    image = np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype(np.float32)
+    image_torch = torch.from_numpy(image).permute(0, 3, 1, 2).contiguous().to(device)
+    autocast = (torch.autocast(device, torch.bfloat16) if compute_dtype != "float32"
+                else contextlib.nullcontext())
+    return image, image_torch, jax.device_put(image), jax.device_put(params), autocast
 
 
 def compare(benchmark: str, model_type: str, compute_dtype: str, device: str,

@@ -118,18 +118,6 @@ class Sam2(nn.Module):
         (B, M, mem), the last `num_obj_ptr_tokens` of them object pointers."""
         return self.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
 
-    def video_parameters(self) -> dict:
-        """The video model's loose parameters and projections, for the tracking logic."""
-        c = self.config.d_model
-        out = {"maskmem_tpos_enc": self.maskmem_tpos_enc, "no_mem_pos_enc": self.no_mem_pos_enc,
-               "no_obj_ptr": self.no_obj_ptr,
-               "obj_ptr": self.obj_ptr_proj(jnp.zeros((1, c))),
-               "mask_downsample": self.mask_downsample(jnp.zeros((1, 4, 4, 1)))}
-        if self.config.version == "2.1":
-            out["no_obj_embed_spatial"] = self.no_obj_embed_spatial
-            out["obj_ptr_tpos"] = self.obj_ptr_tpos_proj(jnp.zeros((1, c)))
-        return out
-
     def __call__(self, images: jax.Array, multimask_output: bool = True) -> DecoderOutput:
         """End to end on one point and a mask prompt per image (used by `init`; the no-mask
         path and the video modules run too, so that every parameter is created)."""
@@ -144,7 +132,12 @@ class Sam2(nn.Module):
         self.attend_memory(tokens, memory.reshape(b, s * s, -1), tokens,
                            jnp.broadcast_to(memory_pos.reshape(1, s * s, -1), (b, s * s,
                                                                              cfg.mem_dim)))
-        self.video_parameters()
+        # the object-pointer and mask-prompt projections serve the tracking alone: run once
+        # here so that `init` creates their parameters
+        self.obj_ptr_proj(jnp.zeros((1, cfg.d_model)))
+        self.mask_downsample(jnp.zeros((1, 4, 4, 1)))
+        if cfg.version == "2.1":
+            self.obj_ptr_tpos_proj(jnp.zeros((1, cfg.d_model)))
         return self.predict_from_embeddings(embedding, high_res, points, masks, multimask_output)
 
 
