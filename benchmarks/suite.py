@@ -5,7 +5,8 @@ reference on the same device with the same random weights:
   (b) VRP-SAM train steps per second with cached SAM embeddings (`train_step.measure`),
   (c) evaluation episodes per second (`evaluation.measure`),
 
-plus SAM 2's image encoder (`sam2_image_encoder.measure`, against the official `sam2`),
+plus SAM 2's image encoder (`sam2_image_encoder.measure`) and video propagation
+(`sam2_video.measure`), both against the official `sam2`,
 SAM's automatic mask generator (`automatic_mask_generator.measure`), batched inference
 per target (`vrp_sam_inference.measure`), the embedding-cache
 pre-pass against the bare encoder (`embedding_cache.measure`), the cost of bf16 compute on
@@ -13,7 +14,7 @@ the logits (max and mean abs difference vs float32) and, on an accelerator, the 
 encoder's achieved TFLOP/s against the measured bf16 matmul peak.
 
     python benchmarks/suite.py                 # the preset for the device found (cpu / gpu)
-    python benchmarks/suite.py --preset cpu --only a,sam2,b,c,amg,predict,cache,bf16
+    python benchmarks/suite.py --preset cpu --only a,sam2,video,b,c,amg,predict,cache,bf16
 
 Prints one JSON line per measurement as it goes, then a Markdown table of the ratios (ours /
 torch, above 1: ours faster) for docs/PERFORMANCE.md. Needs the test extra.
@@ -37,6 +38,7 @@ import evaluation  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import sam2_image_encoder  # noqa: E402
+import sam2_video  # noqa: E402
 import sam_image_encoder  # noqa: E402
 import torch  # noqa: E402
 import train_step  # noqa: E402
@@ -46,6 +48,7 @@ from timing import matmul_peak_tflops, torch_device  # noqa: E402
 from vrp_sam_jax.models import VRPSam, VRPSamConfig, init_params  # noqa: E402
 
 # a, sam2: (model_type, batch, compute dtypes, timed repeats: more for millisecond calls);
+# video: (model_type, frames);
 # b: (backbone, sam_type, size, batch); c: (backbone, sam_type, size, episodes, batch);
 # amg: (model_type, points_per_side, height, width, repeats); predict: (backbone, sam_type,
 # size, targets, batch); cache: (sam_type, size, images, batch); bf16: (backbone, sam_type,
@@ -54,6 +57,7 @@ PRESETS = {
     "cpu": {
         "a": [("tiny", 4, ("float32",), 20), ("vit_b", 1, ("float32",), 3)],
         "sam2": [("sam2.1_hiera_tiny", 1, ("float32",), 3)],
+        "video": [("sam2.1_hiera_tiny", 16)],
         "b": [("resnet_tiny", "tiny", 128, 8), ("resnet50", "tiny", 256, 4)],
         "c": [("resnet_tiny", "tiny", 128, 96, 8), ("resnet50", "tiny", 256, 32, 4)],
         "amg": [("tiny", 32, 96, 128, 3), ("vit_b", 16, 480, 640, 2)],
@@ -65,6 +69,7 @@ PRESETS = {
         "a": [(m, 8, ("float32", "bfloat16"), 10) for m in ("vit_b", "vit_l", "vit_h")],
         "sam2": [(f"sam2.1_hiera_{m}", 8, ("float32", "bfloat16"), 10)
                  for m in ("tiny", "base_plus", "large")],
+        "video": [(f"sam2.1_hiera_{m}", 64) for m in ("tiny", "large")],
         "b": [("resnet50", "vit_h", 512, 8)],
         "c": [("resnet50", "vit_h", 512, 256, 8)],
         "amg": [("vit_h", 32, 768, 1024, 3)],
@@ -73,7 +78,7 @@ PRESETS = {
         "bf16": [("resnet50", "vit_h", 512)],
     },
 }
-PARTS = ("a", "sam2", "b", "c", "amg", "predict", "cache", "bf16")
+PARTS = ("a", "sam2", "video", "b", "c", "amg", "predict", "cache", "bf16")
 
 
 def bf16_logit_cost(backbone: str, sam_type: str, image_size: int, seed: int = 0) -> dict:
@@ -118,6 +123,8 @@ def run(preset: dict, only: set[str], emit) -> list[dict]:
     for model_type, batch, dtypes, repeats in preset["sam2"] if "sam2" in only else []:
         for dtype in dtypes:
             record(sam2_image_encoder.measure(model_type, repeats, batch, dtype))
+    for model_type, frames in preset["video"] if "video" in only else []:
+        record(sam2_video.measure(model_type, frames))
     for backbone, sam_type, size, batch in preset["b"] if "b" in only else []:
         record(train_step.measure(backbone, sam_type, size, batch, 5, cached_embeddings=True))
     for backbone, sam_type, size, episodes, batch in preset["c"] if "c" in only else []:
@@ -154,6 +161,12 @@ def markdown(results: list[dict]) -> str:
             rows.append(f"| {ENCODER_ROWS[kind]} | {r['model_type']}, {r['image']}, "
                         f"{r['compute_dtype']} | images/s | {r['torch_images_per_second']} | "
                         f"{r['ours_images_per_second']} | {r['ratio']} | {note} |")
+        elif kind == "sam2_video_propagation":
+            rows.append(f"| SAM 2 video propagation (`propagate_in_video`, a mask on frame 0) "
+                        f"| {r['model_type']}, {r['video']}, float32 | frames/s | "
+                        f"{r['torch_frames_per_second']} | {r['ours_frames_per_second']} | "
+                        f"{r['ratio']} | last frame's max abs logit diff "
+                        f"{r['max_abs_last_frame_diff']:.1e} |")
         elif kind == "train_step":
             rows.append(f"| (b) train steps, cached embeddings | {r['backbone']} + "
                         f"{r['sam_type']} SAM, {r['image']}, batch {r['batch']} | steps/s | "

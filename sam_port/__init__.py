@@ -1,5 +1,5 @@
-"""A faithful Flax port of Segment Anything (Kirillov et al., 2023) and of SAM 2's image model
-(Ravi et al., 2024).
+"""A faithful Flax port of Segment Anything (Kirillov et al., 2023) and of SAM 2 (Ravi et al.,
+2024): images and video.
 
 The names below load on first use, so importing a light submodule (`sam_port.torch_pickle`,
 `sam_port.config`) does not import JAX.
@@ -16,6 +16,7 @@ _EXPORTS = {
     "LoadedSam2": "sam_port.loaded",
     "SAM2ImagePredictor": "sam_port.sam2_predictor",
     "SAM2AutomaticMaskGenerator": "sam_port.automatic_mask_generator",
+    "SAM2VideoPredictor": "sam_port.sam2_video_predictor",
     "get_config": "sam_port.config",
     "CheckpointError": "sam_port.torch_pickle",
     "LoadedSam": "sam_port.loaded",

@@ -316,11 +316,12 @@ def sam2_decode_point_batch(
     """(B, 1, 2) foreground points in the input frame -> low-res logits (B*M, h, w) and IoU
     (B*M,), point-major; with `use_m2m`, each mask refined once more by its point and its own
     low-res logits (clamped to +-32 as the predictor returns them) as the mask prompt, single
-    mask out (`SAM2AutomaticMaskGenerator.refine_with_m2m`)."""
+    mask out (`SAM2AutomaticMaskGenerator.refine_with_m2m`); single masks fall back to the
+    best multimask one where unstable, as `build_sam2`'s decoder does."""
     labels = jnp.ones(coords.shape[:2], jnp.int32)
     model, variables = Sam2(config), {"params": params}
     out = model.apply(variables, embedding, high_res, (coords, labels), None, multimask_output,
-                      method=Sam2.predict_from_embeddings)
+                      True, method=Sam2.predict_from_embeddings)
     per_point = out.masks.shape[1]
     low_res = out.masks.reshape((-1,) + out.masks.shape[2:])
     iou = out.iou.reshape(-1)
@@ -329,7 +330,7 @@ def sam2_decode_point_batch(
         mask_input = jnp.clip(low_res, -32.0, 32.0)[..., None]
         out = model.apply(variables, embedding, high_res, (points, jnp.ones_like(labels)
                                                            .repeat(per_point, axis=0)),
-                          mask_input, False, method=Sam2.predict_from_embeddings)
+                          mask_input, False, True, method=Sam2.predict_from_embeddings)
         low_res, iou = out.masks[:, 0], out.iou[:, 0]
     return low_res, iou
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from sam_port.config import Sam2Config, SamConfig
 from sam_port.modeling.sam import Sam
-from sam_port.modeling.sam2 import Sam2
+from sam_port.modeling.sam2 import FrameOutput, Memory, Sam2
 from sam_port.transforms import postprocess_masks, sam2_postprocess_masks
 
 
@@ -71,9 +71,12 @@ def sam2_predict_masks(
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Points (box corners first, labelled 2 and 3) and mask prompts in the input frame ->
     (logits at the original size, IoU, low-res logits (B, M, 4h, 4w)): the decoder and the
-    resize of `SAM2ImagePredictor._predict` (which then clamps the low-res logits to +-32)."""
+    resize of `SAM2ImagePredictor._predict` (which then clamps the low-res logits to +-32);
+    a single mask falls back to the best multimask one where unstable, as `build_sam2` sets
+    the decoder up."""
     out = Sam2(config).apply({"params": params}, image_embeddings, high_res_features, points,
-                             mask_input, multimask_output, method=Sam2.predict_from_embeddings)
+                             mask_input, multimask_output, True,
+                             method=Sam2.predict_from_embeddings)
     return sam2_postprocess_masks(out.masks, original_size), out.iou, out.masks
 
 
@@ -108,3 +111,53 @@ def batched_prompts(
     if len(set(sizes.values())) > 1:
         raise ValueError(f"prompts of different batch sizes: {sizes}")
     return points, box_array, mask
+
+
+# --- SAM 2's video tracking: one compiled step per kind of frame --------------------------
+@partial(jax.jit, static_argnums=0)
+def sam2_frame_features(config: Sam2Config, params: dict, images: jax.Array
+                        ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(B, S, S, 3) normalised frames -> raw top-level features (B, S/16, S/16, C) and the
+    projected high-res features (`Sam2.backbone`), what the tracking keeps of a frame."""
+    return Sam2(config).apply({"params": params}, images, method=Sam2.backbone)
+
+
+@partial(jax.jit, static_argnames=("config", "multimask_output", "encode_memory", "binarize"))
+def sam2_track_frame(
+    config: Sam2Config, params: dict, features: jax.Array,
+    high_res: tuple[jax.Array, jax.Array], memory: Memory | None,
+    points: tuple[jax.Array, jax.Array] | None, mask_inputs: jax.Array | None, *,
+    multimask_output: bool, encode_memory: bool, binarize: bool = False,
+) -> tuple[FrameOutput, jax.Array | None]:
+    """One object's step on one frame (`Sam2.track_frame`), and with `encode_memory` its
+    memory features (B, h, w, mem) in bfloat16, as the official predictor stores them."""
+    model, variables = Sam2(config), {"params": params}
+    out = model.apply(variables, features, high_res, memory, points, mask_inputs,
+                      multimask_output, method=Sam2.track_frame)
+    if not encode_memory:
+        return out, None
+    return out, model.apply(variables, features, out.low_res_masks, out.object_score_logits,
+                            binarize, method=Sam2.encode_new_memory).astype(jnp.bfloat16)
+
+
+@partial(jax.jit, static_argnums=0)
+def sam2_mask_as_output(config: Sam2Config, params: dict, features: jax.Array,
+                        high_res: tuple[jax.Array, jax.Array], masks: jax.Array
+                        ) -> FrameOutput:
+    """A {0, 1} mask prompt (B, S, S, 1) as the frame's output (`Sam2.use_mask_as_output`)."""
+    return Sam2(config).apply({"params": params}, features, high_res, masks,
+                              method=Sam2.use_mask_as_output)
+
+
+@partial(jax.jit, static_argnames=("config", "binarize"))
+def sam2_encode_new_memory(config: Sam2Config, params: dict, features: jax.Array,
+                           low_res_masks: jax.Array, object_score_logits: jax.Array, *,
+                           binarize: bool) -> jax.Array:
+    """`Sam2.encode_new_memory` of a frame's stored output, in bfloat16."""
+    return Sam2(config).apply({"params": params}, features, low_res_masks,
+                              object_score_logits, binarize,
+                              method=Sam2.encode_new_memory).astype(jnp.bfloat16)
+
+
+# low-res logits (B, M, h, w) -> (B, M, H, W), bilinear: the video predictor's output resize
+resize_logits = jax.jit(sam2_postprocess_masks, static_argnums=1)

@@ -235,11 +235,13 @@ SAM2_CONFIGS: dict[str, Sam2Config] = {
 }
 # The same architecture at toy scale, for tests and CPU demos: a 128px input, the official
 # decoder (its sizes are fixed in SAM2Base), windows that pad as the official ones do at 1024
-# (stage 3: 8x8 in windows of 6; the pooling block into stage 4 then pads 4x4 to 6x6).
+# (stage 3: 8x8 in windows of 6; the pooling block into stage 4 then pads 4x4 to 6x6); the
+# memory narrower than the model (16 of 32) splits each object pointer into two memory tokens,
+# as the official 64 of 256 splits it into four.
 SAM2_CONFIGS["sam2.1_toy"] = Sam2Config(
     HieraConfig(embed_dim=16, num_heads=1, stages=(1, 2, 3, 1), global_att_blocks=(5,),
                 window_spec=(8, 4, 6, 2), window_pos_embed_bkg_spatial_size=(7, 7)),
-    image_size=128, d_model=32,
+    image_size=128, d_model=32, mem_dim=16, memory_attention_feedforward=64,
 )
 
 # The official config files' short names (`sam2.1_hiera_b+.yaml`) name the same models.

@@ -135,3 +135,11 @@ class LoadedSam2:
     def eval(self) -> LoadedSam2:
         """A no-op returning the model."""
         return self
+
+
+def require_sam2(model: Any, who: str) -> LoadedSam2:
+    """`model` if it is a loaded SAM 2, else the TypeError that says what `who` takes."""
+    if not isinstance(model, LoadedSam2):
+        raise TypeError(f"{who} takes a SAM 2 model (sam_port.load_sam of a sam2*.pt file), "
+                        f"got {type(model).__name__}")
+    return model

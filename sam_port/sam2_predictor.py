@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 
 from sam_port.compute import sam2_embed_images, sam2_predict_masks
-from sam_port.loaded import LoadedSam2
+from sam_port.loaded import LoadedSam2, require_sam2
 from sam_port.modeling.sam2 import box_corner_points
 from sam_port.transforms import sam2_coords, sam2_postprocess_masks, sam2_preprocess
 
@@ -36,23 +36,27 @@ def _image_array(image: Any, what: str) -> np.ndarray:
     return image
 
 
+def small_components(region: np.ndarray, max_area: float) -> np.ndarray:
+    """The pixels of `region` (2-D bool) in 8-connected components of at most `max_area`
+    pixels (the rule of the CUDA extension's `get_connected_components`)."""
+    labels, _ = ndimage.label(region, structure=np.ones((3, 3), bool))
+    sizes = np.bincount(labels.ravel())
+    return (labels > 0) & (sizes[labels] <= max_area)
+
+
 def fill_small_regions(logits: np.ndarray, threshold: float, max_hole_area: float,
                         max_sprinkle_area: float) -> np.ndarray:
     """`SAM2Transforms.postprocess_masks`' clean-up of low-res logits (B, M, h, w): background
     components (8-connected) of at most `max_hole_area` pixels get `threshold + 10`, then
     foreground components of at most `max_sprinkle_area` get `threshold - 10`."""
     out = np.array(logits, np.float32)
-    eight = np.ones((3, 3), bool)
     for index in np.ndindex(*out.shape[:2]):
         for area, region, value in ((max_hole_area, out[index] <= threshold, threshold + 10.0),
                                     (max_sprinkle_area, out[index] > threshold,
                                      threshold - 10.0)):
-            if area <= 0:
-                continue
-            labels, _ = ndimage.label(region, structure=eight)
-            sizes = np.bincount(labels.ravel())
-            small = (labels > 0) & (sizes[labels] <= area)
-            out[index] = np.where(small, np.float32(value), out[index])
+            if area > 0:
+                small = small_components(region, area)
+                out[index] = np.where(small, np.float32(value), out[index])
     return out
 
 
@@ -62,10 +66,7 @@ class SAM2ImagePredictor:
     def __init__(self, sam_model: LoadedSam2, mask_threshold: float = 0.0,
                  max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0,
                  **kwargs: Any) -> None:
-        if not isinstance(sam_model, LoadedSam2):
-            raise TypeError(f"SAM2ImagePredictor takes a SAM 2 model (sam_port.load_sam of a "
-                            f"sam2*.pt file), got {type(sam_model).__name__}")
-        self.model = sam_model
+        self.model = require_sam2(sam_model, "SAM2ImagePredictor")
         self.mask_threshold = mask_threshold
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area

@@ -393,20 +393,6 @@ def _sam2_models(directory):
     return model, sam_port.load_sam(path)
 
 
-def _connected_components(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`sam2.utils.misc.get_connected_components` (its CUDA extension's 8-connected labels
-    and each pixel's component area) with scipy, so the official hole filling runs here."""
-    from scipy import ndimage
-
-    labels = np.zeros(mask.shape, np.int32)
-    areas = np.zeros(mask.shape, np.int32)
-    for i in range(mask.shape[0]):
-        found, _ = ndimage.label(mask[i, 0].numpy(), structure=np.ones((3, 3), bool))
-        labels[i, 0] = found
-        areas[i, 0] = np.where(found > 0, np.bincount(found.ravel())[found], 0)
-    return torch.from_numpy(labels), torch.from_numpy(areas)
-
-
 @pytest.mark.parametrize("settings", ["whole", "m2m", "single mask", "small regions"])
 def test_sam2_generator_parity(tmp_path, settings, monkeypatch):
     """`SAM2AutomaticMaskGenerator` against `sam2`'s: as it comes; with the mask-to-mask
@@ -414,8 +400,9 @@ def test_sam2_generator_parity(tmp_path, settings, monkeypatch):
     official's connected components served by scipy). The crop layers' code is SAM's."""
     import sam2.utils.misc
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as Official
+    from torch_sam2 import connected_components
 
-    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", _connected_components)
+    monkeypatch.setattr(sam2.utils.misc, "get_connected_components", connected_components)
 
     torch_model, ours = _sam2_models(tmp_path)
     kwargs = dict(points_per_side=6, points_per_batch=16, pred_iou_thresh=0.0,

@@ -63,6 +63,7 @@ LAYERS = (
     ("vrp_sam_jax.demo", "vrp_sam_jax.sam"),
     ("vrp_sam_jax.model_io",),
     ("vrp_sam_jax.training",),
+    ("vrp_sam_jax.video",),
     ("vrp_sam_jax.evaluation", "vrp_sam_jax.inference"),
     ("vrp_sam_jax.config", "vrp_sam_jax.weights"),
     ("vrp_sam_jax.data",),

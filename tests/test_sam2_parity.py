@@ -286,3 +286,26 @@ def test_memory_encoder_and_attention_match_official(toy):
     got = jax.jit(partial(model.apply, method=Sam2.attend_memory), static_argnums=5)(
         ours.variables, curr, memory, curr_pos, memory_pos, 4)
     assert_close(got, want.transpose(0, 1).numpy())
+
+
+def test_single_mask_stability_fallback_as_the_official():
+    """`build_sam2`'s decoder: token 0's mask where stable, else the best multimask one; four
+    masks per row, rows drawn so that some single masks are stable and some are not."""
+    from sam2.modeling.sam.mask_decoder import MaskDecoder as Official
+
+    from sam_port.modeling.mask_decoder import dynamic_multimask_via_stability
+
+    rng = np.random.default_rng(0)
+    masks = rng.normal(0, 1, (6, 4, 16, 16)).astype(np.float32)
+    masks[:3, 0] = np.where(masks[:3, 0] > 0, 5.0, -5.0)  # far from 0: stable
+    iou = rng.uniform(0, 1, (6, 4)).astype(np.float32)
+    decoder = Official.__new__(Official)
+    decoder.dynamic_multimask_stability_delta, decoder.dynamic_multimask_stability_thresh = \
+        0.05, 0.98
+    want = decoder._dynamic_multimask_via_stability(torch.from_numpy(masks),
+                                                    torch.from_numpy(iou))
+    got = dynamic_multimask_via_stability(jnp.asarray(masks), jnp.asarray(iou))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(np.asarray(g), w.numpy())
+    assert (np.asarray(got[0])[:3] == masks[:3, :1]).all()
+    assert not (np.asarray(got[0])[3:] == masks[3:, :1]).all()

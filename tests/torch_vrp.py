@@ -333,7 +333,8 @@ class TorchVRPSam2(TorchVRPSam):
     docs/COMPUTATION.md §12 states it: the target resized to SAM 2's input (bilinear,
     align_corners=True), `set_image`'s features (embedding + no-memory embedding, projected
     high-res maps), the VRP prompts as the only sparse prompts with the no-mask dense prompt,
-    the mask decoder with `multimask_output=False`, its 256 grid resized to the image."""
+    the mask decoder with `multimask_output=False` (token 0's mask: no stability fallback),
+    its 256 grid resized to the image."""
 
     def embed(self, query_img):
         size = self.sam.image_size
@@ -351,11 +352,18 @@ class TorchVRPSam2(TorchVRPSam):
         s0, s1, embedding = self.embed(query_img)
         sparse, dense = self.sam.sam_prompt_encoder(points=None, boxes=None, masks=None)
         sparse = torch.cat([sparse.expand(protos.shape[0], -1, -1), protos], dim=1)
-        low, _, _, _ = self.sam.sam_mask_decoder(
-            image_embeddings=embedding, image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense.expand(
-                protos.shape[0], -1, -1, -1),
-            multimask_output=False, repeat_image=False, high_res_features=[s0, s1])
+        decoder = self.sam.sam_mask_decoder
+        fallback, decoder.dynamic_multimask_via_stability = \
+            decoder.dynamic_multimask_via_stability, False
+        try:
+            low, _, _, _ = decoder(
+                image_embeddings=embedding,
+                image_pe=self.sam.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense.expand(protos.shape[0], -1, -1, -1),
+                multimask_output=False, repeat_image=False, high_res_features=[s0, s1])
+        finally:
+            decoder.dynamic_multimask_via_stability = fallback
         s = self.image_size
         return F.interpolate(low, (s, s), mode="bilinear", align_corners=True)[:, 0]
 

@@ -5,6 +5,7 @@ instead of a traceback."""
 from __future__ import annotations
 
 from sam_port.torch_pickle import CheckpointError
+from sam_port.video_frames import FrameError
 
 
 class InputError(ValueError):
@@ -28,7 +29,7 @@ class DownloadError(InputError):
 
 
 # What the command line reports as one line (a missing file reported by the OS included).
-EXPECTED_ERRORS = (InputError, CheckpointError, FileNotFoundError)
+EXPECTED_ERRORS = (InputError, CheckpointError, FrameError, FileNotFoundError)
 
 __all__ = ["EXPECTED_ERRORS", "CheckpointError", "CheckpointMismatchError", "ConfigError",
-           "DataError", "DownloadError", "InputError"]
+           "DataError", "DownloadError", "FrameError", "InputError"]

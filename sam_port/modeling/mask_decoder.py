@@ -55,6 +55,7 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: jax.Array,
         multimask_output: bool,
         high_res_features: tuple[jax.Array, jax.Array] | None = None,
+        dynamic_multimask: bool = False,
     ) -> DecoderOutput:
         """image_embeddings: (1 or B, h, w, C); image_pe: (1, h, w, C); sparse: (B, N, C);
         dense: (B, h, w, C); high_res_features (SAM 2): (1 or B, 4h, 4w, C/8) and
@@ -115,7 +116,32 @@ class MaskDecoder(nn.Module):
         else:
             object_score_logits = jnp.full((bs, 1), 10.0, iou_pred.dtype)
 
-        sl = slice(1, None) if multimask_output else slice(0, 1)
         multimask_tokens = multimask_output and self.use_multimask_token_for_obj_ptr
         sam_tokens = mask_tokens_out[:, 1:] if multimask_tokens else mask_tokens_out[:, 0:1]
-        return DecoderOutput(masks[:, sl], iou_pred[:, sl], sam_tokens, object_score_logits)
+        if multimask_output:
+            masks, iou_pred = masks[:, 1:], iou_pred[:, 1:]
+        elif dynamic_multimask:
+            masks, iou_pred = dynamic_multimask_via_stability(masks, iou_pred)
+        else:
+            masks, iou_pred = masks[:, 0:1], iou_pred[:, 0:1]
+        return DecoderOutput(masks, iou_pred, sam_tokens, object_score_logits)
+
+
+# `build_sam2` / `build_sam2_video_predictor`'s settings of the fallback below
+STABILITY_DELTA, STABILITY_THRESH = 0.05, 0.98
+
+
+def dynamic_multimask_via_stability(masks: jax.Array, iou: jax.Array
+                                    ) -> tuple[jax.Array, jax.Array]:
+    """`MaskDecoder._dynamic_multimask_via_stability`: all tokens' masks (B, 4, h, w) and
+    IoU (B, 4) -> token 0's where its stability score (area above +delta over area above
+    -delta) is at least the threshold, else the multimask token with the highest IoU."""
+    best = jnp.argmax(iou[:, 1:], axis=-1)[:, None] + 1
+    best_masks = jnp.take_along_axis(masks, best[:, :, None, None], axis=1)
+    best_iou = jnp.take_along_axis(iou, best, axis=1)
+    single = masks[:, 0:1].reshape(masks.shape[0], 1, -1)
+    area_i = jnp.sum(single > STABILITY_DELTA, axis=-1).astype(jnp.float32)
+    area_u = jnp.sum(single > -STABILITY_DELTA, axis=-1).astype(jnp.float32)
+    stable = jnp.where(area_u > 0, area_i / jnp.maximum(area_u, 1.0), 1.0) >= STABILITY_THRESH
+    return (jnp.where(stable[:, :, None, None], masks[:, 0:1], best_masks),
+            jnp.where(stable, iou[:, 0:1], best_iou))

@@ -13,6 +13,7 @@ import numpy as np
 
 from sam_port.modeling.common import gelu, layer_norm, layer_norm_2d
 from sam_port.modeling.hiera import sine_position_encoding
+from sam_port.modeling.image_encoder import QUERY_CHUNK
 
 
 def axial_rope_angles(dim: int, end_x: int, end_y: int, theta: float = 10000.0) -> np.ndarray:
@@ -37,6 +38,28 @@ def apply_rotary(x: jax.Array, angles: jax.Array) -> jax.Array:
     return jnp.stack([real, imag], -1).reshape(b, h, n, c).astype(x.dtype)
 
 
+def _attend(q: jax.Array, k: jax.Array, v: jax.Array, k_valid: jax.Array | None
+            ) -> jax.Array:
+    attn = jnp.einsum("bhqc,bhkc->bhqk", q, k) / np.sqrt(q.shape[-1]).astype(np.float32)
+    if k_valid is not None:
+        attn = jnp.where(k_valid, attn, -jnp.inf)
+    return jnp.einsum("bhqk,bhkc->bhqc", jax.nn.softmax(attn, axis=-1), v)
+
+
+def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array,
+                      k_valid: jax.Array | None = None) -> jax.Array:
+    """Softmax attention of q (B, heads, Nq, C) over k, v (B, heads, Nk, C), keys where
+    `k_valid` (Nk,) is False left out, a block of queries at a time: a frame's 4096 queries
+    over seven memory frames' 28672 keys would otherwise make a 470 MB map per head (same
+    arithmetic per query)."""
+    b, heads, nq, dim = q.shape
+    if nq <= QUERY_CHUNK or nq % QUERY_CHUNK:
+        return _attend(q, k, v, k_valid)
+    blocks = q.reshape(b, heads, nq // QUERY_CHUNK, QUERY_CHUNK, dim)
+    out = jax.lax.map(lambda qc: _attend(qc, k, v, k_valid), jnp.moveaxis(blocks, 2, 0))
+    return jnp.moveaxis(out, 0, 2).reshape(b, heads, nq, dim)
+
+
 class RoPEAttention(nn.Module):
     """Multi-head attention with axial rotary encodings on the queries and on the first
     keys (all but the last `num_k_exclude_rope`: the object pointers); the keys' encodings
@@ -50,8 +73,9 @@ class RoPEAttention(nn.Module):
 
     @nn.compact
     def __call__(self, q: jax.Array, k: jax.Array, v: jax.Array,
-                 num_k_exclude_rope: int = 0) -> jax.Array:
-        """q (B, Nq, C) with Nq a square grid; k, v (B, Nk, C_kv)."""
+                 num_k_exclude_rope: int = 0, k_valid: jax.Array | None = None) -> jax.Array:
+        """q (B, Nq, C) with Nq a square grid; k, v (B, Nk, C_kv); keys where `k_valid`
+        (Nk,) is False get no weight (padding slots)."""
         c, heads = self.embedding_dim, self.num_heads
         q = nn.Dense(c, name="q_proj")(q)
         k = nn.Dense(c, name="k_proj")(k)
@@ -70,8 +94,7 @@ class RoPEAttention(nn.Module):
         q = apply_rotary(q, angles)
         k = jnp.concatenate([apply_rotary(k[:, :, :num_k_rope], k_angles),
                              k[:, :, num_k_rope:]], axis=2)
-        attn = jnp.einsum("bhqc,bhkc->bhqk", q, k) / np.sqrt(q.shape[-1]).astype(np.float32)
-        out = jnp.einsum("bhqk,bhkc->bhqc", jax.nn.softmax(attn, axis=-1), v)
+        out = blocked_attention(q, k, v, k_valid)
         out = out.transpose(0, 2, 1, 3).reshape(out.shape[0], out.shape[2], c)
         return nn.Dense(c, name="out_proj")(out)
 
@@ -86,13 +109,14 @@ class MemoryAttentionLayer(nn.Module):
 
     @nn.compact
     def __call__(self, tgt: jax.Array, memory: jax.Array, pos: jax.Array,
-                 num_k_exclude_rope: int) -> jax.Array:
+                 num_k_exclude_rope: int, memory_valid: jax.Array | None = None) -> jax.Array:
         x = layer_norm(1e-5, name="norm1")(tgt)
         tgt = tgt + RoPEAttention(self.d_model, name="self_attn")(x, x, x)
         x = layer_norm(1e-5, name="norm2")(tgt)
         tgt = tgt + RoPEAttention(self.d_model, kv_in_dim=self.kv_in_dim, rope_k_repeat=True,
                                   name="cross_attn_image")(x, memory + pos, memory,
-                                                           num_k_exclude_rope)
+                                                           num_k_exclude_rope,
+                                                           memory_valid)
         x = layer_norm(1e-5, name="norm3")(tgt)
         x = nn.Dense(self.dim_feedforward, name="linear1")(x)
         return tgt + nn.Dense(self.d_model, name="linear2")(nn.relu(x))
@@ -100,7 +124,8 @@ class MemoryAttentionLayer(nn.Module):
 
 class MemoryAttention(nn.Module):
     """The current frame's tokens (B, HW, C) with their position encodings, conditioned on
-    memory tokens (B, M, C_mem) and theirs -> (B, HW, C)."""
+    memory tokens (B, M, C_mem) and theirs (those where `memory_valid` (M,) is False left out)
+    -> (B, HW, C)."""
 
     d_model: int
     num_layers: int = 4
@@ -109,12 +134,14 @@ class MemoryAttention(nn.Module):
 
     @nn.compact
     def __call__(self, curr: jax.Array, memory: jax.Array, curr_pos: jax.Array,
-                 memory_pos: jax.Array, num_obj_ptr_tokens: int = 0) -> jax.Array:
+                 memory_pos: jax.Array, num_obj_ptr_tokens: int = 0,
+                 memory_valid: jax.Array | None = None) -> jax.Array:
         output = curr + 0.1 * curr_pos  # pos_enc_at_input
         for i in range(self.num_layers):
             output = MemoryAttentionLayer(self.d_model, self.dim_feedforward, self.kv_in_dim,
                                           name=f"layers_{i}")(output, memory, memory_pos,
-                                                              num_obj_ptr_tokens)
+                                                              num_obj_ptr_tokens,
+                                                              memory_valid)
         return layer_norm(1e-5, name="norm")(output)
 
 

@@ -1,25 +1,70 @@
 """SAM 2 (`sam2.modeling.sam2_base.SAM2Base`): the Hiera image encoder, SAM's prompt encoder
 and mask decoder with SAM 2's additions, the no-memory embedding that marks a frame without
 memories (all an image has), and the video model's modules and parameters (memory encoder,
-memory attention, object-pointer projections, temporal encodings). The video predictor's
-frame-by-frame logic that uses them is not ported yet."""
+memory attention, object-pointer projections, temporal encodings) with the per-frame steps
+of `SAM2Base`'s tracking (`track_frame`, `encode_new_memory`); which frames a step remembers
+is the video predictor's bookkeeping (`sam_port.sam2_video_predictor`)."""
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from sam_port.config import Sam2Config
+from sam_port.interpolate import resize_bilinear
 from sam_port.modeling.common import MLP
-from sam_port.modeling.hiera import Sam2ImageEncoder
+from sam_port.modeling.hiera import Sam2ImageEncoder, sine_position_encoding
 from sam_port.modeling.mask_decoder import DecoderOutput, MaskDecoder
 from sam_port.modeling.memory import MemoryAttention, MemoryEncoder
 from sam_port.modeling.prompt_encoder import PromptEncoder
 from sam_port.modeling.sam import INIT_COMPILER_OPTIONS
+
+# `sam2_base.NO_OBJ_SCORE`: the logits of every pixel of a frame where no object is seen
+NO_OBJ_SCORE = -1024.0
+# `_use_mask_as_output` / `_encode_new_memory`: a {0, 1} mask as logits x * 20 - 10
+MASK_LOGIT_SCALE, MASK_LOGIT_BIAS = 20.0, -10.0
+
+
+class Memory(NamedTuple):
+    """What a frame attends to (`_prepare_memory_conditioned_features`), in fixed-size slots
+    so that one compiled step serves every frame: F memory frames (conditioning frames
+    first, then the recent ones) and P object pointers, each slot with a valid flag.
+
+    features: (B, F, h, w, mem) the memory encoder's outputs; frame_tpos: (F,) int32, the
+    temporal position t_pos of each (0 for conditioning frames, 1-6 from the oldest recent
+    frame); frame_valid: (F,) bool; pointers: (B, P, C); pointer_tpos: (P,) float32, each
+    pointer's signed frame distance already divided by the largest one (`t_diff_max`);
+    pointer_valid: (P,) bool."""
+
+    features: jax.Array
+    frame_tpos: jax.Array
+    frame_valid: jax.Array
+    pointers: jax.Array
+    pointer_tpos: jax.Array
+    pointer_valid: jax.Array
+
+
+class FrameOutput(NamedTuple):
+    """One object's result on one frame (`_forward_sam_heads`' used outputs): low_res_masks
+    (B, 1, 4h, 4w) logits of the chosen mask (NO_OBJ_SCORE where no object is seen); obj_ptr
+    (B, C); object_score_logits (B, 1)."""
+
+    low_res_masks: jax.Array
+    obj_ptr: jax.Array
+    object_score_logits: jax.Array
+
+
+def sine_pe_1d(positions: jax.Array, dim: int, temperature: float = 10000.0) -> jax.Array:
+    """`sam2_utils.get_1d_sine_pe`: positions (N,) -> (N, dim), the sines then the cosines."""
+    half = dim // 2
+    dim_t = jnp.arange(half, dtype=jnp.float32)
+    dim_t = temperature ** (2 * (dim_t // 2) / half)
+    angles = positions[:, None].astype(jnp.float32) / dim_t
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
 class Sam2(nn.Module):
@@ -58,16 +103,25 @@ class Sam2(nn.Module):
             self.no_obj_embed_spatial = self.param("no_obj_embed_spatial", init, (1, mem))
             self.obj_ptr_tpos_proj = nn.Dense(mem)
 
-    def embed_images(self, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """(B, S, S, 3) normalised images -> the image embedding (B, S/16, S/16, C) (with the
-        no-memory embedding added, as `SAM2ImagePredictor.set_image` does) and the projected
-        high-res features (B, S/4, S/4, C/8), (B, S/8, S/8, C/4), all float32."""
+    def backbone(self, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """(B, S, S, 3) normalised images -> the top level's features (B, S/16, S/16, C) and
+        the projected high-res features (B, S/4, S/4, C/8), (B, S/8, S/8, C/4), float32
+        (`forward_image`; what a video frame keeps)."""
         levels = self.image_encoder(images)
-        high_res = self.sam_mask_decoder.project_high_res(levels[0], levels[1])
-        embedding = levels[-1]
+        return levels[-1], self.sam_mask_decoder.project_high_res(levels[0], levels[1])
+
+    def embed_images(self, images: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """`backbone` with the no-memory embedding added to the image embedding, as
+        `SAM2ImagePredictor.set_image` does (a frame without memories)."""
+        embedding, high_res = self.backbone(images)
+        return self.without_memory(embedding), high_res
+
+    def without_memory(self, features: jax.Array) -> jax.Array:
+        """Top-level features (B, h, w, C) of a frame that attends to no memory (an image, a
+        video's first prompted frame): + `no_mem_embed` (`directly_add_no_mem_embed`)."""
         if self.config.directly_add_no_mem_embed:
-            embedding = embedding + self.no_mem_embed[0, 0]
-        return embedding, high_res
+            return features + self.no_mem_embed[0, 0]
+        return features
 
     def encode_prompts(
         self,
@@ -88,9 +142,11 @@ class Sam2(nn.Module):
         sparse_embeddings: jax.Array,
         dense_embeddings: jax.Array,
         multimask_output: bool,
+        dynamic_multimask: bool = False,
     ) -> DecoderOutput:
         return self.sam_mask_decoder(image_embeddings, self.dense_pe(), sparse_embeddings,
-                                     dense_embeddings, multimask_output, high_res_features)
+                                     dense_embeddings, multimask_output, high_res_features,
+                                     dynamic_multimask)
 
     def predict_from_embeddings(
         self,
@@ -99,11 +155,14 @@ class Sam2(nn.Module):
         points: tuple[jax.Array, jax.Array] | None = None,
         masks: jax.Array | None = None,
         multimask_output: bool = True,
+        dynamic_multimask: bool = False,
     ) -> DecoderOutput:
-        """Prompts in the model's input frame -> the decoder's output (`DecoderOutput`)."""
+        """Prompts in the model's input frame -> the decoder's output (`DecoderOutput`);
+        `dynamic_multimask`: a single mask falls back to the best multimask one where
+        unstable (`build_sam2`'s decoder)."""
         sparse, dense = self.encode_prompts(points, masks)
         return self.decode_masks(image_embeddings, high_res_features, sparse, dense,
-                                 multimask_output)
+                                 multimask_output, dynamic_multimask)
 
     def encode_memory(self, pix_feat: jax.Array, masks: jax.Array
                       ) -> tuple[jax.Array, jax.Array]:
@@ -113,10 +172,123 @@ class Sam2(nn.Module):
         return self.memory_encoder(pix_feat, masks)
 
     def attend_memory(self, curr: jax.Array, memory: jax.Array, curr_pos: jax.Array,
-                      memory_pos: jax.Array, num_obj_ptr_tokens: int = 0) -> jax.Array:
+                      memory_pos: jax.Array, num_obj_ptr_tokens: int = 0,
+                      memory_valid: jax.Array | None = None) -> jax.Array:
         """`MemoryAttention`: the frame's tokens (B, hw, C) conditioned on memory tokens
-        (B, M, mem), the last `num_obj_ptr_tokens` of them object pointers."""
-        return self.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens)
+        (B, M, mem), the last `num_obj_ptr_tokens` of them object pointers; tokens where
+        `memory_valid` (M,) is False are not attended to."""
+        return self.memory_attention(curr, memory, curr_pos, memory_pos, num_obj_ptr_tokens,
+                                     memory_valid)
+
+    # --- tracking: one object's step on one frame (`SAM2Base._track_step`) ----------------
+    def condition_on_memory(self, features: jax.Array, memory: Memory) -> jax.Array:
+        """The frame's top-level features (B, h, w, C) fused with its memory
+        (`_prepare_memory_conditioned_features` past the frame selection): memory tokens with
+        their spatial and temporal encodings, then the object pointers, split into C/mem
+        tokens each, with their projected temporal sine encodings (2.1; zeros in 2.0)."""
+        cfg = self.config
+        b, h, w, c = features.shape
+        mem, frames = cfg.mem_dim, memory.features.shape[1]
+        spatial = jnp.asarray(sine_position_encoding(h, w, mem)).reshape(1, h * w, mem)
+        temporal = self.maskmem_tpos_enc[cfg.num_maskmem - memory.frame_tpos - 1][:, 0]
+        frame_pos = (spatial + temporal).reshape(frames * h * w, mem)
+        pointers, count = memory.pointers, memory.pointers.shape[1]
+        if cfg.version == "2.1":  # add_tpos_enc_to_obj_ptrs with proj_tpos_enc_in_obj_ptrs
+            pointer_pos = self.obj_ptr_tpos_proj(sine_pe_1d(memory.pointer_tpos, c))
+        else:
+            pointer_pos = jnp.zeros((count, mem), jnp.float32)
+        split = c // mem if mem < c else 1
+        pointers = pointers.reshape(b, count * split, c // split)
+        pointer_pos = jnp.repeat(pointer_pos, split, axis=0)
+        tokens = jnp.concatenate([memory.features.reshape(b, frames * h * w, mem)
+                                  .astype(jnp.float32), pointers], axis=1)
+        pos = jnp.broadcast_to(jnp.concatenate([frame_pos, pointer_pos])[None],
+                               (b, *tokens.shape[1:]))
+        valid = jnp.concatenate([jnp.repeat(memory.frame_valid, h * w),
+                                 jnp.repeat(memory.pointer_valid, split)])
+        curr_pos = jnp.broadcast_to(jnp.asarray(sine_position_encoding(h, w, c))
+                                    .reshape(1, h * w, c), (b, h * w, c))
+        out = self.attend_memory(features.reshape(b, h * w, c), tokens, curr_pos, pos,
+                                 count * split, valid)
+        return out.reshape(b, h, w, c)
+
+    def forward_sam_heads(self, features: jax.Array, high_res: tuple[jax.Array, jax.Array],
+                          points: tuple[jax.Array, jax.Array] | None,
+                          mask_inputs: jax.Array | None, multimask_output: bool
+                          ) -> FrameOutput:
+        """`_forward_sam_heads`: the decoder on (memory-conditioned) features (B, h, w, C)
+        with points (B, N, 2) and labels (B, N) in the input frame (none: one padding point)
+        and low-res mask logits (B, 4h, 4w, 1); the best mask by IoU with multimask output
+        (its token the pointer's source), the object score gating masks and pointer."""
+        b = features.shape[0]
+        if points is None:
+            points = (jnp.zeros((b, 1, 2), jnp.float32), -jnp.ones((b, 1), jnp.int32))
+        out = self.predict_from_embeddings(features, high_res, points, mask_inputs,
+                                           multimask_output, dynamic_multimask=True)
+        appearing = out.object_score_logits > 0  # (B, 1)
+        masks = jnp.where(appearing[:, :, None, None], out.masks.astype(jnp.float32),
+                          NO_OBJ_SCORE)
+        token = out.sam_tokens[:, 0]
+        if multimask_output:
+            best = jnp.argmax(out.iou, axis=-1)[:, None]
+            masks = jnp.take_along_axis(masks, best[:, :, None, None], axis=1)
+            if out.sam_tokens.shape[1] > 1:
+                token = jnp.take_along_axis(out.sam_tokens, best[:, :, None], axis=1)[:, 0]
+        obj_ptr = self.gate_pointer(self.obj_ptr_proj(token), appearing.astype(jnp.float32))
+        return FrameOutput(masks, obj_ptr, out.object_score_logits)
+
+    def gate_pointer(self, obj_ptr: jax.Array, appearing: jax.Array) -> jax.Array:
+        """`fixed_no_obj_ptr`: where no object is seen (appearing (B, 1) = 0), the pointer
+        is the learnt `no_obj_ptr`."""
+        return appearing * obj_ptr + (1 - appearing) * self.no_obj_ptr
+
+    def use_mask_as_output(self, features: jax.Array, high_res: tuple[jax.Array, jax.Array],
+                           masks: jax.Array) -> FrameOutput:
+        """`_use_mask_as_output`: a {0, 1} mask prompt (B, S, S, 1) is the frame's output, as
+        logits x * 20 - 10 downsampled (antialiased) to the low-res grid; its pointer from
+        the decoder prompted with the mask through `mask_downsample`; the object is seen
+        where the mask has any pixel."""
+        low = self.config.low_res_size
+        logits = masks * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS
+        low_res = resize_bilinear(logits, (low, low), align_corners=False, antialias=True)
+        decoded = self.forward_sam_heads(features, high_res, None,
+                                         self.mask_downsample(masks), False)
+        appearing = jnp.any(masks.reshape(masks.shape[0], -1) > 0, axis=1, keepdims=True)
+        appearing = appearing.astype(jnp.float32)
+        return FrameOutput(low_res.transpose(0, 3, 1, 2),
+                           self.gate_pointer(decoded.obj_ptr, appearing),
+                           MASK_LOGIT_SCALE * appearing + MASK_LOGIT_BIAS)
+
+    def track_frame(self, features: jax.Array, high_res: tuple[jax.Array, jax.Array],
+                    memory: Memory | None, points: tuple[jax.Array, jax.Array] | None,
+                    mask_inputs: jax.Array | None, multimask_output: bool) -> FrameOutput:
+        """One object's step on one frame (`_track_step` without a mask prompt): the frame's
+        raw top-level features (B, h, w, C) conditioned on `memory` (None: an initial
+        conditioning frame, which gets the no-memory embedding), then the SAM heads with
+        points and/or previous low-res logits as the mask prompt."""
+        if memory is None:
+            conditioned = self.without_memory(features)
+        else:
+            conditioned = self.condition_on_memory(features, memory)
+        return self.forward_sam_heads(conditioned, high_res, points, mask_inputs,
+                                      multimask_output)
+
+    def encode_new_memory(self, features: jax.Array, low_res_masks: jax.Array,
+                          object_score_logits: jax.Array, binarize: bool
+                          ) -> jax.Array:
+        """`_encode_new_memory`: the frame's raw features (B, h, w, C) and its low-res mask
+        logits (B, 1, 4h, 4w), resized to the input size (bilinear) -> memory features
+        (B, h, w, mem). The mask enters as sigmoid (or, with `binarize`, as > 0 for prompted
+        frames) x 20 - 10; 2.1 adds `no_obj_embed_spatial` where no object is seen."""
+        size = self.config.image_size
+        masks = resize_bilinear(low_res_masks, (size, size), align_corners=False,
+                                axes=(-2, -1)).transpose(0, 2, 3, 1)
+        masks = (masks > 0).astype(jnp.float32) if binarize else jax.nn.sigmoid(masks)
+        memory, _ = self.encode_memory(features, masks * MASK_LOGIT_SCALE + MASK_LOGIT_BIAS)
+        if self.config.version == "2.1":
+            absent = 1.0 - (object_score_logits > 0).astype(jnp.float32)  # (B, 1)
+            memory = memory + absent[:, :, None, None] * self.no_obj_embed_spatial[0]
+        return memory
 
     def __call__(self, images: jax.Array, multimask_output: bool = True) -> DecoderOutput:
         """End to end on one point and a mask prompt per image (used by `init`; the no-mask

@@ -1,4 +1,5 @@
-"""VRP-SAM models: `predict`, `export`, `convert-vrp`, `convert-backbone`, `summary`."""
+"""VRP-SAM models: `predict`, `predict-video`, `export`, `convert-vrp`, `convert-backbone`,
+`summary`."""
 
 from __future__ import annotations
 
@@ -66,6 +67,26 @@ def predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def predict_video(args: argparse.Namespace) -> int:
+    from vrp_sam_jax.storage.image_io import read_image
+    from vrp_sam_jax.storage.outputs import output_dir
+    from vrp_sam_jax.transforms import annotations
+    from vrp_sam_jax.video import VRPSamVideoPredictor, segment_video
+
+    kind, values = _annotation(args)
+    refs = [read_image(p) for p in args.reference]
+    output_dir(args.output_dir, create=False)
+    model = options.load_model(args, args.compute_dtype)  # --vrp-checkpoint is required
+    tracker = VRPSamVideoPredictor(model, reprompt=args.reprompt)
+    tracker.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,
+                                                          tracker.images.size))
+    summary = segment_video(tracker, args.video, args.output_dir, not args.no_overlay,
+                            args.fps, args.overwrite)
+    print(json.dumps({"shots": len(refs), "sam_type": model.config.sam_type,
+                      "model": model.origin, "video": args.video, **summary}))
+    return 0
+
+
 def export(args: argparse.Namespace) -> int:
     from vrp_sam_jax import model_io
 
@@ -121,16 +142,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment targets like the annotated reference(s)")
     options.add_model_source(p, "--vrp-checkpoint", required=False)
     options.add_gp_sam(p)
-    p.add_argument("--reference", action="append", required=True,
-                   help="reference image (repeat for k-shot)")
-    p.add_argument("--reference-mask", action="append", default=[],
-                   help="mask PNG of a reference (non-zero = object), one per --reference")
-    p.add_argument("--reference-box", type=options.boxes, action="append", default=[],
-                   help="x0,y0,x1,y1[;x0,y0,x1,y1] in reference pixels, one per --reference")
-    p.add_argument("--reference-points", type=options.points, action="append", default=[],
-                   help="x,y[;x,y...] in reference pixels, one per --reference")
-    p.add_argument("--reference-scribble", action="append", default=[],
-                   help="scribble PNG (non-zero = drawn), one per --reference")
+    _add_references(p)
     p.add_argument("targets", nargs="+", help="target images")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--save-logits", action="store_true",
@@ -143,6 +155,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compute dtype of the frozen backbone and SAM image encoder")
     options.add_compile_cache(p)
     p.set_defaults(func=predict)
+
+    p = sub.add_parser("predict-video", help="follow the annotated reference's object "
+                                             "through a video (VRP-SAM on SAM 2)")
+    options.add_model_source(p, "--vrp-checkpoint")
+    _add_references(p)
+    p.add_argument("video", help="a video file (the video extra) or a folder of frames "
+                                 "(00000.jpg, ...; sorted by number, else by name)")
+    p.add_argument("--output-dir", required=True,
+                   help="gets masks/<frame>.png and overlay.mp4")
+    p.add_argument("--reprompt", action="store_true",
+                   help="where the tracked object is lost, ask the reference again")
+    p.add_argument("--no-overlay", action="store_true", help="write the masks only")
+    p.add_argument("--fps", type=float, default=None,
+                   help="the overlay video's frame rate (default: the video's, or 24)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs already in --output-dir")
+    p.add_argument("--compute-dtype", choices=names.COMPUTE_DTYPES, default="float32",
+                   help="compute dtype of the reference's backbone and SAM 2 image encoder")
+    options.add_compile_cache(p)
+    p.set_defaults(func=predict_video)
 
     p = sub.add_parser("export", help="any model source -> a self-contained converted "
                                       "directory, or the release's best_model.pt")
@@ -176,3 +208,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", choices=names.BACKBONES, default="resnet50")
     p.add_argument("--sam-type", choices=names.SAM_MODEL_TYPES, default="vit_h")
     p.set_defaults(func=summary)
+
+
+def _add_references(p: argparse.ArgumentParser) -> None:
+    """The reference images and exactly one kind of annotation of them (`_annotation`)."""
+    p.add_argument("--reference", action="append", required=True,
+                   help="reference image (repeat for k-shot)")
+    p.add_argument("--reference-mask", action="append", default=[],
+                   help="mask PNG of a reference (non-zero = object), one per --reference")
+    p.add_argument("--reference-box", type=options.boxes, action="append", default=[],
+                   help="x0,y0,x1,y1[;x0,y0,x1,y1] in reference pixels, one per --reference")
+    p.add_argument("--reference-points", type=options.points, action="append", default=[],
+                   help="x,y[;x,y...] in reference pixels, one per --reference")
+    p.add_argument("--reference-scribble", action="append", default=[],
+                   help="scribble PNG (non-zero = drawn), one per --reference")
