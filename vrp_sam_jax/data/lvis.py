@@ -141,6 +141,7 @@ class LvisSource:
         self.shots = shots
         self._files: dict[str, Annotations] = {}
         self._names: dict[str, dict[str, str]] = {}  # split -> stem -> image name
+        self._eligible: dict[str, list[int]] = {}  # split -> eligible category ids
 
     def annotations(self, split: str = "val") -> Annotations:
         """A split's file, read once."""
@@ -150,10 +151,17 @@ class LvisSource:
                                   for name in images}
         return self._files[split]
 
+    def eligible(self, split: str = "val") -> list[int]:
+        """A split's eligible category ids (`eligible_categories`), found once: every mask
+        read looks its class up in them."""
+        if split not in self._eligible:
+            self._eligible[split] = eligible_categories(self.annotations(split), self.shots)
+        return self._eligible[split]
+
     @property
     def categories(self) -> list[int]:
         """The eligible validation category ids: evaluation's `class0` indexes this list."""
-        return eligible_categories(self.annotations("val"), self.shots)
+        return self.eligible("val")
 
     def _all_categories(self) -> list[int]:
         """`categories`, then the training file's other eligible ones (read only if read)."""
@@ -161,8 +169,7 @@ class LvisSource:
         if "trn" not in self._files:
             return tested
         known = set(tested)
-        return tested + [c for c in eligible_categories(self._files["trn"], self.shots)
-                         if c not in known]
+        return tested + [c for c in self.eligible("trn") if c not in known]
 
     def classwise(self) -> dict[int, list[str]]:
         """class0 -> the stems of its validation images, in the file's order (what Matcher's
@@ -179,7 +186,7 @@ class LvisSource:
         held_out = {tested[c] for c in fold_classes(len(tested), fold)}
         number = {c: i for i, c in enumerate(self._all_categories())}
         return {number[c]: [stem(name) for name in training[c]]
-                for c in eligible_categories(training, self.shots) if c not in held_out}
+                for c in self.eligible("trn") if c not in held_out}
 
     def _locate(self, name: str) -> tuple[str, str]:
         """(split, image name) of a stem: the validation file's, else the training file's."""
