@@ -101,16 +101,11 @@ def segment_video(tracker: VRPSamVideoPredictor, video: str | Path, output_dir_p
     renamed when complete) under `output_dir_path`. Frames are read, segmented and written
     one at a time. -> a summary: frames, the frames the reference prompted, the files."""
     frames = VideoFrames(video)
+    check_video_outputs(output_dir_path, overlay_video, overwrite)
     out = output_dir(output_dir_path)
-    masks_dir = out / "masks"
-    overlay_path = out / "overlay.mp4"
+    masks_dir, overlay_path = out / "masks", out / "overlay.mp4"
     digits = max(5, len(str(len(frames) - 1)))
     mask_paths = [masks_dir / f"{i:0{digits}d}.png" for i in range(len(frames))]
-    if not overwrite:
-        taken = [p for p in (*mask_paths, overlay_path) if p.exists()]
-        if taken:
-            raise InputError(f"{taken[0]}: already exists (pass --overwrite to replace the "
-                             f"outputs in {out})")
     writer = _overlay_writer(overlay_path, fps or frames.fps or DEFAULT_FPS) \
         if overlay_video else contextlib.nullcontext()
     masks_dir.mkdir(exist_ok=True)
@@ -130,6 +125,20 @@ def segment_video(tracker: VRPSamVideoPredictor, video: str | Path, output_dir_p
 
 
 DEFAULT_FPS = 24.0  # a frame folder's rate, unless given
+
+
+def check_video_outputs(output_dir_path: str | Path, overlay_video: bool = True,
+                        overwrite: bool = False) -> None:
+    """Refuse, before any work, outputs of an earlier run in the directory (masks in
+    `masks/`, `overlay.mp4`) unless `overwrite` (which replaces the masks of this video's
+    frames and the overlay)."""
+    out = Path(output_dir_path)
+    earlier = sorted((out / "masks").glob("*.png"))[:1]
+    if overlay_video and (out / "overlay.mp4").exists():
+        earlier.append(out / "overlay.mp4")
+    if earlier and not overwrite:
+        raise InputError(f"{earlier[0]}: already exists (pass --overwrite to replace the "
+                         f"outputs in {out})")
 
 
 @contextlib.contextmanager

@@ -71,11 +71,12 @@ def predict_video(args: argparse.Namespace) -> int:
     from vrp_sam_jax.storage.image_io import read_image
     from vrp_sam_jax.storage.outputs import output_dir
     from vrp_sam_jax.transforms import annotations
-    from vrp_sam_jax.video import VRPSamVideoPredictor, segment_video
+    from vrp_sam_jax.video import VRPSamVideoPredictor, check_video_outputs, segment_video
 
     kind, values = _annotation(args)
     refs = [read_image(p) for p in args.reference]
     output_dir(args.output_dir, create=False)
+    check_video_outputs(args.output_dir, not args.no_overlay, args.overwrite)
     model = options.load_model(args, args.compute_dtype)  # --vrp-checkpoint is required
     tracker = VRPSamVideoPredictor(model, reprompt=args.reprompt)
     tracker.set_references(refs, annotations.prompt_masks(kind, values, args.reference, refs,
