@@ -54,6 +54,9 @@ class VideoFrames:
         self._files: list[Path] | None = None
         self._arrays: Sequence[np.ndarray] | None = None
         self.fps: float | None = None  # a video file's frame rate
+        # the last frame read: the tracker, the reference and the overlay each ask for the
+        # frame they are at, and a video file seeks backwards only by reopening
+        self._last: tuple[int, np.ndarray] | None = None
         if isinstance(video, (str, Path)):
             self.source = Path(video)
             if self.source.is_dir():
@@ -79,6 +82,8 @@ class VideoFrames:
 
     def frame(self, index: int) -> np.ndarray:
         """Frame `index` as an HxWx3 uint8 array."""
+        if self._last is not None and self._last[0] == index:
+            return self._last[1]
         if self._files is not None:
             path = self._files[index]
             try:
@@ -100,6 +105,7 @@ class VideoFrames:
         if index and frame.shape[:2] != (self.height, self.width):
             raise FrameError(f"{self.name(index)}: frame is {frame.shape[1]}x{frame.shape[0]}, "
                              f"the video's first is {self.width}x{self.height}")
+        self._last = (index, frame)
         return frame
 
     def name(self, index: int) -> str:
