@@ -192,16 +192,13 @@ class SAM2VideoPredictor:
         state["mask_inputs_per_obj"][obj_idx].pop(frame_idx, None)
         is_init, reverse, is_cond = self._frame_role(state, obj_idx, frame_idx)
         # the object's latest logits on this frame join the new clicks as the mask prompt
-        prev = state["temp_output_dict_per_obj"][obj_idx][_storage_key(is_cond)].get(frame_idx)
-        outputs = state["output_dict_per_obj"][obj_idx]
-        prev = prev or outputs["cond_frame_outputs"].get(frame_idx) or \
-            outputs["non_cond_frame_outputs"].get(frame_idx)
+        prev = self._newest_output(state, obj_idx, frame_idx, is_cond)
         prev_logits = None
         if prev is not None and prev["pred_masks"] is not None:
             prev_logits = np.clip(prev["pred_masks"], -PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
         current, _ = self._run_single_frame_inference(
-            state, outputs, frame_idx, is_init, point_inputs, None, reverse,
-            run_mem_encoder=False, prev_sam_mask_logits=prev_logits)
+            state, state["output_dict_per_obj"][obj_idx], frame_idx, is_init, point_inputs,
+            None, reverse, run_mem_encoder=False, prev_sam_mask_logits=prev_logits)
         state["temp_output_dict_per_obj"][obj_idx][_storage_key(is_cond)][frame_idx] = current
         return frame_idx, state["obj_ids"], self._frame_masks(state, frame_idx, is_cond)
 
@@ -254,13 +251,19 @@ class SAM2VideoPredictor:
         masks = np.full((len(state["obj_idx_to_id"]), 1, height, width), NO_OBJ_SCORE,
                         np.float32)
         for obj_idx in range(masks.shape[0]):
-            outputs = state["output_dict_per_obj"][obj_idx]
-            out = (state["temp_output_dict_per_obj"][obj_idx][_storage_key(is_cond)]
-                   .get(frame_idx) or outputs["cond_frame_outputs"].get(frame_idx)
-                   or outputs["non_cond_frame_outputs"].get(frame_idx))
+            out = self._newest_output(state, obj_idx, frame_idx, is_cond)
             if out is not None:
                 masks[obj_idx] = self._video_size(state, out["pred_masks"])[0]
         return non_overlapping(masks) if self.non_overlap_masks else masks
+
+    def _newest_output(self, state: dict[str, Any], obj_idx: int, frame_idx: int,
+                       is_cond: bool) -> dict[str, Any] | None:
+        """The object's newest output on the frame: the temporary one of a prompt not yet
+        propagated (in the `is_cond` store), else the tracked conditioning or other one."""
+        outputs = state["output_dict_per_obj"][obj_idx]
+        return (state["temp_output_dict_per_obj"][obj_idx][_storage_key(is_cond)]
+                .get(frame_idx) or outputs["cond_frame_outputs"].get(frame_idx)
+                or outputs["non_cond_frame_outputs"].get(frame_idx))
 
     def _video_size(self, state: dict[str, Any], low_res: np.ndarray) -> np.ndarray:
         size = (state["video_height"], state["video_width"])
@@ -417,8 +420,8 @@ class SAM2VideoPredictor:
             frames.append((t_pos, recent.get(prev)))
         num_frames = state["num_frames"]
         max_pointers = min(num_frames, MAX_OBJ_PTRS_IN_ENCODER)
-        sign = -1 if reverse else 1
-        pointers = [((frame_idx - t) * sign, out["obj_ptr"]) for t, out in cond.items()
+        # signed: the distance from the frame towards the frames already tracked
+        pointers = [((t - frame_idx) * step, out["obj_ptr"]) for t, out in cond.items()
                     if (t >= frame_idx if reverse else t <= frame_idx)]
         pointer_slots = len(cond) + MAX_OBJ_PTRS_IN_ENCODER - 1
         for t_diff in range(1, max_pointers):
